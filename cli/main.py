@@ -1,0 +1,33 @@
+"""The `fairvisor` command line: a thin click group; commands import engine code lazily."""
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Fairvisor: policy and spend control for API and LLM traffic at the edge.
+
+    nginx enforces, a Lua shim forwards each request's description, and the Python engine
+    decides. Policies are one JSON bundle; see `fairvisor validate --help` and docs/policy.md.
+    """
+
+
+@main.command()
+def version() -> None:
+    """Print the Fairvisor version."""
+    from pyengine import __version__
+
+    click.echo(f"fairvisor {__version__}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+def validate(file: str) -> None:
+    """Check a policy bundle file (or - for stdin).
+
+    Prints "Valid: N policies, M rules" and exits 0, or prints every error as
+    "<file>: <json path>: <message>" on stderr and exits 1.
+    """
+    from cli.validate_cmd import run_validate
+
+    raise SystemExit(run_validate(file))

@@ -1,0 +1,95 @@
+"""Runtime settings from FAIRVISOR_* environment variables (contract §5), loaded once at start."""
+
+import os
+import tempfile
+
+import msgspec
+
+MODES = ("decision_service", "reverse_proxy")
+LLM_FORMATS = ("openai", "anthropic", "gemini")
+FAIL_MODES = ("open", "closed")
+
+
+class ConfigError(ValueError):
+    """A FAIRVISOR_* variable has a value we cannot use; the message names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    config_file: str | None = None  # FAIRVISOR_CONFIG_FILE; None = the bundled default policy
+    mode: str = "decision_service"  # FAIRVISOR_MODE
+    backend_url: str | None = None  # FAIRVISOR_BACKEND_URL (reverse_proxy only)
+    llm_format: str | None = None  # FAIRVISOR_LLM_FORMAT
+    strip_request_headers: tuple[str, ...] = ()  # FAIRVISOR_STRIP_REQUEST_HEADERS, lower-case
+    upstream_headers: tuple[tuple[str, str], ...] = ()  # FAIRVISOR_UPSTREAM_HEADER_<Name>
+    listen: str = "0.0.0.0:8080"  # FAIRVISOR_LISTEN, host:port
+    trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
+    fail_mode: str = "open"  # FAIRVISOR_FAIL_MODE
+    engine_timeout_ms: int = 100  # FAIRVISOR_ENGINE_TIMEOUT_MS
+    engine_socket: str = ""  # FAIRVISOR_ENGINE_SOCKET; default: <state_dir>/engine.sock
+    state_dir: str = ""  # FAIRVISOR_STATE_DIR; default: <tmp>/fairvisor
+    log_level: str = "info"  # FAIRVISOR_LOG_LEVEL
+    worker_processes: str = "auto"  # FAIRVISOR_WORKER_PROCESSES ("auto" or a count)
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in value.split(",") if p.strip())
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
+    """Build Settings from an environment mapping; `overrides` (CLI flags) win when not None."""
+    env = os.environ if env is None else env
+    raw: dict = {}
+    simple = {
+        "config_file": "FAIRVISOR_CONFIG_FILE",
+        "mode": "FAIRVISOR_MODE",
+        "backend_url": "FAIRVISOR_BACKEND_URL",
+        "llm_format": "FAIRVISOR_LLM_FORMAT",
+        "listen": "FAIRVISOR_LISTEN",
+        "fail_mode": "FAIRVISOR_FAIL_MODE",
+        "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
+        "state_dir": "FAIRVISOR_STATE_DIR",
+        "log_level": "FAIRVISOR_LOG_LEVEL",
+        "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
+    }
+    for field, var in simple.items():
+        if env.get(var):
+            raw[field] = env[var]
+    if env.get("FAIRVISOR_STRIP_REQUEST_HEADERS"):
+        raw["strip_request_headers"] = tuple(h.lower() for h in _csv(env["FAIRVISOR_STRIP_REQUEST_HEADERS"]))
+    if env.get("FAIRVISOR_TRUSTED_PROXIES"):
+        raw["trusted_proxies"] = _csv(env["FAIRVISOR_TRUSTED_PROXIES"])
+    if env.get("FAIRVISOR_ENGINE_TIMEOUT_MS"):
+        raw["engine_timeout_ms"] = env["FAIRVISOR_ENGINE_TIMEOUT_MS"]
+    prefix = "FAIRVISOR_UPSTREAM_HEADER_"
+    injected = sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+    if injected:
+        raw["upstream_headers"] = tuple(injected)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return _finish(raw)
+
+
+def _finish(raw: dict) -> Settings:
+    if "engine_timeout_ms" in raw:
+        try:
+            raw["engine_timeout_ms"] = int(raw["engine_timeout_ms"])
+        except (TypeError, ValueError):
+            raise ConfigError(f"FAIRVISOR_ENGINE_TIMEOUT_MS: must be an integer, got {raw['engine_timeout_ms']!r}") from None
+        if raw["engine_timeout_ms"] < 1:
+            raise ConfigError("FAIRVISOR_ENGINE_TIMEOUT_MS: must be >= 1")
+    _choice("FAIRVISOR_MODE", raw.get("mode", "decision_service"), MODES)
+    _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
+    if raw.get("llm_format") is not None:
+        _choice("FAIRVISOR_LLM_FORMAT", raw["llm_format"], LLM_FORMATS)
+    if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):
+        raise ConfigError("FAIRVISOR_BACKEND_URL: required when FAIRVISOR_MODE=reverse_proxy")
+    state_dir = raw.get("state_dir") or os.path.join(tempfile.gettempdir(), "fairvisor")
+    raw["state_dir"] = state_dir
+    if not raw.get("engine_socket"):
+        raw["engine_socket"] = os.path.join(state_dir, "engine.sock")
+    return msgspec.convert(raw, Settings)

@@ -1,0 +1,214 @@
+"""The Engine: the policy in force, the state store, and the answer to every shim message."""
+
+import logging
+import os
+import time
+
+import msgspec
+
+from .clock import SystemClock
+from .errors import PolicyError
+from .metrics import EngineMetrics
+from .pipeline import Pipeline
+from .policy.compiler import CompiledBundle
+from .policy.loader import load_bundle_bytes, policy_hash
+from .protocol.messages import (PROTOCOL_VERSION, Decide, ErrorReply, Health, Hello, HelloReply, Metrics,
+                                Reply, Settle, Usage, Verdict)
+from .request import DESCRIBED_HEADERS, view_from_decide
+from .reservations import Reservations, reserved_tokens
+from .state.memory import MemoryStore
+from .usage import handle_usage
+from .verdict import Decision, render
+
+log = logging.getLogger("fairvisor.engine")
+
+DEFAULT_POLICY_PATH = os.path.join(os.path.dirname(__file__), "default_policy.json")
+MAX_BODY_BYTES = 1024 * 1024  # what the shim may send of a request body (bytes)
+SWEEP_BATCH = 20_000  # state entries examined per upkeep tick
+_json = msgspec.json.Encoder()
+
+
+class _Sink:
+    """Where the pipeline reports skipped rules and shadow would-rejects."""
+
+    def __init__(self, metrics: EngineMetrics):
+        self.metrics = metrics
+
+    def skipped(self, policy_id: str, rule: str) -> None:
+        self.metrics.rule_skipped.inc((policy_id, rule))
+
+    def would_reject(self, policy_id, rule, reason, key, view) -> None:
+        self.metrics.would_reject.inc((policy_id, reason))
+        self.metrics.decisions.inc(("would_reject", reason, policy_id))
+        log.info("shadow would reject: policy=%s rule=%s reason=%s", policy_id, rule, reason)
+
+
+class Engine:
+    def __init__(self, settings, clock=None, store=None):
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.store = store if store is not None else MemoryStore()
+        self.metrics = EngineMetrics()
+        self.pipeline = Pipeline(_Sink(self.metrics))
+        self.reservations = Reservations()
+        self.bundle: CompiledBundle | None = None
+        self.generation = 0
+        self.last_errors: list[str] = []
+        self.started_at_s = time.time()
+        self._policy_path: str | None = None
+        self._policy_stat = None
+        self._reload_requested = False
+        self.hello_reply = self._make_hello()
+
+    # -- policy ------------------------------------------------------------------------
+
+    def _make_hello(self) -> HelloReply:
+        if self.bundle is not None:
+            headers, needs_body = self.bundle.header_names, self.bundle.needs_body
+        else:
+            headers = list(DESCRIBED_HEADERS) if self.settings.mode == "decision_service" else []
+            needs_body = False
+        return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
+                          needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
+
+    def load_bytes(self, data: bytes, source: str) -> None:
+        """Put a bundle in force, or raise PolicyError and keep the one in force."""
+        try:
+            bundle = load_bundle_bytes(data, source, self.clock.now_s())
+            if self.bundle is not None and bundle.bundle_version <= self.bundle.version:
+                raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
+                                   f"({self.bundle.version}), got {bundle.bundle_version}"])
+        except PolicyError as exc:
+            self.last_errors = exc.errors
+            self.metrics.reloads.inc(("refused",))
+            raise
+        generation = self.generation + 1
+        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings)
+        self.bundle, self.generation, self.last_errors = compiled, generation, []
+        self.hello_reply = self._make_hello()
+        self.metrics.reloads.inc(("ok",))
+        self.metrics.policy_info.values.clear()
+        self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
+        self.metrics.kill_switch_active.set((), len(compiled.kill_switches))
+        log.info("policy in force: version=%s hash=%s policies=%d", compiled.version, compiled.hash,
+                 len(compiled.policies))
+
+    def load_file(self, path: str) -> None:
+        self._policy_path = path
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as exc:
+            self.metrics.reloads.inc(("refused",))
+            self.last_errors = [f"{os.path.basename(path)}: $: cannot read: {exc.strerror}"]
+            raise PolicyError(self.last_errors) from None
+        self._policy_stat = (st.st_mtime_ns, st.st_size, st.st_ino)
+        self.load_bytes(data, os.path.basename(path))
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def _policy_changed(self) -> bool:
+        try:
+            st = os.stat(self._policy_path)
+        except OSError:
+            return False  # a deleted file keeps the last good bundle in force
+        return (st.st_mtime_ns, st.st_size, st.st_ino) != self._policy_stat
+
+    def upkeep(self) -> None:
+        """Called by the server about every second: policy file watch and idle-state expiry."""
+        if self._policy_path and (self._reload_requested or self._policy_changed()):
+            self._reload_requested = False
+            try:
+                self.load_file(self._policy_path)
+            except PolicyError as exc:
+                for line in exc.errors:
+                    log.error("policy reload refused, keeping version %s: %s",
+                              self.bundle.version if self.bundle else None, line)
+        now_s = self.clock.now_s()
+        self.store.sweep(now_s, SWEEP_BATCH)
+        self.reservations.expire(now_s)
+        self.metrics.state_keys.set((), len(self.store))
+
+    def close(self) -> None:
+        """Final flush at shutdown (durable state hooks in here)."""
+
+    # -- messages ----------------------------------------------------------------------
+
+    def handle(self, msg):
+        t = type(msg)
+        if t is Decide:
+            return self.decide(msg)
+        if t is Hello:
+            if msg.protocol_version != PROTOCOL_VERSION:
+                return ErrorReply(code="version_mismatch",
+                                  message=f"engine speaks protocol {PROTOCOL_VERSION}, shim {msg.protocol_version}")
+            self._report_unavailable(msg.engine_unavailable_delta)
+            return self.hello_reply
+        if t is Health:
+            return self.health()
+        if t is Metrics:
+            self._report_unavailable(msg.engine_unavailable_delta)
+            return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
+        if t is Settle:
+            return Reply(status=200, content_type="application/json", body="{}")
+        if t is Usage:
+            status, body = handle_usage(msg.body, self.reservations, self.bundle, self.clock.now_s(), self.metrics)
+            return Reply(status=status, content_type="application/json", body=body)
+        return ErrorReply(code="bad_message", message=f"unexpected message {t.__name__}")
+
+    def _report_unavailable(self, delta: int) -> None:
+        if delta > 0:
+            self.metrics.engine_unavailable.inc((), delta)
+
+    def decide(self, msg: Decide):
+        if msg.generation != self.generation:
+            return self.hello_reply  # the shim re-describes the request with the new header list
+        start = time.perf_counter()
+        bundle = self.bundle
+        if bundle is None:
+            d = Decision(status=503, reason="no_policy_loaded")
+            verdict = render(d, msg.surface, self.settings.llm_format)
+            self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
+            return verdict
+        view = view_from_decide(msg, bundle.header_index)
+        now_s = self.clock.now_s()
+        d = self.pipeline.decide(bundle, view, now_s)
+        if d.reserved:
+            r = self.reservations.open(d.reserved, now_s, view.llm)
+            d.reservation_id = r.id
+            self.metrics.tokens_reserved.inc((), reserved_tokens(r))
+        verdict = render(d, msg.surface, self.settings.llm_format)
+        m = self.metrics
+        if d.status:
+            m.decisions.inc(("reject", d.reason, d.policy_id or ""))
+        elif d.warning:
+            m.decisions.inc(("throttle" if d.delay_ms else "warn", d.warning, d.policy_id or ""))
+        else:
+            m.decisions.inc(("allow", "", d.policy_id or ""))
+        m.duration.observe(time.perf_counter() - start)
+        return verdict
+
+    def health(self) -> Reply:
+        b = self.bundle
+        if b is None:
+            body = {"status": "not_ready", "reason": "no_policy_loaded", "errors": self.last_errors}
+            return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
+        body = {"status": "ok", "policy_version": b.version, "policy_hash": b.hash,
+                "uptime_s": int(time.time() - self.started_at_s)}
+        if self.last_errors:
+            body["last_reload_errors"] = self.last_errors
+        return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
+
+def build_engine(settings, clock=None) -> Engine:
+    """An Engine with the configured policy (or the bundled default) loaded when valid."""
+    engine = Engine(settings, clock=clock)
+    path = settings.config_file or DEFAULT_POLICY_PATH
+    try:
+        engine.load_file(path)
+    except PolicyError as exc:
+        for line in exc.errors:
+            log.error("policy refused: %s", line)
+    return engine

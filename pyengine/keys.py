@@ -1,0 +1,135 @@
+"""Limit-key extractors: turn `jwt:<claim>`, `header:<name>`, `ip:address`, ... into request values.
+
+An extractor returns the key's value as a string, or None when the request lacks it (the rule
+is then skipped). Extractors never raise on client input: garbage JWTs, odd addresses and
+non-UTF-8 bytes all become None or a replacement-character string.
+"""
+
+import ipaddress
+import re
+
+import jwt as pyjwt
+
+# Decoded JWT payloads by raw token. Clients repeat their token on every request, so the cache
+# hits almost always; it is cleared whole when full to stay bounded without LRU bookkeeping.
+_JWT_CACHE_MAX = 4096
+_jwt_cache: dict[str, dict | None] = {}
+
+_BOT_UA = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
+
+
+def jwt_claims(authorization: str | None) -> dict | None:
+    """The payload of an `Authorization: Bearer <jwt>` header, NOT verified (keys, not auth)."""
+    if not authorization or len(authorization) < 8 or authorization[:7].lower() != "bearer ":
+        return None
+    token = authorization[7:].strip()
+    claims = _jwt_cache.get(token, False)
+    if claims is not False:
+        return claims
+    try:
+        claims = pyjwt.decode(token, options={"verify_signature": False})
+        if not isinstance(claims, dict):
+            claims = None
+    except Exception:  # noqa: BLE001 - any malformed token simply has no claims
+        claims = None
+    if len(_jwt_cache) >= _JWT_CACHE_MAX:
+        _jwt_cache.clear()
+    _jwt_cache[token] = claims
+    return claims
+
+
+def claim_text(value) -> str | None:
+    """Scalar claims key limits; objects and lists do not (too easy to make unbounded keys)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return None
+
+
+class TrustedProxies:
+    """Decides whether an address is a trusted proxy; results cached per address string."""
+
+    __slots__ = ("_nets", "_cache")
+
+    def __init__(self, cidrs):
+        self._nets = [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
+        self._cache: dict[str, bool] = {}
+
+    def trusted(self, addr: str) -> bool:
+        hit = self._cache.get(addr)
+        if hit is not None:
+            return hit
+        try:
+            ip = ipaddress.ip_address(addr)
+            result = any(ip in net for net in self._nets if net.version == ip.version)
+        except ValueError:
+            result = False
+        if len(self._cache) >= 65536:
+            self._cache.clear()
+        self._cache[addr] = result
+        return result
+
+    def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
+        """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted."""
+        client = remote_addr
+        if forwarded_for and self.trusted(remote_addr):
+            for hop in reversed(forwarded_for.split(",")):
+                hop = hop.strip()
+                if not hop:
+                    continue
+                client = hop
+                if not self.trusted(hop):
+                    break
+        return client
+
+
+def make_extractor(limit_key: str, proxies: TrustedProxies):
+    """A function RequestView -> str|None for one limit key (syntax already validated)."""
+    kind, _, name = limit_key.partition(":")
+    if kind == "jwt":
+        def jwt_claim(view):
+            claims = jwt_claims(view.header("authorization"))
+            return None if claims is None else claim_text(claims.get(name))
+        return jwt_claim
+    if kind == "header":
+        lname = name.lower()
+        return lambda view: view.header(lname)
+    if kind == "query":
+        return lambda view: view.query_param(name)
+    if limit_key == "ip:address":
+        def ip_address(view):
+            ip = view.client_ip
+            if ip is None:
+                ip = view.client_ip = proxies.client_ip(view.remote_addr, view.header("x-forwarded-for"))
+            return ip or None
+        return ip_address
+    if limit_key == "ip:country":
+        def country(view):
+            cc = view.header("x-country-code")
+            return cc.strip().upper() if cc else None
+        return country
+    if limit_key == "ua:bot":
+        def ua_bot(view):
+            ua = view.header("user-agent")
+            return "true" if not ua or _BOT_UA.search(ua) else "false"
+        return ua_bot
+    raise ValueError(f"unknown limit key {limit_key!r}")
+
+
+def headers_needed(limit_key: str) -> tuple[str, ...]:
+    """The request headers an extractor reads, so the shim sends only those."""
+    kind, _, name = limit_key.partition(":")
+    if kind == "jwt":
+        return ("authorization",)
+    if kind == "header":
+        return (name.lower(),)
+    if limit_key == "ip:address":
+        return ("x-forwarded-for",)
+    if limit_key == "ip:country":
+        return ("x-country-code",)
+    if limit_key == "ua:bot":
+        return ("user-agent",)
+    return ()

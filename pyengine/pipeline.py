@@ -1,0 +1,95 @@
+"""The decision path: kill switches, then every matching policy's rules, all-or-nothing.
+
+Order (contract §1): kill switches first; then, per matching policy in bundle order, its rules
+whose `match` holds (or its fallback). The first enforcing rule that rejects ends the request;
+every charge made before it is undone, so a rejected request is never charged. Shadow policies
+(and every policy under an active global shadow) count in their own state and never change
+the Decision; their would-be rejections go to metrics and the decision log.
+"""
+
+import math
+
+from .policy.compiler import SHADOW_MARK
+from .verdict import Decision
+
+KILL_SWITCH_RETRY_S = 3600
+_SEVERITY = {None: 0, "budget_warn": 1, "budget_throttle": 2}
+
+
+def _undo(charged, at_s: float, now_s: float) -> None:
+    for rule, key, amount in reversed(charged):
+        rule.undo(key, amount, at_s, now_s)
+
+
+class Pipeline:
+    """Stateless apart from its metrics sink; all counters live in the store behind the rules."""
+
+    def __init__(self, sink):
+        self.sink = sink  # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
+
+    def decide(self, bundle, view, now_s: float) -> Decision:
+        for ks in bundle.kill_switches:
+            if ks.hits(view, now_s):
+                retry = KILL_SWITCH_RETRY_S
+                if ks.expires_at_s is not None:
+                    retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
+                return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
+
+        policies = bundle.routes.match(view.method, view.host, view.path)
+        if not policies:
+            return Decision()
+        global_shadow = bundle.global_shadow_active(now_s) if bundle.global_shadow is not None else False
+        sink = self.sink
+        charged: list = []
+        shadow_charged: list = []
+        shadow_failed = False
+        best = None  # (ratio, rule, outcome) of the most restrictive allowing rule
+        warning = None
+        delay_ms = 0
+
+        for policy in policies:
+            shadow = policy.shadow or global_shadow
+            if shadow and shadow_failed:
+                continue
+            for rule in policy.applicable(view):
+                key = rule.state_key(view)
+                if key is None:
+                    sink.skipped(policy.id, rule.name)
+                    continue
+                if shadow and not policy.shadow:
+                    key = SHADOW_MARK + key  # global shadow: keep enforce counters untouched
+                outcome, amount = rule.apply(view, key, now_s)
+                if shadow:
+                    if outcome.allowed:
+                        shadow_charged.append((rule, key, amount))
+                        continue
+                    sink.would_reject(policy.id, rule.name, outcome.reason, key, view)
+                    shadow_failed = True
+                    break
+                if not outcome.allowed:
+                    _undo(charged, now_s, now_s)
+                    _undo(shadow_charged, now_s, now_s)
+                    return Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=policy.id,
+                                    outcome=outcome if outcome.limit else None,
+                                    retry_after_s=outcome.retry_after_s)
+                charged.append((rule, key, amount))
+                if outcome.limit:
+                    ratio = outcome.remaining / outcome.limit
+                    if best is None or ratio < best[0]:
+                        best = (ratio, rule, outcome)
+                if outcome.warning and _SEVERITY.get(outcome.warning, 0) > _SEVERITY.get(warning, 0):
+                    warning = outcome.warning
+                if outcome.delay_ms > delay_ms:
+                    delay_ms = outcome.delay_ms
+
+        if shadow_failed:
+            _undo(shadow_charged, now_s, now_s)
+        d = Decision(warning=warning, delay_ms=delay_ms)
+        if best is not None:
+            d.rule = best[1].name
+            d.policy_id = best[1].policy_id
+            d.outcome = best[2]
+        reserved = [c for c in charged if c[0].reserves]
+        if reserved:
+            d.reserved = reserved
+        return d

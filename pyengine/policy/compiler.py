@@ -1,0 +1,123 @@
+"""Compiles a validated Bundle into the immutable form the decision path runs on."""
+
+import calendar
+
+from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..request import DESCRIBED_HEADERS
+from .matcher import RouteIndex, Selector, prefix_matches
+from .rules import KEY_SEP, CostRule, LLMRule, TokenBucketRule
+
+SHADOW_MARK = "~"  # prefix of shadow state keys: shadow counters never touch enforce counters
+
+
+def _epoch_s(dt) -> float | None:
+    return None if dt is None else calendar.timegm(dt.utctimetuple()) + dt.microsecond / 1e6
+
+
+class KillSwitch:
+    __slots__ = ("key_fn", "value", "route", "reason", "expires_at_s")
+
+    def __init__(self, key_fn, value, route, reason, expires_at_s):
+        self.key_fn = key_fn
+        self.value = value
+        self.route = route
+        self.reason = reason
+        self.expires_at_s = expires_at_s
+
+    def hits(self, view, now_s: float) -> bool:
+        if self.expires_at_s is not None and now_s >= self.expires_at_s:
+            return False
+        if self.route is not None and not prefix_matches(self.route, view.path):
+            return False
+        return self.key_fn(view) == self.value
+
+
+class CompiledPolicy:
+    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain")
+
+    def __init__(self, pid, shadow, rules, fallback, spec):
+        self.id = pid
+        self.shadow = shadow  # mode == "shadow"
+        self.rules = rules  # tuple of CompiledRule
+        self.fallback = fallback  # CompiledRule or None
+        self.spec = spec  # the validated PolicySpec (loop detection, breaker: later features)
+        # No rule has a `match`: every rule always applies (the common case, kept cheap).
+        self.plain = bool(rules) and all(not r.match for r in rules)
+
+    def applicable(self, view) -> tuple:
+        """Rules whose `match` holds; the fallback rule when none does."""
+        if self.plain:
+            return self.rules
+        rules = tuple(r for r in self.rules if r.matches(view))
+        if not rules and self.fallback is not None:
+            return (self.fallback,)
+        return rules
+
+
+class CompiledBundle:
+    """Everything derived from one policy file; replaced whole on reload, never mutated."""
+
+    def __init__(self, bundle, policy_hash: str, generation: int, store, settings):
+        proxies = TrustedProxies(settings.trusted_proxies)
+        self.version = bundle.bundle_version
+        self.hash = policy_hash
+        self.generation = generation
+        self.pricing = dict(bundle.pricing)
+        self.global_shadow = bundle.global_shadow
+        self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
+        needed: dict[str, None] = {}  # ordered set of header names
+        if settings.mode == "decision_service":
+            needed.update(dict.fromkeys(DESCRIBED_HEADERS))
+        needs_body = False
+
+        def extractor(limit_key: str):
+            needed.update(dict.fromkeys(headers_needed(limit_key)))
+            return make_extractor(limit_key, proxies)
+
+        def compile_rule(policy, rule, shadow: bool):
+            nonlocal needs_body
+            prefix = (SHADOW_MARK if shadow else "") + policy.id + KEY_SEP + rule.name + KEY_SEP
+            key_fns = tuple((k, extractor(k)) for k in rule.limit_keys)
+            match = tuple((k, extractor(k), v) for k, v in (rule.match or {}).items())
+            cfg = rule.algorithm_config
+            if rule.algorithm == "token_bucket":
+                if cfg.cost_source.startswith("header:"):
+                    needed.setdefault(cfg.cost_source[7:].lower())
+                return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg)
+            if rule.algorithm == "token_bucket_llm":
+                needs_body = True
+                needed.setdefault("x-token-estimate")
+                return LLMRule(rule.name, policy.id, key_fns, match, prefix, store, cfg)
+            if cfg.cost_key.startswith("header:"):
+                needed.setdefault(cfg.cost_key[7:].lower())
+            if cfg.cost_key == "llm_usd":
+                needs_body = True
+                needed.setdefault("x-token-estimate")
+            return CostRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, self.pricing)
+
+        policies = []
+        for p in bundle.policies:
+            spec = p.spec
+            shadow = spec.mode == "shadow"
+            rules = tuple(compile_rule(p, r, shadow) for r in spec.rules)
+            fallback = compile_rule(p, spec.fallback_limit, shadow) if spec.fallback_limit else None
+            if spec.loop_detection is not None and spec.loop_detection.enabled:
+                needs_body = True
+            sel = spec.selector
+            policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts),
+                             CompiledPolicy(p.id, shadow, rules, fallback, spec)))
+        self.routes = RouteIndex(policies)
+        self.policies = tuple(cp for _, cp in policies)
+        self.kill_switches = tuple(
+            KillSwitch(extractor(ks.scope_key), ks.scope_value, ks.route, ks.reason, _epoch_s(ks.expires_at))
+            for ks in bundle.kill_switches
+        )
+        self.header_names = list(needed)
+        self.header_index = {name: i for i, name in enumerate(self.header_names)}
+        self.needs_body = needs_body
+
+    def global_shadow_active(self, now_s: float) -> bool:
+        gs = self.global_shadow
+        if gs is None or not gs.enabled:
+            return False
+        return self.global_shadow_until_s is None or now_s < self.global_shadow_until_s

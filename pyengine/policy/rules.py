@@ -1,0 +1,193 @@
+"""Compiled rules: each binds one policy rule to its limiter, its key extractors and its cost.
+
+A rule's `apply` charges on allow and returns (Outcome, charged amount); `undo` is the exact
+inverse, used when a later rule of the same request rejects (all-or-nothing, like
+lua-resty-limit-traffic's uncommit). Amounts are in the limiter's unit: tokens or micro-units.
+"""
+
+import math
+
+from ..algorithms.cost_based import CostBudget
+from ..algorithms.outcome import Outcome
+from ..algorithms.token_bucket import TokenBucket
+from ..algorithms.token_bucket_llm import LLMTokenLimiter
+from ..llm.request import parse_llm_request
+
+MICROS = 1_000_000
+KEY_SEP = "\x1f"  # between compound key values and after the state prefix; never in names
+
+
+_MISSING = object()
+
+
+def key_value(view, limit_key: str, extractor):
+    """A limit key's value for this request, extracted once however many rules use it."""
+    cache = view.keys
+    v = cache.get(limit_key, _MISSING)
+    if v is _MISSING:
+        v = cache[limit_key] = extractor(view)
+    return v
+
+
+def llm_of(view):
+    """The request's LLM fields, parsed once per request whichever rule asks first."""
+    req = view.llm
+    if req is None:
+        req = view.llm = parse_llm_request(view.body, view.path, view.header("x-token-estimate"))
+    return req
+
+
+def _reject(reason: str) -> Outcome:
+    return Outcome(allowed=False, limit=0, window_s=0, remaining=0, reset_s=0, retry_after_s=0,
+                   reason=reason, warning=None, delay_ms=0)
+
+
+def _cost_reader(source: str, fixed: float, default: float):
+    """A function view -> cost for `fixed`, `header:<name>` or `query:<name>` (unusable -> default)."""
+    if source == "fixed":
+        return lambda view: fixed
+    kind, _, name = source.partition(":")
+    read = (lambda v: v.header(name.lower())) if kind == "header" else (lambda v: v.query_param(name))
+
+    def cost(view):
+        raw = read(view)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            return default
+        return value if value >= 0 and math.isfinite(value) else default
+    return cost
+
+
+class CompiledRule:
+    """Common part: name, key extraction, `match` and the state-key prefix."""
+
+    __slots__ = ("name", "policy_id", "key_fns", "match", "prefix", "reserves")
+
+    def __init__(self, name, policy_id, key_fns, match, prefix):
+        self.name = name
+        self.policy_id = policy_id
+        self.key_fns = key_fns  # tuple of (limit key, extractor)
+        self.match = match  # tuple of (limit key, extractor, required value)
+        self.prefix = prefix  # "<policy><SEP><rule><SEP>" (+ shadow marker)
+        self.reserves = False  # True when the charge must be settled after the response
+
+    def matches(self, view) -> bool:
+        for lk, fn, want in self.match:
+            if key_value(view, lk, fn) != want:
+                return False
+        return True
+
+    def state_key(self, view) -> str | None:
+        fns = self.key_fns
+        if len(fns) == 1:
+            v = key_value(view, *fns[0])
+            return None if v is None else self.prefix + v
+        parts = []
+        for lk, fn in fns:
+            v = key_value(view, lk, fn)
+            if v is None:
+                return None
+            parts.append(v)
+        return self.prefix + KEY_SEP.join(parts)
+
+
+class TokenBucketRule(CompiledRule):
+    __slots__ = ("bucket", "cost")
+
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg):
+        super().__init__(name, policy_id, key_fns, match, prefix)
+        self.bucket = TokenBucket(store, cfg.tokens_per_second, cfg.burst)
+        self.cost = _cost_reader(cfg.cost_source, cfg.fixed_cost, cfg.default_cost)
+
+    def apply(self, view, key, now_s):
+        cost = self.cost(view)
+        return self.bucket.acquire(key, cost, now_s), cost
+
+    def undo(self, key, amount, at_s, now_s):
+        self.bucket.refund(key, amount, now_s)
+
+
+class LLMRule(CompiledRule):
+    """token_bucket_llm: reserve prompt estimate + requested completion on TPM/TPD."""
+
+    __slots__ = ("limiter", "cfg", "burst_tokens")
+
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg):
+        super().__init__(name, policy_id, key_fns, match, prefix)
+        self.cfg = cfg
+        self.burst_tokens = cfg.burst_tokens or cfg.tokens_per_minute
+        self.limiter = LLMTokenLimiter(store, cfg.tokens_per_minute, self.burst_tokens, cfg.tokens_per_day)
+        self.reserves = True
+
+    def completion_tokens(self, req) -> int:
+        cfg = self.cfg
+        want = req.max_output_tokens or cfg.default_max_completion
+        if cfg.max_completion_tokens is not None:
+            want = min(want, cfg.max_completion_tokens)
+        return int(want)
+
+    def apply(self, view, key, now_s):
+        req = llm_of(view)
+        cfg = self.cfg
+        completion = self.completion_tokens(req)
+        reason = LLMTokenLimiter.check_request(req.prompt_tokens, completion, cfg.max_prompt_tokens, cfg.max_tokens_per_request)
+        if reason is not None:
+            return _reject(reason), 0
+        tokens = req.prompt_tokens + completion
+        return self.limiter.reserve(key, tokens, now_s), tokens
+
+    def undo(self, key, amount, at_s, now_s):
+        self.limiter.refund(key, amount, at_s, now_s)
+
+    def settle(self, key, reserved, actual_tokens, at_s, now_s):
+        self.limiter.settle(key, reserved, actual_tokens, at_s, now_s)
+
+
+class CostRule(CompiledRule):
+    """cost_based: a money or unit budget per UTC-aligned period, with staged actions."""
+
+    __slots__ = ("budget", "cost", "llm_usd", "pricing", "default_completion")
+
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, pricing):
+        super().__init__(name, policy_id, key_fns, match, prefix)
+        self.llm_usd = cfg.cost_key == "llm_usd"
+        stages = [(s.threshold_percent, s.action, s.delay_ms or 0) for s in cfg.staged_actions]
+        # USD budgets show RateLimit numbers in cents; unit budgets in their own unit.
+        per_unit = 10_000 if self.llm_usd else MICROS
+        self.budget = CostBudget(store, int(round(cfg.budget * MICROS)), cfg.period, stages, per_unit)
+        self.pricing = pricing
+        self.reserves = self.llm_usd
+        self.default_completion = 1000
+        if not self.llm_usd:
+            self.cost = _cost_reader(cfg.cost_key, cfg.fixed_cost, cfg.default_cost)
+
+    def price(self, model: str | None):
+        p = self.pricing.get(model) if model else None
+        return p if p is not None else self.pricing.get("*")
+
+    def usd_micros(self, price, prompt_tokens: int, completion_tokens: int) -> int:
+        # USD per million tokens == micro-USD per token.
+        return math.ceil(prompt_tokens * price.input_usd_per_mtok + completion_tokens * price.output_usd_per_mtok)
+
+    def apply(self, view, key, now_s):
+        if not self.llm_usd:
+            micros = int(round(self.cost(view) * MICROS))
+            return self.budget.acquire(key, micros, now_s), micros
+        req = llm_of(view)
+        price = self.price(req.model)
+        if price is None:
+            return _reject("unknown_model_price"), 0
+        micros = self.usd_micros(price, req.prompt_tokens, req.max_output_tokens or self.default_completion)
+        return self.budget.acquire(key, micros, now_s), micros
+
+    def undo(self, key, amount, at_s, now_s):
+        self.budget.refund(key, amount, at_s, now_s)
+
+    def settle(self, key, reserved_micros, actual_micros, at_s, now_s):
+        if actual_micros < reserved_micros:
+            self.budget.refund(key, reserved_micros - actual_micros, at_s, now_s)
+        elif actual_micros > reserved_micros:
+            self.budget.charge(key, actual_micros - reserved_micros, now_s)

@@ -1,0 +1,83 @@
+"""One shim connection: an asyncio Protocol that turns request frames into reply frames."""
+
+import asyncio
+import logging
+
+from ..errors import ProtocolError
+from .framing import FrameBuffer, decode_request, encode_frame
+from .messages import ErrorReply
+
+log = logging.getLogger("fairvisor.connection")
+
+# Pause reading when this many reply bytes wait in the transport (a shim that stopped
+# reading must not make the engine buffer without bound).
+WRITE_HIGH_WATER_BYTES = 256 * 1024
+
+
+class ConnectionProtocol(asyncio.Protocol):
+    """Per-connection state: the transport, a frame buffer and flow control.
+
+    The handler is synchronous: the engine answers every frame without awaiting, so replies
+    go out in request order and no per-request task is created on the hot path.
+    """
+
+    def __init__(self, handle, connections: set, max_frame_bytes: int):
+        # Shared server state.
+        self._handle = handle  # Request -> Response, never raises for a decodable request
+        self._connections = connections
+        # Per-connection state.
+        self._frames = FrameBuffer(max_frame_bytes)
+        self.transport: asyncio.Transport | None = None
+        self._reading_paused = False
+        self._closing = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
+        self._connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self._connections.discard(self)
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self._frames.feed(data)
+        except ProtocolError as exc:
+            # The length prefix is untrustworthy: the stream cannot be resynchronised.
+            log.warning("closing shim connection: %s", exc)
+            self.transport.write(encode_frame(ErrorReply(code=exc.code, message=exc.message)))
+            self.transport.close()
+            return
+        write = self.transport.write
+        for body in bodies:
+            write(self._answer(body))
+
+    def _answer(self, body) -> bytes:
+        try:
+            return encode_frame(self._handle(decode_request(body)))
+        except ProtocolError as exc:
+            return encode_frame(ErrorReply(code=exc.code, message=exc.message))
+        except Exception:  # noqa: BLE001 - the one boundary where an engine bug becomes a reply
+            log.exception("engine error while answering a frame")
+            return encode_frame(ErrorReply(code="internal", message="engine error"))
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop reading; the reply to a frame already answered has been written."""
+        if self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.close()

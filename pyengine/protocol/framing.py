@@ -1,0 +1,87 @@
+"""Length-prefixed msgpack frames: a 4-byte big-endian body length, then the body."""
+
+import msgspec
+
+from ..errors import ProtocolError
+from .messages import Request, Response
+
+HEADER_BYTES = 4
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+_encoder = msgspec.msgpack.Encoder()
+_request_decoder = msgspec.msgpack.Decoder(Request)
+_response_decoder = msgspec.msgpack.Decoder(Response)
+
+
+def encode_frame(msg) -> bytes:
+    """One message as a complete frame (prefix + body)."""
+    buf = bytearray(HEADER_BYTES)
+    _encoder.encode_into(msg, buf, HEADER_BYTES)
+    buf[0:HEADER_BYTES] = (len(buf) - HEADER_BYTES).to_bytes(HEADER_BYTES, "big")
+    return bytes(buf)
+
+
+def decode_request(body) -> Request:
+    """Decode one frame body sent by the shim; any defect becomes a ProtocolError."""
+    try:
+        return _request_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ProtocolError("bad_message", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError("bad_frame", str(exc)) from None
+
+
+def decode_response(body) -> Response:
+    """Decode one frame body sent by the engine (used by Python clients and tests)."""
+    try:
+        return _response_decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise ProtocolError("bad_frame", str(exc)) from None
+
+
+class FrameBuffer:
+    """Accumulates stream bytes and yields complete frame bodies.
+
+    Invariant: `_buf` never holds more than one partial frame plus what the last read added.
+    A declared length over `max_frame_bytes` raises ProtocolError("frame_too_large"): the
+    stream cannot be resynchronised after that, so the caller closes the connection.
+    """
+
+    __slots__ = ("_buf", "max_frame_bytes")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self._buf = bytearray()
+        self.max_frame_bytes = max_frame_bytes
+
+    def feed(self, data: bytes) -> list:
+        """Add bytes; return the bodies of all frames now complete (memoryviews or bytes)."""
+        buf = self._buf
+        if not buf:
+            # Fast path: the read holds exactly whole frames (the shim's normal case).
+            n = len(data)
+            if n >= HEADER_BYTES:
+                size = int.from_bytes(data[:HEADER_BYTES], "big")
+                if size > self.max_frame_bytes:
+                    raise ProtocolError("frame_too_large", f"frame of {size} bytes > {self.max_frame_bytes}")
+                if n == HEADER_BYTES + size:
+                    return [memoryview(data)[HEADER_BYTES:]]
+        buf.extend(data)
+        frames = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= HEADER_BYTES:
+            size = int.from_bytes(buf[pos:pos + HEADER_BYTES], "big")
+            if size > self.max_frame_bytes:
+                raise ProtocolError("frame_too_large", f"frame of {size} bytes > {self.max_frame_bytes}")
+            if end - pos - HEADER_BYTES < size:
+                break
+            start = pos + HEADER_BYTES
+            frames.append(bytes(buf[start:start + size]))
+            pos = start + size
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._buf)

@@ -1,0 +1,101 @@
+"""Shim <-> engine messages (protocol v1): tagged, array-like msgspec Structs.
+
+Every message is a msgpack array whose first item is the integer tag. Fields are only ever
+appended, with defaults, so an older shim keeps working against a newer engine. Units are in
+the names; `docs/protocol.md` documents every field.
+
+Strings that come from the client (method, URI, host, header values, body) travel as msgpack
+`bin` and decode as `bytes`: client bytes need not be UTF-8, and one bad header must not make
+the whole frame undecodable.
+"""
+
+from typing import Union
+
+import msgspec
+
+PROTOCOL_VERSION = 1
+
+# Decide.surface values.
+SURFACE_DESCRIBED = 0  # decision service: the request is described by X-Original-* headers
+SURFACE_INLINE = 1  # reverse proxy / drop-in include: the request is the one nginx is serving
+
+
+class _Msg(msgspec.Struct, array_like=True, gc=False, omit_defaults=False):
+    pass
+
+
+# ---- shim -> engine -------------------------------------------------------------------
+
+
+class Hello(_Msg, tag=1):
+    protocol_version: int
+    # Requests this shim (all workers) answered by fail mode since its last report.
+    engine_unavailable_delta: int = 0
+
+
+class Decide(_Msg, tag=2):
+    generation: int  # HelloReply.generation the descriptor was built for
+    surface: int  # SURFACE_DESCRIBED or SURFACE_INLINE
+    method: bytes
+    uri: bytes  # raw path and query, as the client sent them
+    host: bytes
+    remote_addr: bytes  # the TCP peer of nginx
+    headers: list[Union[bytes, None]]  # values aligned with HelloReply.headers; None = absent
+    body: Union[bytes, None] = None  # only when HelloReply.needs_body
+    request_id: bytes = b""  # nginx $request_id, for the decision log
+
+
+class Settle(_Msg, tag=3):
+    reservation_id: str
+    status: int  # upstream HTTP status seen by the client (0 = no response)
+    counted_tokens: int  # output tokens the shim counted in the stream it passed on
+    cut: bool  # the shim ended the stream at the allowance
+    tail: bytes = b""  # last bytes of the response body (the whole body up to a cap)
+    client_aborted: bool = False
+
+
+class Health(_Msg, tag=4):
+    pass
+
+
+class Metrics(_Msg, tag=5):
+    engine_unavailable_delta: int = 0
+
+
+class Usage(_Msg, tag=6):
+    body: bytes  # the JSON body of POST /v1/usage
+
+
+Request = Union[Hello, Decide, Settle, Health, Metrics, Usage]
+
+# ---- engine -> shim -------------------------------------------------------------------
+
+
+class ErrorReply(_Msg, tag=0):
+    code: str  # stable short code, e.g. "bad_frame", "version_mismatch"
+    message: str
+
+
+class HelloReply(_Msg, tag=1):
+    protocol_version: int
+    generation: int  # bumps on every policy (re)load; stale Decide frames get a new HelloReply
+    headers: list[str]  # lower-case request header names the engine wants, in this order
+    needs_body: bool  # send Decide.body
+    max_body_bytes: int  # send at most this many body bytes (bytes)
+
+
+class Verdict(_Msg, tag=2):
+    status: int  # 0 = allow; otherwise the HTTP status to answer the client with
+    headers: list[str]  # flat [name, value, name, value, ...] for the client response
+    body: str = ""  # response body when status != 0
+    delay_ms: int = 0  # throttle: wait this long (milliseconds) before going on
+    reservation_id: str = ""  # set when the request reserved LLM tokens or money; "" = none
+
+
+class Reply(_Msg, tag=7):
+    status: int  # HTTP status for the admin endpoint (health, metrics, usage)
+    content_type: str
+    body: str
+
+
+Response = Union[ErrorReply, HelloReply, Verdict, Reply]

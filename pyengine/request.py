@@ -1,0 +1,124 @@
+"""RequestView: the request a Decide frame describes, with lazily parsed parts (query, JWT, client IP)."""
+
+from urllib.parse import parse_qsl, unquote
+
+from .protocol.messages import SURFACE_DESCRIBED
+
+# Header names the engine needs on the decision-service surface, besides the policy's own.
+DESCRIBED_HEADERS = (
+    "x-original-method",
+    "x-original-uri",
+    "x-original-host",
+    "x-forwarded-method",
+    "x-forwarded-uri",
+    "x-forwarded-host",
+    "x-forwarded-for",
+    "x-token-estimate",
+)
+
+
+def normalize_path(path: str) -> str:
+    """Percent-decode and resolve dot segments, so `/v1/%63hat` and `/v1/./chat` select like `/v1/chat`."""
+    if not path:
+        return "/"
+    if "%" in path:
+        path = unquote(path)
+    if "//" not in path and "/." not in path:
+        return path or "/"
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg and seg != ".":
+            out.append(seg)
+    trailing = "/" if path.endswith(("/", "/.", "/..")) and out else ""
+    return "/" + "/".join(out) + trailing
+
+
+def strip_port(host: str) -> str:
+    """Lower-case host without its port. Client bytes were decoded with replacement, so
+    non-UTF-8 input still yields a (never matching) string rather than an error."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6]:port
+        end = host.find("]")
+        return host[1:end] if end > 0 else host
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+class RequestView:
+    """What the policy sees of one request. Header values are decoded on first use only.
+
+    `keys` caches limit-key values for this request: several rules keyed on the same
+    `jwt:org_id` decode the token once.
+    """
+
+    __slots__ = ("method", "path", "query", "host", "remote_addr", "_headers", "_index", "body",
+                 "request_id", "_params", "client_ip", "llm", "keys")
+
+    def __init__(self, method: str, path: str, query: str, host: str, remote_addr: str,
+                 headers: list, index: dict[str, int], body: bytes | None, request_id: str = ""):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.host = host
+        self.remote_addr = remote_addr
+        self._headers = headers
+        self._index = index
+        self.body = body
+        self.request_id = request_id
+        self._params: dict[str, str] | None = None
+        self.client_ip: str | None = None  # filled by the ip extractor on first use
+        self.llm = None  # LLMRequest, parsed on first use by an LLM rule
+        self.keys: dict[str, str | None] = {}
+
+    def header(self, name: str) -> str | None:
+        """A request header by lower-case name; None when absent or not requested in hello."""
+        i = self._index.get(name)
+        if i is None or i >= len(self._headers):
+            return None
+        raw = self._headers[i]
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def query_param(self, name: str) -> str | None:
+        params = self._params
+        if params is None:
+            params = {}
+            for k, v in parse_qsl(self.query, keep_blank_values=True):
+                params.setdefault(k, v)  # the first occurrence wins
+            self._params = params
+        return params.get(name)
+
+
+def _described(headers: list, index: dict[str, int], first: str, second: str) -> bytes | None:
+    i = index.get(first)
+    raw = headers[i] if i is not None and i < len(headers) else None
+    if raw is None:
+        i = index.get(second)
+        raw = headers[i] if i is not None and i < len(headers) else None
+    return raw
+
+
+def view_from_decide(msg, index: dict[str, int]) -> RequestView:
+    """Build the view; on the decision-service surface the X-Original-* headers describe it."""
+    method, uri, host = msg.method, msg.uri, msg.host
+    if msg.surface == SURFACE_DESCRIBED:
+        headers = msg.headers
+        method = _described(headers, index, "x-original-method", "x-forwarded-method") or method
+        uri = _described(headers, index, "x-original-uri", "x-forwarded-uri") or b"/"
+        host = _described(headers, index, "x-original-host", "x-forwarded-host") or host
+    path, _, query = uri.decode("utf-8", "replace").partition("?")
+    host_text = host.decode("utf-8", "replace")
+    return RequestView(
+        method=method.decode("utf-8", "replace").upper() or "GET",
+        path=normalize_path(path),
+        query=query,
+        host=strip_port(host_text) if host_text else "",
+        remote_addr=msg.remote_addr.decode("utf-8", "replace"),
+        headers=msg.headers,
+        index=index,
+        body=msg.body,
+        request_id=msg.request_id.decode("utf-8", "replace") if msg.request_id else "",
+    )

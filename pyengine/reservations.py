@@ -1,0 +1,87 @@
+"""Open LLM reservations: what each allowed request reserved, until its actual usage settles it.
+
+A reservation is created when an allowed request charged a rule that `reserves` (LLM tokens,
+`llm_usd` budgets). Settlement refunds the unused part or charges the excess on every such
+rule, exactly once. A reservation never settled (client vanished, gateway never reported)
+expires after `ttl_s` and stays charged as reserved: over-counting is the safe side.
+"""
+
+import itertools
+import os
+
+from .policy.rules import CostRule, LLMRule
+
+DEFAULT_TTL_S = 900.0
+
+
+class Reservation:
+    __slots__ = ("id", "at_s", "charges", "model", "prompt_estimate_tokens")
+
+    def __init__(self, rid, at_s, charges, model, prompt_estimate_tokens):
+        self.id = rid
+        self.at_s = at_s  # when it was reserved (epoch s): refunds apply only within that period
+        self.charges = charges  # [(rule, state key, reserved amount)]: tokens or micro-USD
+        self.model = model
+        self.prompt_estimate_tokens = prompt_estimate_tokens
+
+
+class Reservations:
+    """Held in insertion order, so expiry pops from the front only."""
+
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S):
+        self.ttl_s = ttl_s
+        self._open: dict[str, Reservation] = {}
+        # A per-process random prefix: ids from before an engine restart never collide.
+        self._prefix = os.urandom(4).hex()
+        self._seq = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def open(self, charges, at_s: float, llm_request) -> Reservation:
+        rid = f"{self._prefix}-{next(self._seq):x}"
+        model = llm_request.model if llm_request is not None else None
+        estimate = llm_request.prompt_tokens if llm_request is not None else 0
+        r = self._open[rid] = Reservation(rid, at_s, charges, model, estimate)
+        return r
+
+    def take(self, rid: str) -> Reservation | None:
+        """Remove and return an open reservation (settlement happens once)."""
+        return self._open.pop(rid, None)
+
+    def expire(self, now_s: float) -> int:
+        dropped = 0
+        cutoff = now_s - self.ttl_s
+        for rid in list(itertools.islice(self._open, 10_000)):
+            if self._open[rid].at_s > cutoff:
+                break
+            del self._open[rid]
+            dropped += 1
+        return dropped
+
+
+def reserved_tokens(r: Reservation) -> int:
+    """Tokens reserved on the first LLM token rule (all LLM rules reserve the same estimate)."""
+    for rule, _key, amount in r.charges:
+        if isinstance(rule, LLMRule):
+            return amount
+    return 0
+
+
+def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: str | None, now_s: float) -> None:
+    """Refund or charge the difference between reserved and actual on every reserving rule."""
+    actual_tokens = prompt_tokens + completion_tokens
+    for rule, key, amount in r.charges:
+        if isinstance(rule, LLMRule):
+            rule.settle(key, amount, actual_tokens, r.at_s, now_s)
+        elif isinstance(rule, CostRule):
+            price = rule.price(model or r.model)
+            if price is not None:
+                actual = rule.usd_micros(price, prompt_tokens, completion_tokens)
+                rule.settle(key, amount, actual, r.at_s, now_s)
+
+
+def refund_all(r: Reservation, now_s: float) -> None:
+    """The request never produced usage (upstream error): give everything back."""
+    for rule, key, amount in r.charges:
+        rule.undo(key, amount, r.at_s, now_s)

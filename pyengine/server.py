@@ -1,0 +1,122 @@
+"""The engine process: a uvloop Unix-socket server with background upkeep and ordered shutdown."""
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+
+from .protocol.connection import ConnectionProtocol
+from .protocol.framing import DEFAULT_MAX_FRAME_BYTES
+
+log = logging.getLogger("fairvisor.server")
+
+SOCKET_MODE = 0o660  # owner and group (nginx's group) only; never world-writable
+SHUTDOWN_GRACE_S = 2.0
+UPKEEP_INTERVAL_S = 1.0
+
+
+class EngineServer:
+    """Owns the listening socket, the live connections and the upkeep task.
+
+    Shutdown order: stop accepting, close idle connections (each has already written its
+    last reply: handlers are synchronous), wait up to the grace period, then let the engine
+    flush its state.
+    """
+
+    def __init__(self, engine, socket_path: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self.engine = engine
+        self.socket_path = socket_path
+        self.max_frame_bytes = max_frame_bytes
+        self.connections: set[ConnectionProtocol] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._upkeep: asyncio.Task | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        _remove_stale_socket(self.socket_path)
+        loop = asyncio.get_running_loop()
+        handle = self.engine.handle
+        self._server = await loop.create_unix_server(
+            lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes),
+            path=self.socket_path,
+            backlog=1024,
+        )
+        os.chmod(self.socket_path, SOCKET_MODE)
+        self._upkeep = loop.create_task(self._upkeep_loop())
+        log.info("engine listening on %s", self.socket_path)
+
+    async def _upkeep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(UPKEEP_INTERVAL_S)
+            try:
+                self.engine.upkeep()
+            except Exception:  # noqa: BLE001 - upkeep must never stop the server
+                log.exception("engine upkeep failed")
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopped.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+        for conn in list(self.connections):
+            conn.shutdown()
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        try:
+            os.unlink(self.socket_path)
+        except FileNotFoundError:
+            pass
+        self.engine.close()
+        log.info("engine stopped")
+
+
+def _remove_stale_socket(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+async def serve(engine, socket_path: str) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP asks the engine to reload its policy."""
+    server = EngineServer(engine, socket_path)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    loop.add_signal_handler(signal.SIGINT, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
+    await server.serve_until_stopped()
+
+
+def main() -> int:
+    """Entry point of `python -m pyengine` and `fairvisor engine`."""
+    import uvloop
+
+    from .config import ConfigError, from_env
+    from .engine import build_engine
+
+    try:
+        settings = from_env()
+    except ConfigError as exc:
+        print(f"fairvisor engine: {exc}", flush=True)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # A refused policy at start does not stop the engine: it answers 503 no_policy_loaded
+    # (and /readyz says why) until a valid file appears, like a failed reload would.
+    engine = build_engine(settings)
+    uvloop.run(serve(engine, settings.engine_socket))
+    return 0

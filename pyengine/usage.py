@@ -1,0 +1,72 @@
+"""POST /v1/usage: a gateway that saw the response reports actual LLM usage for settlement."""
+
+import msgspec
+
+from .reservations import Reservations, reserved_tokens, settle
+
+
+class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
+    prompt_tokens: int
+    completion_tokens: int
+    reservation_id: str | None = None  # from the X-Fairvisor-Reservation header of the allow
+    key: str | None = None  # or: a limit-key value (e.g. the org id) to charge without a reservation
+    model: str | None = None  # prices `llm_usd` budgets; defaults to the reserved request's model
+
+
+_decoder = msgspec.json.Decoder(UsageReport)
+_json = msgspec.json.Encoder()
+
+
+def _problem(status: int, detail: str) -> tuple[int, str]:
+    return status, _json.encode({"status": status, "title": "Bad usage report", "detail": detail}).decode()
+
+
+def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, metrics) -> tuple[int, str]:
+    """Returns (HTTP status, JSON body). Never raises on client input."""
+    try:
+        report = _decoder.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        return _problem(400, str(exc))
+    if report.prompt_tokens < 0 or report.completion_tokens < 0:
+        return _problem(400, "token counts must be >= 0")
+    if (report.reservation_id is None) == (report.key is None):
+        return _problem(400, "give exactly one of reservation_id and key")
+    metrics.tokens_settled.inc(("prompt",), report.prompt_tokens)
+    metrics.tokens_settled.inc(("completion",), report.completion_tokens)
+    if report.reservation_id is not None:
+        r = reservations.take(report.reservation_id)
+        if r is None:
+            return _problem(404, "unknown or already settled reservation")
+        if r.prompt_estimate_tokens and report.prompt_tokens:
+            metrics.estimate_error.observe(r.prompt_estimate_tokens / report.prompt_tokens)
+        settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s)
+        body = {"settled": True, "reservation_id": r.id, "reserved_tokens": reserved_tokens(r),
+                "actual_tokens": report.prompt_tokens + report.completion_tokens}
+        return 200, _json.encode(body).decode()
+    if bundle is None:
+        return _problem(503, "no policy loaded")
+    charged = charge_key(bundle, report.key, report.prompt_tokens, report.completion_tokens, report.model, now_s)
+    return 200, _json.encode({"settled": True, "key": report.key, "rules_charged": charged}).decode()
+
+
+def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, model, now_s: float) -> int:
+    """Charge usage that had no reservation to every single-key reserving rule, for this key."""
+    from .policy.rules import CostRule, LLMRule
+
+    n = 0
+    for policy in bundle.policies:
+        if policy.shadow:
+            continue
+        for rule in policy.rules + ((policy.fallback,) if policy.fallback else ()):
+            if not rule.reserves or len(rule.key_fns) != 1:
+                continue
+            state_key = rule.prefix + key
+            if isinstance(rule, LLMRule):
+                rule.settle(state_key, 0, prompt_tokens + completion_tokens, now_s, now_s)
+                n += 1
+            elif isinstance(rule, CostRule):
+                price = rule.price(model)
+                if price is not None:
+                    rule.settle(state_key, 0, rule.usd_micros(price, prompt_tokens, completion_tokens), now_s, now_s)
+                    n += 1
+    return n

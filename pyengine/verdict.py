@@ -1,0 +1,113 @@
+"""Turns a Decision into the Verdict the shim applies: contract §4 headers and reject bodies."""
+
+import msgspec
+
+from .protocol.messages import SURFACE_DESCRIBED, Verdict
+
+PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+_TITLES = {429: "Too Many Requests", 503: "Service Unavailable"}
+_json = msgspec.json.Encoder()
+
+ALLOW_EMPTY = Verdict(status=0, headers=[])
+
+
+class Decision:
+    """The outcome of the pipeline for one request, before it is rendered for a surface.
+
+    `outcome` is the limiter Outcome whose numbers go into the RateLimit headers: the rejecting
+    rule's on reject, the most restrictive rule's on allow (None when no limiter applied).
+    """
+
+    __slots__ = ("status", "reason", "rule", "policy_id", "outcome", "retry_after_s", "warning",
+                 "delay_ms", "detail", "reserved", "reservation_id")
+
+    def __init__(self, status=0, reason=None, rule=None, policy_id=None, outcome=None,
+                 retry_after_s=0, warning=None, delay_ms=0, detail=None):
+        self.status = status  # 0 allow, 429 reject, 503 not ready
+        self.reason = reason  # contract §4 reason code on reject
+        self.rule = rule  # rule name the headers describe
+        self.policy_id = policy_id
+        self.outcome = outcome
+        self.retry_after_s = retry_after_s
+        self.warning = warning  # X-Fairvisor-Warning value
+        self.delay_ms = delay_ms
+        self.detail = detail  # human text, e.g. a kill switch's reason
+        self.reserved = None  # [(rule, state key, amount)] of rules settled after the response
+        self.reservation_id = None
+
+
+def rate_limit_headers(rule: str, o, out: list[str]) -> None:
+    """draft-ietf-httpapi-ratelimit-headers-11 items plus the legacy trio, appended to `out`."""
+    out += (
+        "RateLimit-Policy", f'"{rule}";q={o.limit};w={o.window_s}',
+        "RateLimit", f'"{rule}";r={o.remaining};t={o.reset_s}',
+        "RateLimit-Limit", str(o.limit),
+        "RateLimit-Remaining", str(o.remaining),
+        "RateLimit-Reset", str(o.reset_s),
+    )
+
+
+def _message(d: Decision) -> str:
+    text = {
+        "rate_limit_exceeded": "Rate limit exceeded",
+        "tpm_exceeded": "Token rate limit (tokens per minute) exceeded",
+        "tpd_exceeded": "Daily token limit exceeded",
+        "prompt_tokens_exceeded": "Prompt is longer than this tenant may send",
+        "max_tokens_per_request_exceeded": "Request asks for more tokens than allowed per request",
+        "budget_exhausted": "Spend budget exhausted for this period",
+        "kill_switch_active": "Access suspended by a kill switch",
+        "loop_detected": "Identical requests repeated: agent loop detected",
+        "circuit_breaker_open": "Spend circuit breaker is open",
+        "unknown_model_price": "No price is configured for this model",
+        "no_policy_loaded": "No policy is loaded",
+    }.get(d.reason, d.reason or "Rejected")
+    if d.detail:
+        text = f"{text}: {d.detail}"
+    if d.retry_after_s:
+        text = f"{text}. Retry after {d.retry_after_s} s."
+    return text
+
+
+def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes]:
+    msg = _message(d)
+    if surface != SURFACE_DESCRIBED and llm_format == "openai":
+        etype = "insufficient_quota" if d.reason == "budget_exhausted" else "rate_limit_error"
+        return "application/json", _json.encode({"error": {"message": msg, "type": etype, "code": d.reason}})
+    if surface != SURFACE_DESCRIBED and llm_format == "anthropic":
+        return "application/json", _json.encode({"type": "error", "error": {"type": "rate_limit_error", "message": msg}})
+    if surface != SURFACE_DESCRIBED and llm_format == "gemini":
+        return "application/json", _json.encode(
+            {"error": {"code": d.status, "message": msg, "status": "RESOURCE_EXHAUSTED"}})
+    problem = {
+        "type": PROBLEM_TYPE,
+        "title": _TITLES.get(d.status, "Rejected"),
+        "status": d.status,
+        "detail": msg,
+        "reason": d.reason,
+        "violated-policies": [d.policy_id] if d.policy_id else [],
+    }
+    return "application/problem+json", _json.encode(problem)
+
+
+def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+    """The Verdict for one surface: decision service (problem+json) or inline (provider shape)."""
+    headers: list[str] = []
+    if d.status == 0:
+        if d.outcome is not None:
+            rate_limit_headers(d.rule, d.outcome, headers)
+        if d.warning:
+            headers += ("X-Fairvisor-Warning", d.warning)
+        rid = d.reservation_id
+        if rid and surface == SURFACE_DESCRIBED:
+            headers += ("X-Fairvisor-Reservation", rid)
+        if not headers and not d.delay_ms and not rid:
+            return ALLOW_EMPTY
+        return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")
+    if d.outcome is not None:
+        rate_limit_headers(d.rule, d.outcome, headers)
+    content_type, body = _body(d, surface, llm_format)
+    headers += ("X-Fairvisor-Reason", d.reason, "Content-Type", content_type)
+    if d.retry_after_s:
+        headers += ("Retry-After", str(d.retry_after_s))
+    return Verdict(status=d.status, headers=headers, body=body.decode())

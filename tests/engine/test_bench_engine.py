@@ -1,0 +1,110 @@
+"""Engine micro-benchmarks: one decision, and one frame -> decide -> frame round trip.
+
+Run with `make bench` (or `pytest tests/engine/test_bench_engine.py --benchmark-enable`); in
+`make test` they run once each as ordinary tests of the same code path.
+"""
+
+import json
+from pathlib import Path
+
+import msgspec
+
+from pyengine.clock import FakeClock
+from pyengine.protocol.connection import ConnectionProtocol
+from pyengine.protocol.framing import FrameBuffer, decode_response, encode_frame
+from pyengine.protocol.messages import SURFACE_DESCRIBED, Decide, Verdict
+
+from .helpers import make_engine, unsigned_jwt
+
+FIVE_RULES = Path(__file__).parent.parent / "fixtures" / "policies" / "five_rules.json"
+CHAT_BODY = json.dumps({"model": "gpt-4o-mini", "max_tokens": 256,
+                        "messages": [{"role": "system", "content": "You are terse."},
+                                     {"role": "user", "content": "Summarise the quarterly report in two lines."}]}
+                       ).encode()
+
+
+TENANTS = 1000  # requests rotate over this many orgs and client addresses
+
+
+def _engine_and_frames(surface=SURFACE_DESCRIBED):
+    """The five-rule policy and one descriptor per tenant, as the shim would send them."""
+    clock = FakeClock()
+    engine = make_engine(json.loads(FIVE_RULES.read_text()), clock=clock)
+    hello = engine.hello_reply
+    msgs = []
+    for n in range(TENANTS):
+        values = {
+            "x-original-method": b"POST",
+            "x-original-uri": b"/v1/chat/completions",
+            "x-forwarded-for": f"10.0.{n // 256}.{n % 256}".encode(),
+            "authorization": ("Bearer " + unsigned_jwt({"org_id": f"org-{n}", "sub": "u1"})).encode(),
+            # One tenant in ten is the partner: 100 requests/s on its 200/s key.
+            "x-api-key": b"partner-7f3a" if n % 10 == 0 else f"key-{n}".encode(),
+        }
+        msgs.append(Decide(generation=hello.generation, surface=surface, method=b"POST", uri=b"/v1/decision",
+                           host=b"edge.local", remote_addr=b"127.0.0.1",
+                           headers=[values.get(h) for h in hello.headers], body=CHAT_BODY))
+    return engine, clock, msgs
+
+
+def _next(clock, items):
+    """Cycle through tenants, 1 ms apart: each tenant sends 1 request/s, well within every rule."""
+    state = {"i": 0}
+
+    def pick():
+        i = state["i"] = (state["i"] + 1) % len(items)
+        clock.t += 0.001
+        return items[i]
+    return pick
+
+
+def test_bench_decide_five_rules(benchmark):
+    engine, clock, msgs = _engine_and_frames()
+    pick = _next(clock, msgs)
+
+    def one():
+        return engine.decide(pick())
+
+    for _ in range(TENANTS):  # warm: every tenant has state, as in steady traffic
+        one()
+    verdict = benchmark(one)
+    assert isinstance(verdict, Verdict) and verdict.status == 0
+    assert ("RateLimit-Policy" in verdict.headers)
+
+
+class _Sink:
+    def __init__(self):
+        self.last = b""
+
+    def write(self, data):
+        self.last = data
+
+    def set_write_buffer_limits(self, high):
+        pass
+
+
+def test_bench_frame_round_trip(benchmark):
+    engine, clock, msgs = _engine_and_frames()
+    proto = ConnectionProtocol(engine.handle, set(), max_frame_bytes=1 << 20)
+    sink = _Sink()
+    proto.connection_made(sink)
+    pick = _next(clock, [encode_frame(m) for m in msgs])
+
+    def one():
+        proto.data_received(pick())
+        return sink.last
+
+    for _ in range(TENANTS):
+        one()
+    out = benchmark(one)
+    [body] = FrameBuffer().feed(out)
+    verdict = decode_response(body)
+    assert isinstance(verdict, Verdict) and verdict.status == 0
+
+
+def test_bench_decode_only(benchmark):
+    """The msgpack share of the round trip, for the performance notes."""
+    _, _, msgs = _engine_and_frames()
+    body = msgspec.msgpack.encode(msgs[0])
+    decoder = msgspec.msgpack.Decoder(Decide)
+    assert benchmark(decoder.decode, body).method == b"POST"
