@@ -2,8 +2,19 @@
 
 import click
 
+from cli.lazy import LazyGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands in their own modules, imported only when run (see cli/lazy.py).
+_LAZY = {
+    "init": "cli.init_cmd:init",
+    "test": "cli.test_cmd:test",
+    "explain": "cli.test_cmd:explain",
+    "status": "cli.status_cmd:status",
+    "logs": "cli.logs_cmd:logs",
+}
+
+
+@click.group(cls=LazyGroup, lazy=_LAZY, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Fairvisor: policy and spend control for API and LLM traffic at the edge.
 
@@ -31,3 +42,10 @@ def validate(file: str) -> None:
     from cli.validate_cmd import run_validate
 
     raise SystemExit(run_validate(file))
+
+
+# run, engine, nginx-conf (cli/run_cmd.py imports only stdlib and click at load time).
+from cli.run_cmd import COMMANDS as _RUN_COMMANDS  # noqa: E402
+
+for _command in _RUN_COMMANDS:
+    main.add_command(_command)

@@ -8,6 +8,7 @@ import msgspec
 MODES = ("decision_service", "reverse_proxy")
 LLM_FORMATS = ("openai", "anthropic", "gemini")
 FAIL_MODES = ("open", "closed")
+LOG_KEY_MODES = ("hashed", "raw")
 
 
 class ConfigError(ValueError):
@@ -29,6 +30,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: str = ""  # FAIRVISOR_STATE_DIR; default: <tmp>/fairvisor
     log_level: str = "info"  # FAIRVISOR_LOG_LEVEL
     worker_processes: str = "auto"  # FAIRVISOR_WORKER_PROCESSES ("auto" or a count)
+    bundle_key: str | None = None  # FAIRVISOR_BUNDLE_KEY: HMAC-SHA256 key; set = unsigned bundles refused
+    decision_log: str = ""  # FAIRVISOR_DECISION_LOG; default: <state_dir>/decisions.jsonl; "off" = none
+    log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (sha256 prefix) or "raw" tenant keys
+    decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -56,6 +61,9 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "state_dir": "FAIRVISOR_STATE_DIR",
         "log_level": "FAIRVISOR_LOG_LEVEL",
         "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
+        "bundle_key": "FAIRVISOR_BUNDLE_KEY",
+        "decision_log": "FAIRVISOR_DECISION_LOG",
+        "log_keys": "FAIRVISOR_LOG_KEYS",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -66,6 +74,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raw["trusted_proxies"] = _csv(env["FAIRVISOR_TRUSTED_PROXIES"])
     if env.get("FAIRVISOR_ENGINE_TIMEOUT_MS"):
         raw["engine_timeout_ms"] = env["FAIRVISOR_ENGINE_TIMEOUT_MS"]
+    if env.get("FAIRVISOR_DECISION_LOG_MAX_MB"):
+        raw["decision_log_max_mb"] = env["FAIRVISOR_DECISION_LOG_MAX_MB"]
     prefix = "FAIRVISOR_UPSTREAM_HEADER_"
     injected = sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
     if injected:
@@ -82,6 +92,15 @@ def _finish(raw: dict) -> Settings:
             raise ConfigError(f"FAIRVISOR_ENGINE_TIMEOUT_MS: must be an integer, got {raw['engine_timeout_ms']!r}") from None
         if raw["engine_timeout_ms"] < 1:
             raise ConfigError("FAIRVISOR_ENGINE_TIMEOUT_MS: must be >= 1")
+    if "decision_log_max_mb" in raw:
+        try:
+            raw["decision_log_max_mb"] = int(raw["decision_log_max_mb"])
+        except (TypeError, ValueError):
+            raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be an integer, "
+                              f"got {raw['decision_log_max_mb']!r}") from None
+        if raw["decision_log_max_mb"] < 1:
+            raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be >= 1")
+    _choice("FAIRVISOR_LOG_KEYS", raw.get("log_keys", "hashed"), LOG_KEY_MODES)
     _choice("FAIRVISOR_MODE", raw.get("mode", "decision_service"), MODES)
     _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
     if raw.get("llm_format") is not None:
@@ -92,4 +111,6 @@ def _finish(raw: dict) -> Settings:
     raw["state_dir"] = state_dir
     if not raw.get("engine_socket"):
         raw["engine_socket"] = os.path.join(state_dir, "engine.sock")
+    if not raw.get("decision_log"):
+        raw["decision_log"] = os.path.join(state_dir, "decisions.jsonl")
     return msgspec.convert(raw, Settings)

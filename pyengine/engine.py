@@ -7,7 +7,10 @@ import time
 import msgspec
 
 from .clock import SystemClock
+from .decision_log import DecisionLog
 from .errors import PolicyError
+from .guards.kill_hits import hit_counts
+from .guards.policy_guards import breaker_counts, index_tripped
 from .metrics import EngineMetrics
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
@@ -16,7 +19,9 @@ from .protocol.messages import (PROTOCOL_VERSION, Decide, ErrorReply, Health, He
                                 Reply, Settle, Usage, Verdict)
 from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
+from .signing import sig_path, verify
 from .state.memory import MemoryStore
+from .state.snapshot import Snapshots
 from .usage import handle_usage
 from .verdict import Decision, render
 
@@ -31,8 +36,9 @@ _json = msgspec.json.Encoder()
 class _Sink:
     """Where the pipeline reports skipped rules and shadow would-rejects."""
 
-    def __init__(self, metrics: EngineMetrics):
+    def __init__(self, metrics: EngineMetrics, engine=None):
         self.metrics = metrics
+        self.engine = engine  # for the decision log: the bundle in force and the clock
 
     def skipped(self, policy_id: str, rule: str) -> None:
         self.metrics.rule_skipped.inc((policy_id, rule))
@@ -40,7 +46,13 @@ class _Sink:
     def would_reject(self, policy_id, rule, reason, key, view) -> None:
         self.metrics.would_reject.inc((policy_id, reason))
         self.metrics.decisions.inc(("would_reject", reason, policy_id))
+        e = self.engine
+        if e is not None:
+            e.decision_log.would_reject(e.bundle, policy_id, rule, reason, key, view, e.clock.now_s())
         log.info("shadow would reject: policy=%s rule=%s reason=%s", policy_id, rule, reason)
+
+    def loop_detected(self, policy_id: str, shadow: bool) -> None:
+        self.metrics.loop_detected.inc((policy_id,))
 
 
 class Engine:
@@ -49,15 +61,21 @@ class Engine:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore()
         self.metrics = EngineMetrics()
-        self.pipeline = Pipeline(_Sink(self.metrics))
+        self.decision_log = DecisionLog.from_settings(settings, self.metrics)
+        self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
+        self.pipeline = Pipeline(_Sink(self.metrics, self))
         self.reservations = Reservations()
+        self._provider_prefixes = settings.mode == "reverse_proxy"
         self.bundle: CompiledBundle | None = None
-        self.generation = 0
+        # Random start: a restarted engine never reuses a generation a shim has cached.
+        self.generation = int.from_bytes(os.urandom(3), "big") << 8
         self.last_errors: list[str] = []
         self.started_at_s = time.time()
         self._policy_path: str | None = None
         self._policy_stat = None
         self._reload_requested = False
+        self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
+        self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
         self.hello_reply = self._make_hello()
 
     # -- policy ------------------------------------------------------------------------
@@ -81,43 +99,76 @@ class Engine:
         except PolicyError as exc:
             self.last_errors = exc.errors
             self.metrics.reloads.inc(("refused",))
+            self.decision_log.reload(self.clock.now_s(), "refused", errors=exc.errors)
             raise
         generation = self.generation + 1
-        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings)
+        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc(("ok",))
         self.metrics.policy_info.values.clear()
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
-        self.metrics.kill_switch_active.set((), len(compiled.kill_switches))
+        self._count_kill_switches(self.clock.now_s())
+        self.decision_log.reload(self.clock.now_s(), "ok", compiled.version, compiled.hash)
         log.info("policy in force: version=%s hash=%s policies=%d", compiled.version, compiled.hash,
                  len(compiled.policies))
 
     def load_file(self, path: str) -> None:
         self._policy_path = path
         try:
-            st = os.stat(path)
+            st = _stat_of(path)
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as exc:
             self.metrics.reloads.inc(("refused",))
             self.last_errors = [f"{os.path.basename(path)}: $: cannot read: {exc.strerror}"]
+            self.decision_log.reload(self.clock.now_s(), "refused", errors=self.last_errors)
             raise PolicyError(self.last_errors) from None
-        self._policy_stat = (st.st_mtime_ns, st.st_size, st.st_ino)
+        # With a key, the .sig file is watched too: a new signature alone triggers a reload.
+        self._policy_stat = (st, _stat_of(sig_path(path)) if self.settings.bundle_key else None)
+        try:
+            data = verify(data, path, self.settings.bundle_key, os.path.basename(path))
+        except PolicyError as exc:
+            self.metrics.reloads.inc(("refused",))
+            self.last_errors = exc.errors
+            self.decision_log.reload(self.clock.now_s(), "refused", errors=exc.errors)
+            raise
         self.load_bytes(data, os.path.basename(path))
 
     def request_reload(self) -> None:
         self._reload_requested = True
 
     def _policy_changed(self) -> bool:
-        try:
-            st = os.stat(self._policy_path)
-        except OSError:
+        st = _stat_of(self._policy_path)
+        if st is None:
             return False  # a deleted file keeps the last good bundle in force
-        return (st.st_mtime_ns, st.st_size, st.st_ino) != self._policy_stat
+        return (st, _stat_of(sig_path(self._policy_path)) if self.settings.bundle_key else None) != self._policy_stat
+
+    def watch(self) -> None:
+        """Called by the server every WATCH_INTERVAL_S: policy file watch and durable-state flush."""
+        self.watch_policy()
+        if self.snapshots is not None:
+            self.snapshots.flush(self.clock.now_s())
+
+    def enable_durable_state(self) -> int:
+        """Restore `<state_dir>/state` into this engine's store (which must track dirty keys)
+        and keep it written from now on. Returns the entries restored."""
+        self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
+        restored = self.snapshots.restore(self.clock.now_s())
+        index_tripped(self.store.items(), self.tripped)
+        return restored
 
     def upkeep(self) -> None:
         """Called by the server about every second: policy file watch and idle-state expiry."""
+        self.watch_policy()
+        now_s = self.clock.now_s()
+        self.store.sweep(now_s, SWEEP_BATCH)
+        self.reservations.expire(now_s)
+        self.metrics.state_keys.set((), len(self.store))
+        self._count_kill_switches(now_s)
+        self.decision_log.flush()
+
+    def watch_policy(self) -> None:
         if self._policy_path and (self._reload_requested or self._policy_changed()):
             self._reload_requested = False
             try:
@@ -126,13 +177,34 @@ class Engine:
                 for line in exc.errors:
                     log.error("policy reload refused, keeping version %s: %s",
                               self.bundle.version if self.bundle else None, line)
-        now_s = self.clock.now_s()
-        self.store.sweep(now_s, SWEEP_BATCH)
-        self.reservations.expire(now_s)
-        self.metrics.state_keys.set((), len(self.store))
+
+    def _count_kill_switches(self, now_s: float) -> None:
+        # Switches past their expires_at no longer act, so they no longer count as in force.
+        switches = self.bundle.kill_switches if self.bundle is not None else ()
+        active = sum(1 for ks in switches if ks.expires_at_s is None or now_s < ks.expires_at_s)
+        self.metrics.kill_switch_active.set((), active)
 
     def close(self) -> None:
-        """Final flush at shutdown (durable state hooks in here)."""
+        """Final flush at shutdown: decision log and a last durable-state snapshot."""
+        self.decision_log.flush()
+        if self.snapshots is not None:
+            self.snapshots.close(self.clock.now_s())
+
+    def _guard_gauges(self) -> None:
+        """Breaker and kill-switch gauges, computed when scraped (O(open breakers + switches))."""
+        now_s = self.clock.now_s()
+        m = self.metrics
+        m.circuit_state.values.clear()
+        m.circuit_breakers.values.clear()
+        for pid, (n_open, n_half) in breaker_counts(self.bundle, self.tripped, self.store, now_s).items():
+            # Worst state across the policy's keys: 1 open, else 2 half-open, else 0 closed.
+            m.circuit_state.set((pid,), 1 if n_open else 2 if n_half else 0)
+            m.circuit_breakers.set((pid, "open"), n_open)
+            m.circuit_breakers.set((pid, "half_open"), n_half)
+        m.kill_switch_hits.values.clear()
+        if self.bundle is not None:
+            for switch, hits in hit_counts(self.store, self.bundle.kill_switches, now_s).items():
+                m.kill_switch_hits.set((switch,), hits)
 
     # -- messages ----------------------------------------------------------------------
 
@@ -150,8 +222,11 @@ class Engine:
             return self.health()
         if t is Metrics:
             self._report_unavailable(msg.engine_unavailable_delta)
+            self._guard_gauges()
             return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
         if t is Settle:
+            if msg.cut:
+                self.decision_log.cutoff(self.clock.now_s(), msg.reservation_id, msg.counted_tokens)
             return Reply(status=200, content_type="application/json", body="{}")
         if t is Usage:
             status, body = handle_usage(msg.body, self.reservations, self.bundle, self.clock.now_s(), self.metrics)
@@ -168,11 +243,11 @@ class Engine:
         start = time.perf_counter()
         bundle = self.bundle
         if bundle is None:
-            d = Decision(status=503, reason="no_policy_loaded")
+            d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
             verdict = render(d, msg.surface, self.settings.llm_format)
             self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
             return verdict
-        view = view_from_decide(msg, bundle.header_index)
+        view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
         now_s = self.clock.now_s()
         d = self.pipeline.decide(bundle, view, now_s)
         if d.reserved:
@@ -181,10 +256,14 @@ class Engine:
             self.metrics.tokens_reserved.inc((), reserved_tokens(r))
         verdict = render(d, msg.surface, self.settings.llm_format)
         m = self.metrics
+        self.last_decision = d
         if d.status:
             m.decisions.inc(("reject", d.reason, d.policy_id or ""))
+            self.decision_log.decision("reject", d, bundle, view, now_s)
         elif d.warning:
-            m.decisions.inc(("throttle" if d.delay_ms else "warn", d.warning, d.policy_id or ""))
+            action = "throttle" if d.delay_ms else "warn"
+            m.decisions.inc((action, d.warning, d.policy_id or ""))
+            self.decision_log.decision(action, d, bundle, view, now_s)
         else:
             m.decisions.inc(("allow", "", d.policy_id or ""))
         m.duration.observe(time.perf_counter() - start)
@@ -199,12 +278,25 @@ class Engine:
                 "uptime_s": int(time.time() - self.started_at_s)}
         if self.last_errors:
             body["last_reload_errors"] = self.last_errors
+        body["top_rejected_keys"] = self.decision_log.top_rejected()
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
+
+def _stat_of(path: str):
+    """What identifies one version of a file: (mtime ns, size, inode), or None when absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def build_engine(settings, clock=None) -> Engine:
     """An Engine with the configured policy (or the bundled default) loaded when valid."""
-    engine = Engine(settings, clock=clock)
+    # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
+    # only what changed each tick instead of the whole store.
+    engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True))
+    engine.enable_durable_state()
     path = settings.config_file or DEFAULT_POLICY_PATH
     try:
         engine.load_file(path)

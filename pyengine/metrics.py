@@ -118,6 +118,21 @@ class EngineMetrics:
         self.rule_skipped = r.add(Counter("fairvisor_rule_skipped_total", "Rules skipped: a limit key was missing.",
                                           ("policy", "rule")))
         self.state_keys = r.add(Gauge("fairvisor_state_keys", "Limiter state entries held in memory."))
+        self.decision_log_records = r.add(Counter("fairvisor_decision_log_records_total",
+                                                  "Decision log lines written."))
+        self.decision_log_dropped = r.add(Counter("fairvisor_decision_log_dropped_total",
+                                                  "Decision log records lost: buffer full or file unwritable."))
+        self.circuit_breakers = r.add(Gauge("fairvisor_circuit_breakers",
+                                            "Breaker keys per state (open, half_open); closed is the rest.",
+                                            ("policy", "state")))
+        self.kill_switch_hits = r.add(Gauge("fairvisor_kill_switch_hits_total",
+                                            "Requests refused per kill switch (durable; switch = digest of its scope).",
+                                            ("switch",)))
+        self.state_snapshot_errors = r.add(Counter("fairvisor_state_snapshot_errors_total",
+                                                   "Durable-state files that failed to write (errno) or were corrupt.",
+                                                   ("error",)))
+        self.decision_log_records.inc((), 0)
+        self.decision_log_dropped.inc((), 0)
         self.engine_unavailable.inc((), 0)
         self.kill_switch_active.set((), 0)
 

@@ -9,11 +9,13 @@ the Decision; their would-be rejections go to metrics and the decision log.
 
 import math
 
+from .guards.kill_hits import record_hit
 from .policy.compiler import SHADOW_MARK
 from .verdict import Decision
 
 KILL_SWITCH_RETRY_S = 3600
-_SEVERITY = {None: 0, "budget_warn": 1, "budget_throttle": 2}
+# One X-Fairvisor-Warning per response: the most severe wins (throttles over warnings).
+_SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "loop_throttle": 4}
 
 
 def _undo(charged, at_s: float, now_s: float) -> None:
@@ -33,6 +35,7 @@ class Pipeline:
                 retry = KILL_SWITCH_RETRY_S
                 if ks.expires_at_s is not None:
                     retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
+                record_hit(bundle.store, ks, now_s)
                 return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
 
         policies = bundle.routes.match(view.method, view.host, view.path)
@@ -51,7 +54,10 @@ class Pipeline:
             shadow = policy.shadow or global_shadow
             if shadow and shadow_failed:
                 continue
-            for rule in policy.applicable(view):
+            guards = policy.guards
+            if guards is not None:
+                first = len(shadow_charged if shadow else charged)
+            for rule in (policy.rules if policy.plain else policy.applicable(view)):
                 key = rule.state_key(view)
                 if key is None:
                     sink.skipped(policy.id, rule.name)
@@ -81,6 +87,28 @@ class Pipeline:
                     warning = outcome.warning
                 if outcome.delay_ms > delay_ms:
                     delay_ms = outcome.delay_ms
+
+            # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
+            if guards is not None and not (shadow and shadow_failed):
+                hit = guards.check(view, SHADOW_MARK if shadow and not policy.shadow else "",
+                                   shadow_charged if shadow else charged, first, now_s)
+                if hit is not None:
+                    if hit.reason == "loop_detected":
+                        sink.loop_detected(policy.id, shadow)
+                    if shadow:
+                        if hit.reject:
+                            sink.would_reject(policy.id, hit.guard, hit.reason, hit.key, view)
+                            shadow_failed = True
+                    elif hit.reject:
+                        _undo(charged, now_s, now_s)
+                        _undo(shadow_charged, now_s, now_s)
+                        return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=policy.id,
+                                        retry_after_s=hit.retry_after_s)
+                    else:
+                        if _SEVERITY[hit.warning] > _SEVERITY.get(warning, 0):
+                            warning = hit.warning
+                        if hit.delay_ms > delay_ms:
+                            delay_ms = hit.delay_ms
 
         if shadow_failed:
             _undo(shadow_charged, now_s, now_s)

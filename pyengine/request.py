@@ -101,8 +101,23 @@ def _described(headers: list, index: dict[str, int], first: str, second: str) ->
     return raw
 
 
-def view_from_decide(msg, index: dict[str, int]) -> RequestView:
-    """Build the view; on the decision-service surface the X-Original-* headers describe it."""
+PROVIDER_PREFIXES = ("/openai", "/anthropic", "/gemini")
+
+
+def strip_provider_prefix(path: str) -> str:
+    """`/openai/v1/chat` -> `/v1/chat`: the reverse proxy removes this segment before forwarding,
+    so policies select on the path the upstream sees (contract §3)."""
+    for prefix in PROVIDER_PREFIXES:
+        if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] in "/?"):
+            return path[len(prefix):] or "/"
+    return path
+
+
+def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False) -> RequestView:
+    """Build the view; on the decision-service surface the X-Original-* headers describe it.
+
+    `provider_prefixes`: reverse-proxy mode, where inline requests lose a leading
+    `/openai`, `/anthropic` or `/gemini` segment on their way upstream."""
     method, uri, host = msg.method, msg.uri, msg.host
     if msg.surface == SURFACE_DESCRIBED:
         headers = msg.headers
@@ -110,6 +125,8 @@ def view_from_decide(msg, index: dict[str, int]) -> RequestView:
         uri = _described(headers, index, "x-original-uri", "x-forwarded-uri") or b"/"
         host = _described(headers, index, "x-original-host", "x-forwarded-host") or host
     path, _, query = uri.decode("utf-8", "replace").partition("?")
+    if provider_prefixes and msg.surface != SURFACE_DESCRIBED:
+        path = strip_provider_prefix(path)
     host_text = host.decode("utf-8", "replace")
     return RequestView(
         method=method.decode("utf-8", "replace").upper() or "GET",

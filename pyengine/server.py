@@ -14,6 +14,9 @@ log = logging.getLogger("fairvisor.server")
 SOCKET_MODE = 0o660  # owner and group (nginx's group) only; never world-writable
 SHUTDOWN_GRACE_S = 2.0
 UPKEEP_INTERVAL_S = 1.0
+# Policy-file watch and durable-state flush: a changed policy is in force, and a kill -9 loses
+# at most about this much accounting (plus one write), both well within the 1 s promised.
+WATCH_INTERVAL_S = 0.5
 
 
 class EngineServer:
@@ -31,6 +34,7 @@ class EngineServer:
         self.connections: set[ConnectionProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
         self._upkeep: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -44,6 +48,7 @@ class EngineServer:
         )
         os.chmod(self.socket_path, SOCKET_MODE)
         self._upkeep = loop.create_task(self._upkeep_loop())
+        self._watch = loop.create_task(self._watch_loop())
         log.info("engine listening on %s", self.socket_path)
 
     async def _upkeep_loop(self) -> None:
@@ -53,6 +58,14 @@ class EngineServer:
                 self.engine.upkeep()
             except Exception:  # noqa: BLE001 - upkeep must never stop the server
                 log.exception("engine upkeep failed")
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                self.engine.watch()
+            except Exception:  # noqa: BLE001 - must never stop the server
+                log.exception("engine watch failed")
 
     def request_stop(self) -> None:
         self._stopped.set()
@@ -66,6 +79,8 @@ class EngineServer:
             self._server.close()
         if self._upkeep is not None:
             self._upkeep.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         for conn in list(self.connections):
             conn.shutdown()
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S

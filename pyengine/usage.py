@@ -21,6 +21,11 @@ def _problem(status: int, detail: str) -> tuple[int, str]:
     return status, _json.encode({"status": status, "title": "Bad usage report", "detail": detail}).decode()
 
 
+def _count(metrics, report: UsageReport) -> None:
+    metrics.tokens_settled.inc(("prompt",), report.prompt_tokens)
+    metrics.tokens_settled.inc(("completion",), report.completion_tokens)
+
+
 def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, metrics) -> tuple[int, str]:
     """Returns (HTTP status, JSON body). Never raises on client input."""
     try:
@@ -31,12 +36,11 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         return _problem(400, "token counts must be >= 0")
     if (report.reservation_id is None) == (report.key is None):
         return _problem(400, "give exactly one of reservation_id and key")
-    metrics.tokens_settled.inc(("prompt",), report.prompt_tokens)
-    metrics.tokens_settled.inc(("completion",), report.completion_tokens)
     if report.reservation_id is not None:
         r = reservations.take(report.reservation_id)
         if r is None:
             return _problem(404, "unknown or already settled reservation")
+        _count(metrics, report)
         if r.prompt_estimate_tokens and report.prompt_tokens:
             metrics.estimate_error.observe(r.prompt_estimate_tokens / report.prompt_tokens)
         settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s)
@@ -45,6 +49,7 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         return 200, _json.encode(body).decode()
     if bundle is None:
         return _problem(503, "no policy loaded")
+    _count(metrics, report)
     charged = charge_key(bundle, report.key, report.prompt_tokens, report.completion_tokens, report.model, now_s)
     return 200, _json.encode({"settled": True, "key": report.key, "rules_charged": charged}).decode()
 

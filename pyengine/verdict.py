@@ -48,20 +48,23 @@ def rate_limit_headers(rule: str, o, out: list[str]) -> None:
     )
 
 
+_MESSAGES = {
+    "rate_limit_exceeded": "Rate limit exceeded",
+    "tpm_exceeded": "Token rate limit (tokens per minute) exceeded",
+    "tpd_exceeded": "Daily token limit exceeded",
+    "prompt_tokens_exceeded": "Prompt is longer than this tenant may send",
+    "max_tokens_per_request_exceeded": "Request asks for more tokens than allowed per request",
+    "budget_exhausted": "Spend budget exhausted for this period",
+    "kill_switch_active": "Access suspended by a kill switch",
+    "loop_detected": "Identical requests repeated: agent loop detected",
+    "circuit_breaker_open": "Spend circuit breaker is open",
+    "unknown_model_price": "No price is configured for this model",
+    "no_policy_loaded": "No policy is loaded",
+}
+
+
 def _message(d: Decision) -> str:
-    text = {
-        "rate_limit_exceeded": "Rate limit exceeded",
-        "tpm_exceeded": "Token rate limit (tokens per minute) exceeded",
-        "tpd_exceeded": "Daily token limit exceeded",
-        "prompt_tokens_exceeded": "Prompt is longer than this tenant may send",
-        "max_tokens_per_request_exceeded": "Request asks for more tokens than allowed per request",
-        "budget_exhausted": "Spend budget exhausted for this period",
-        "kill_switch_active": "Access suspended by a kill switch",
-        "loop_detected": "Identical requests repeated: agent loop detected",
-        "circuit_breaker_open": "Spend circuit breaker is open",
-        "unknown_model_price": "No price is configured for this model",
-        "no_policy_loaded": "No policy is loaded",
-    }.get(d.reason, d.reason or "Rejected")
+    text = _MESSAGES.get(d.reason, d.reason or "Rejected")
     if d.detail:
         text = f"{text}: {d.detail}"
     if d.retry_after_s:

@@ -2,6 +2,8 @@
 
 import calendar
 
+from ..guards.kill_hits import hits_key
+from ..guards.policy_guards import PolicyGuards
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..request import DESCRIBED_HEADERS
 from .matcher import RouteIndex, Selector, prefix_matches
@@ -15,7 +17,7 @@ def _epoch_s(dt) -> float | None:
 
 
 class KillSwitch:
-    __slots__ = ("key_fn", "value", "route", "reason", "expires_at_s")
+    __slots__ = ("key_fn", "value", "route", "reason", "expires_at_s", "hits_key")
 
     def __init__(self, key_fn, value, route, reason, expires_at_s):
         self.key_fn = key_fn
@@ -23,6 +25,7 @@ class KillSwitch:
         self.route = route
         self.reason = reason
         self.expires_at_s = expires_at_s
+        self.hits_key = None  # durable hit counter, see pyengine.guards.kill_hits
 
     def hits(self, view, now_s: float) -> bool:
         if self.expires_at_s is not None and now_s >= self.expires_at_s:
@@ -33,7 +36,7 @@ class KillSwitch:
 
 
 class CompiledPolicy:
-    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain")
+    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards")
 
     def __init__(self, pid, shadow, rules, fallback, spec):
         self.id = pid
@@ -43,12 +46,13 @@ class CompiledPolicy:
         self.spec = spec  # the validated PolicySpec (loop detection, breaker: later features)
         # No rule has a `match`: every rule always applies (the common case, kept cheap).
         self.plain = bool(rules) and all(not r.match for r in rules)
+        self.guards = None  # PolicyGuards when loop detection or a breaker is enabled
 
-    def applicable(self, view) -> tuple:
+    def applicable(self, view):
         """Rules whose `match` holds; the fallback rule when none does."""
         if self.plain:
             return self.rules
-        rules = tuple(r for r in self.rules if r.matches(view))
+        rules = [r for r in self.rules if not r.match or r.matches(view)]
         if not rules and self.fallback is not None:
             return (self.fallback,)
         return rules
@@ -57,8 +61,10 @@ class CompiledPolicy:
 class CompiledBundle:
     """Everything derived from one policy file; replaced whole on reload, never mutated."""
 
-    def __init__(self, bundle, policy_hash: str, generation: int, store, settings):
+    def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None):
         proxies = TrustedProxies(settings.trusted_proxies)
+        self.store = store
+        self.tripped = {} if tripped is None else tripped
         self.version = bundle.bundle_version
         self.hash = policy_hash
         self.generation = generation
@@ -104,14 +110,21 @@ class CompiledBundle:
             if spec.loop_detection is not None and spec.loop_detection.enabled:
                 needs_body = True
             sel = spec.selector
-            policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts),
-                             CompiledPolicy(p.id, shadow, rules, fallback, spec)))
+            cp = CompiledPolicy(p.id, shadow, rules, fallback, spec)
+            if (spec.loop_detection is not None and spec.loop_detection.enabled) or \
+                    (spec.circuit_breaker is not None and spec.circuit_breaker.enabled):
+                # `tripped`: the engine's index of open breakers, kept across reloads.
+                cp.guards = PolicyGuards(p.id, spec, rules + ((fallback,) if fallback else ()), shadow, store,
+                                         self.tripped)
+            policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
         self.routes = RouteIndex(policies)
         self.policies = tuple(cp for _, cp in policies)
         self.kill_switches = tuple(
             KillSwitch(extractor(ks.scope_key), ks.scope_value, ks.route, ks.reason, _epoch_s(ks.expires_at))
             for ks in bundle.kill_switches
         )
+        for compiled_ks, ks in zip(self.kill_switches, bundle.kill_switches):
+            compiled_ks.hits_key = hits_key(ks.scope_key, ks.scope_value, ks.route)
         self.header_names = list(needed)
         self.header_index = {name: i for i, name in enumerate(self.header_names)}
         self.needs_body = needs_body

@@ -42,6 +42,11 @@ class RouteIndex:
         self._entries = tuple(entries)  # (Selector, policy)
         self._cache: dict[tuple, tuple] = {}
 
+    @property
+    def entries(self) -> tuple:
+        """(Selector, policy) pairs in bundle order, for `fairvisor explain`."""
+        return self._entries
+
     def match(self, method: str, host: str, path: str) -> tuple:
         key = (method, host, path)
         hit = self._cache.get(key)

@@ -83,7 +83,11 @@ class CompiledRule:
     def state_key(self, view) -> str | None:
         fns = self.key_fns
         if len(fns) == 1:
-            v = key_value(view, *fns[0])
+            lk, fn = fns[0]
+            cache = view.keys
+            v = cache.get(lk, _MISSING)
+            if v is _MISSING:
+                v = cache[lk] = fn(view)
             return None if v is None else self.prefix + v
         parts = []
         for lk, fn in fns:
@@ -95,15 +99,18 @@ class CompiledRule:
 
 
 class TokenBucketRule(CompiledRule):
-    __slots__ = ("bucket", "cost")
+    __slots__ = ("bucket", "cost", "fixed_cost")
 
     def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg):
         super().__init__(name, policy_id, key_fns, match, prefix)
         self.bucket = TokenBucket(store, cfg.tokens_per_second, cfg.burst)
         self.cost = _cost_reader(cfg.cost_source, cfg.fixed_cost, cfg.default_cost)
+        self.fixed_cost = cfg.fixed_cost if cfg.cost_source == "fixed" else None
 
     def apply(self, view, key, now_s):
-        cost = self.cost(view)
+        cost = self.fixed_cost
+        if cost is None:
+            cost = self.cost(view)
         return self.bucket.acquire(key, cost, now_s), cost
 
     def undo(self, key, amount, at_s, now_s):

@@ -114,6 +114,11 @@ class MemoryStore:
         self._dirty = set()
         return dirty
 
+    def items(self):
+        """A live view of (key, value) pairs, expired ones included, for snapshots. Do not
+        call the store while iterating it."""
+        return self._data.items()
+
     def __len__(self) -> int:
         """Entries held, including expired and deleted ones not yet swept."""
         return len(self._data)

@@ -1,5 +1,6 @@
 """Rendering the nginx config and mapping `fairvisor run` flags onto FAIRVISOR_* settings."""
 
+import re
 import shutil
 import subprocess
 
@@ -93,3 +94,19 @@ def test_nginx_accepts_the_rendered_config(tmp_path, mode):
     proc = subprocess.run([nginx, "-t", "-p", str(runtime), "-c", str(conf), "-e", str(runtime / "error.log")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_every_fairvisor_setting_has_a_run_flag():
+    """Contract §5: each FAIRVISOR_* variable that Settings reads has an equal `fairvisor run` flag."""
+    import inspect
+
+    import pyengine.config as config
+    from cli.run_cmd import _FLAG_VARS, run
+
+    read_by_settings = set(re.findall(r'"(FAIRVISOR_[A-Z_]+?)_?"', inspect.getsource(config.from_env)))
+    read_by_settings.discard("FAIRVISOR_UPSTREAM_HEADER")  # the prefix: --upstream-header
+    assert read_by_settings <= set(_FLAG_VARS.values())
+    flags = {opt for p in run.params for opt in p.opts}
+    assert "--upstream-header" in flags
+    for name in _FLAG_VARS:
+        assert "--" + name.replace("_", "-") in flags

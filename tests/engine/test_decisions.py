@@ -187,3 +187,18 @@ def test_reload_keeps_counters_and_refuses_older_versions():
         assert exc.errors == ["policy.json: $.bundle_version: must be greater than the version in force (2), got 2"]
     assert engine.bundle.version == 2
     assert engine.metrics.reloads.values == {("ok",): 2, ("refused",): 1}
+
+
+def test_reverse_proxy_selects_on_the_path_without_the_provider_segment():
+    rule = {**SEED_RULE, "algorithm_config": {"rps": 1, "burst": 1}}
+    engine = make_engine(one_rule_bundle(rule, selector={"pathPrefix": "/v1/"}), mode="reverse_proxy",
+                         backend_url="http://127.0.0.1:9")
+    assert decide(engine, uri="/openai/v1/chat/completions?x=1").status == 0
+    assert decide(engine, uri="/anthropic/v1/messages").status == 429  # same client, same rule
+    assert decide(engine, uri="/openaix/v1/chat").headers == []  # not a provider segment
+
+
+def test_generation_starts_fresh_in_every_engine():
+    a = make_engine(one_rule_bundle(SEED_RULE))
+    b = make_engine(one_rule_bundle(SEED_RULE))
+    assert a.generation != b.generation

@@ -46,8 +46,9 @@ def test_reserve_prompt_estimate_plus_capped_completion_then_refund_on_usage():
     assert tpm.peek("llm\x1ftpm\x1facme", engine.clock.now_s()) == 900  # 1000 - actual usage, exactly
     usd = engine.bundle.policies[0].rules[1].budget
     assert usd.peek("llm\x1fusd\x1facme", engine.clock.now_s()) == 1_000_000 - (90 * 1 + 10 * 4)
-    # Settling twice is refused, and charges nothing.
+    # Settling twice is refused, and charges nothing, not even the settled-tokens counter.
     assert usage(engine, reservation_id=v.reservation_id, prompt_tokens=1, completion_tokens=1)[0] == 404
+    assert engine.metrics.tokens_settled.values == {("prompt",): 90, ("completion",): 10}
 
 
 def test_excess_usage_is_charged():

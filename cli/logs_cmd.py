@@ -1,0 +1,146 @@
+"""`fairvisor logs`: read, filter and follow the engine's decision log (JSON lines, rotated to .1 .. .3)."""
+
+import json
+import os
+import time
+
+import click
+
+from cli.output import paint
+
+FOLLOW_POLL_S = 0.2  # how often --follow looks for new lines
+ROTATED = 3  # decisions.jsonl.3 (oldest) .. .1, as pyengine/decision_log.py keeps them
+
+
+def log_files(path: str) -> list[str]:
+    """The rotated files, oldest first, then the live one; only those that exist."""
+    names = [f"{path}.{i}" for i in range(ROTATED, 0, -1)] + [path]
+    return [p for p in names if os.path.exists(p)]
+
+
+def parse_line(line: str) -> dict | None:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None  # a line cut short by a crash mid-write: skip it
+    return rec if isinstance(rec, dict) else None
+
+
+def read_records(path: str, live_bytes: int | None = None):
+    """Every record, oldest first; of the live file only its first `live_bytes` when given."""
+    for name in log_files(path):
+        with open(name, "rb") as f:
+            data = f.read(live_bytes if name == path and live_bytes is not None else -1)
+        for line in data.decode("utf-8", "replace").splitlines():
+            rec = parse_line(line)
+            if rec is not None:
+                yield rec
+
+
+def follow_records(path: str, offset: int | None = None, poll_s: float = FOLLOW_POLL_S, sleep=time.sleep,
+                   stop=lambda: False):
+    """Records appended to `path` after byte `offset` (default: its current end), across
+    rotations (like `tail -F`): the old file is read to its end, then the new one from its
+    start. Waits for the file to appear when it does not exist yet.
+    """
+    f, ino, partial = None, None, b""
+    try:
+        if os.path.exists(path):
+            f = open(path, "rb")
+            f.seek(0, os.SEEK_END) if offset is None else f.seek(offset)
+            ino = os.fstat(f.fileno()).st_ino
+        while not stop():
+            if f is not None:
+                chunk = f.read()
+                if chunk:
+                    partial += chunk  # bytes: a UTF-8 character may straddle two reads
+                    *lines, partial = partial.split(b"\n")
+                    for line in lines:
+                        rec = parse_line(line.decode("utf-8", "replace"))
+                        if rec is not None:
+                            yield rec
+                    continue
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (f is None or st.st_ino != ino or st.st_size < f.tell()):
+                if f is not None:
+                    f.close()
+                f = open(path, "rb")
+                ino, partial = os.fstat(f.fileno()).st_ino, b""
+                continue
+            sleep(poll_s)
+    finally:
+        if f is not None:
+            f.close()
+
+
+def format_record(rec: dict) -> str:
+    event = rec.get("event", "?")
+    parts = [rec.get("ts", "-"), paint(f"{event:<12}", event), rec.get("reason", "")]
+    if rec.get("policy"):
+        parts.append(f"{rec['policy']}/{rec['rule']}" if rec.get("rule") else rec["policy"])
+    for field, label in (("key", "key"), ("status", "status"), ("retry_after_s", "retry_s"),
+                         ("delay_ms", "delay_ms"), ("tokens", "tokens"), ("cost_micros", "cost_micros"),
+                         ("version", "version"), ("hash", "hash"), ("request_id", "id"),
+                         ("reservation_id", "reservation"), ("detail", "detail")):
+        if rec.get(field):
+            parts.append(f"{label}={rec[field]}")
+    parts += [f"error={e}" for e in rec.get("errors", ())]
+    return "  ".join(p for p in parts if p)
+
+
+def _wanted(rec: dict, reasons, policies, events) -> bool:
+    return ((not reasons or rec.get("reason") in reasons) and (not policies or rec.get("policy") in policies)
+            and (not events or rec.get("event") in events))
+
+
+@click.command("logs")
+@click.option("--file", "path", default=None, envvar="FAIRVISOR_DECISION_LOG", show_envvar=True,
+              help="Decision log file [default: <state dir>/decisions.jsonl].")
+@click.option("--state-dir", default=None, envvar="FAIRVISOR_STATE_DIR", show_envvar=True,
+              help="Where the default decision log lives.")
+@click.option("--reason", "reasons", multiple=True, help="Only this reason code (repeatable).")
+@click.option("--policy", "policies", multiple=True, help="Only this policy id (repeatable).")
+@click.option("--event", "events", multiple=True,
+              type=click.Choice(["reject", "warn", "throttle", "would_reject", "reload", "cutoff"]),
+              help="Only this kind of record (repeatable).")
+@click.option("-n", "--lines", "last", type=click.IntRange(min=0), default=None,
+              help="Show only the last N matching records [all; 10 with --follow].")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new records as the engine writes them.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as stored.")
+def logs(path, state_dir, reasons, policies, events, last, follow, as_json) -> None:
+    """Show the decision log: rejections, warnings, throttles, shadow would-rejects, reloads
+    and stream cutoffs. The engine writes it about once a second.
+
+    Exit status: 0, or 1 when the log does not exist (without --follow).
+    """
+    if path is None:
+        from pyengine.config import from_env
+
+        path = from_env({"FAIRVISOR_STATE_DIR": state_dir or os.environ.get("FAIRVISOR_STATE_DIR", "")}).decision_log
+    if path == "off":
+        raise click.UsageError("the decision log is off (FAIRVISOR_DECISION_LOG=off)")
+    show = (lambda rec: click.echo(json.dumps(rec, separators=(",", ":")))) if as_json else \
+        (lambda rec: click.echo(format_record(rec)))
+    if not follow and not log_files(path):
+        click.echo(f"fairvisor logs: no decision log at {path}", err=True)
+        raise SystemExit(1)
+    if last is None and follow:
+        last = 10
+    try:
+        live_bytes = os.path.getsize(path)  # follow from here: no record shown twice or lost
+    except FileNotFoundError:
+        live_bytes = 0
+    matching = [r for r in read_records(path, live_bytes) if _wanted(r, reasons, policies, events)]
+    for rec in matching[-last:] if last else ([] if last == 0 else matching):
+        show(rec)
+    if not follow:
+        return
+    try:
+        for rec in follow_records(path, live_bytes):
+            if _wanted(rec, reasons, policies, events):
+                show(rec)
+    except KeyboardInterrupt:
+        pass

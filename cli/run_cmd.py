@@ -1,0 +1,311 @@
+"""`fairvisor run` (supervises the engine and nginx), `fairvisor engine` and `fairvisor nginx-conf`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import click
+
+POLL_S = 0.1  # supervisor loop period: a dead engine is restarted within about this long
+ENGINE_READY_TIMEOUT_S = 20.0  # first start: policy load and socket bind
+NGINX_QUIT_TIMEOUT_S = 10.0  # graceful stop (QUIT lets in-flight requests finish), then TERM
+STOP_TIMEOUT_S = 5.0  # after TERM, before KILL
+CRASH_WINDOW_S = 1.0  # an engine that dies younger than this is crash-looping: back off
+MAX_BACKOFF_S = 5.0
+
+# Every FAIRVISOR_* variable has an equal flag (contract §5): flag name -> variable.
+_FLAG_VARS = {
+    "mode": "FAIRVISOR_MODE",
+    "config": "FAIRVISOR_CONFIG_FILE",
+    "listen": "FAIRVISOR_LISTEN",
+    "backend_url": "FAIRVISOR_BACKEND_URL",
+    "fail_mode": "FAIRVISOR_FAIL_MODE",
+    "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
+    "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
+    "state_dir": "FAIRVISOR_STATE_DIR",
+    "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
+    "trusted_proxies": "FAIRVISOR_TRUSTED_PROXIES",
+    "llm_format": "FAIRVISOR_LLM_FORMAT",
+    "log_level": "FAIRVISOR_LOG_LEVEL",
+    "strip_request_headers": "FAIRVISOR_STRIP_REQUEST_HEADERS",
+    "decision_log": "FAIRVISOR_DECISION_LOG",
+    "log_keys": "FAIRVISOR_LOG_KEYS",
+    "decision_log_max_mb": "FAIRVISOR_DECISION_LOG_MAX_MB",
+    "bundle_key": "FAIRVISOR_BUNDLE_KEY",
+}
+_UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+
+
+def settings_options(f):
+    """The flags shared by run, engine and nginx-conf; each overrides its FAIRVISOR_* variable."""
+    flags = [
+        ("--mode", "decision_service | reverse_proxy"),
+        ("--config", "policy bundle file (default: the bundled per-IP policy)"),
+        ("--listen", "host:port nginx listens on (default 0.0.0.0:8080)"),
+        ("--backend-url", "upstream for reverse_proxy mode"),
+        ("--fail-mode", "open | closed, when the engine does not answer"),
+        ("--engine-timeout-ms", "connect/send/receive timeout of the shim, in ms"),
+        ("--engine-socket", "Unix socket of the engine"),
+        ("--state-dir", "durable counters and runtime files"),
+        ("--worker-processes", "nginx workers: auto or a count"),
+        ("--trusted-proxies", "comma-separated CIDRs"),
+        ("--llm-format", "openai | anthropic | gemini"),
+        ("--log-level", "debug | info | warning | error"),
+        ("--strip-request-headers", "comma-separated client headers removed before the upstream"),
+        ("--decision-log", "decision log file, or off (default <state-dir>/decisions.jsonl)"),
+        ("--log-keys", "hashed | raw tenant keys in the decision log"),
+        ("--decision-log-max-mb", "rotate the decision log past this size, in MiB"),
+        ("--bundle-key", "HMAC-SHA256 key; unsigned or badly signed bundles are refused (prefer the variable)"),
+    ]
+    f = click.option("--upstream-header", "upstream_headers", multiple=True, metavar="NAME=VALUE",
+                     help=f"header injected towards the upstream; repeatable [{_UPSTREAM_PREFIX}<Name>]")(f)
+    for flag, help_text in reversed(flags):
+        var = _FLAG_VARS[flag[2:].replace("-", "_")]
+        f = click.option(flag, default=None, help=f"{help_text} [{var}]")(f)
+    return f
+
+
+def flags_env(flags: dict, base: dict | None = None) -> dict:
+    """The environment with every given flag written into its FAIRVISOR_* variable."""
+    env = dict(os.environ if base is None else base)
+    for name, var in _FLAG_VARS.items():
+        if flags.get(name) is not None:
+            env[var] = str(flags[name])
+    for item in flags.get("upstream_headers") or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--upstream-header")
+        env[_UPSTREAM_PREFIX + name.replace("-", "_")] = value
+    return env
+
+
+def resolve(flags: dict):
+    """(settings, env): the env also carries the resolved socket and state dir, for the engine."""
+    from pyengine.config import ConfigError, from_env
+
+    env = flags_env(flags)
+    try:
+        settings = from_env(env)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    env["FAIRVISOR_STATE_DIR"] = settings.state_dir
+    env["FAIRVISOR_ENGINE_SOCKET"] = settings.engine_socket
+    return settings, env
+
+
+def engine_answers(path: str, timeout_s: float = 0.5) -> bool:
+    """True when the engine's socket answers a Hello with a HelloReply."""
+    from pyengine.errors import ProtocolError
+    from pyengine.protocol.framing import HEADER_BYTES, decode_response, encode_frame
+    from pyengine.protocol.messages import PROTOCOL_VERSION, Hello, HelloReply
+
+    def read_exactly(sock, n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("engine closed the connection")
+            data += chunk
+        return data
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout_s)
+            sock.connect(path)
+            sock.sendall(encode_frame(Hello(protocol_version=PROTOCOL_VERSION, engine_unavailable_delta=0)))
+            size = int.from_bytes(read_exactly(sock, HEADER_BYTES), "big")
+            return isinstance(decode_response(read_exactly(sock, size)), HelloReply)
+    except (OSError, ProtocolError):
+        return False
+
+
+def _die_with_parent() -> None:
+    # Children get SIGTERM if the supervisor itself is killed (Linux prctl PR_SET_PDEATHSIG).
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _spawn(argv: list[str], env: dict) -> subprocess.Popen:
+    # Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops the
+    # children in order (nginx first, then the engine).
+    return subprocess.Popen(argv, env=env, process_group=0, preexec_fn=_die_with_parent)
+
+
+def _stop(proc: subprocess.Popen | None, first_signal: int, timeout_s: float) -> None:
+    """Signal, wait up to timeout_s, then TERM, then KILL: never leaves the process behind."""
+    if proc is None or proc.poll() is not None:
+        return
+    for sig, wait_s in ((first_signal, timeout_s), (signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, None)):
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Supervisor:
+    """Starts the engine, then nginx; restarts a dead engine; stops nginx then the engine."""
+
+    def __init__(self, settings, env: dict, runtime_dir: str, conf_path: str):
+        self.settings = settings
+        self.env = env
+        self.runtime_dir = runtime_dir
+        self.conf_path = conf_path
+        self.engine: subprocess.Popen | None = None
+        self.nginx: subprocess.Popen | None = None
+        self.engine_started_at = 0.0
+        self.restarts = 0
+        self.stopping = False
+
+    def log(self, msg: str) -> None:
+        click.echo(f"fairvisor: {msg}", err=True)
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _on_hup(self, signum, frame) -> None:
+        if self.engine is not None and self.engine.poll() is None:
+            self.engine.send_signal(signal.SIGHUP)  # policy reload
+
+    def start_engine(self) -> None:
+        self.engine = _spawn([sys.executable, "-m", "pyengine"], self.env)
+        self.engine_started_at = time.monotonic()
+        with open(os.path.join(self.runtime_dir, "engine.pid"), "w") as f:
+            f.write(f"{self.engine.pid}\n")
+
+    def wait_engine_ready(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not self.stopping:
+            if self.engine.poll() is not None:
+                return False
+            if engine_answers(self.settings.engine_socket):
+                return True
+            time.sleep(POLL_S / 2)
+        return False
+
+    def start_nginx(self) -> None:
+        self.nginx = _spawn(["nginx", "-p", self.runtime_dir, "-c", self.conf_path,
+                             "-e", os.path.join(self.runtime_dir, "error.log")], self.env)
+
+    def _restart_engine(self) -> None:
+        code = self.engine.returncode
+        young = time.monotonic() - self.engine_started_at < CRASH_WINDOW_S
+        self.restarts = self.restarts + 1 if young else 0
+        self.log(f"engine exited with status {code}; restarting (nginx applies fail mode "
+                 f"'{self.settings.fail_mode}' meanwhile)")
+        if self.restarts:
+            # Crash loop: back off, but keep watching for a stop signal.
+            until = time.monotonic() + min(MAX_BACKOFF_S, POLL_S * 2 ** self.restarts)
+            while time.monotonic() < until and not self.stopping:
+                time.sleep(POLL_S)
+            if self.stopping:
+                return
+        self.start_engine()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop_signal)
+        signal.signal(signal.SIGINT, self._on_stop_signal)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            self.start_engine()
+            if not self.wait_engine_ready(ENGINE_READY_TIMEOUT_S):
+                if self.stopping:
+                    return 0
+                self.log(f"the engine did not answer on {self.settings.engine_socket} "
+                         f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
+                return 1
+            self.start_nginx()
+            while not self.stopping:
+                if self.nginx.poll() is not None:
+                    self.log(f"nginx exited with status {self.nginx.returncode}; "
+                             f"see {os.path.join(self.runtime_dir, 'error.log')}")
+                    return self.nginx.returncode or 1
+                if self.engine is None or self.engine.poll() is not None:
+                    self._restart_engine()
+                time.sleep(POLL_S)
+            return 0
+        finally:
+            # nginx first: while it drains, the engine still answers its in-flight requests.
+            for name, proc, sig, timeout_s in (("nginx", self.nginx, signal.SIGQUIT, NGINX_QUIT_TIMEOUT_S),
+                                               ("engine", self.engine, signal.SIGTERM, STOP_TIMEOUT_S)):
+                if proc is not None:
+                    _stop(proc, sig, timeout_s)
+                    self.log(f"{name} stopped (status {proc.returncode})")
+
+
+def _client_url(listen: str) -> str:
+    host, _, port = listen.rpartition(":")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "*": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+    return f"http://{host}:{port}"
+
+
+def _print_walkthrough(settings) -> None:
+    url = _client_url(settings.listen)
+    ask = (f"curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {url}/v1/decision "
+           "-H 'X-Original-Method: GET' -H 'X-Original-URI: /api/items' -H 'X-Forwarded-For: 203.0.113.7'")
+    click.echo(f"""
+Fairvisor decision service on {url}, with the bundled default policy:
+token_bucket, 5 requests/s with a burst of 10, per client IP.
+
+  allowed (200):   {ask}
+  rejected (429):  for i in $(seq 12); do {ask}; done
+                   (the first 10 print 200, then 429 with Retry-After and RateLimit headers)
+  health:          curl -s {url}/readyz
+""", err=True)
+
+
+@click.command("run")
+@settings_options
+def run(**flags) -> None:
+    """Run the engine and nginx in the foreground, supervising both."""
+    from .nginx_conf import RenderError, write
+
+    settings, env = resolve(flags)
+    runtime_dir = os.path.join(settings.state_dir, "nginx")
+    try:
+        conf = write(settings, runtime_dir)
+    except RenderError as exc:
+        raise click.UsageError(str(exc)) from None
+    sup = Supervisor(settings, env, runtime_dir, str(conf))
+    sup.log(f"nginx config {conf}; engine socket {settings.engine_socket}")
+    if settings.config_file is None and settings.mode == "decision_service":
+        _print_walkthrough(settings)
+    sys.exit(sup.run())
+
+
+@click.command("engine")
+@settings_options
+def engine(**flags) -> None:
+    """Run the engine alone in the foreground (for a user-managed nginx)."""
+    _, env = resolve(flags)
+    os.execve(sys.executable, [sys.executable, "-m", "pyengine"], env)
+
+
+@click.command("nginx-conf")
+@settings_options
+@click.option("--runtime-dir", default=None, help="where pid, logs and temp files go [<state-dir>/nginx]")
+def nginx_conf(runtime_dir, **flags) -> None:
+    """Print the nginx config that `fairvisor run` would use."""
+    from .nginx_conf import RenderError, render
+
+    settings, _ = resolve(flags)
+    try:
+        click.echo(render(settings, runtime_dir or os.path.join(settings.state_dir, "nginx")), nl=False)
+    except RenderError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+COMMANDS = (run, engine, nginx_conf)

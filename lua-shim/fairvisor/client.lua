@@ -1,0 +1,183 @@
+-- fairvisor.client: frames to and from the engine over pooled Unix-socket cosockets (docs/protocol.md).
+--
+-- Errors come back as `nil, err` with a short string; the caller applies the fail mode.
+-- Per worker it caches the engine's HelloReply: which headers to describe, and whether to
+-- send the body. Hello goes out again on every new connection (the engine may have restarted)
+-- and after any failure (which also reports the fail-mode count promptly).
+
+local mp = require "fairvisor.msgpack"
+
+local byte = string.byte
+local tcp = ngx.socket.tcp
+local var = ngx.var
+local get_headers, get_method = ngx.req.get_headers, ngx.req.get_method
+local new_tab = require "table.new"
+
+local MAX_HEADERS = 100 -- get_headers() limit; names past it are read one by one
+
+local PROTOCOL_VERSION = 1
+-- Reply tags (docs/protocol.md).
+local ERROR_REPLY, HELLO_REPLY = 0, 1
+
+local _M = {}
+
+local cfg = {
+    target = nil, -- "unix:/path/to/engine.sock"
+    timeout_ms = 100, -- connect, send and each receive (FAIRVISOR_ENGINE_TIMEOUT_MS)
+    pool_size = 1024, -- idle connections kept per worker: >= concurrent requests per worker
+    dict = nil, -- lua_shared_dict counting fail-mode answers across workers
+}
+
+-- The worker's HelloReply: { generation, names = {"x-api-key", ...}, n, needs_body, max_body_bytes }
+local hello
+
+function _M.configure(opts)
+    cfg.target = "unix:" .. assert(opts.socket, "fairvisor: socket is required")
+    cfg.timeout_ms = opts.timeout_ms or cfg.timeout_ms
+    cfg.pool_size = opts.pool_size or cfg.pool_size
+    cfg.dict = opts.shared_dict and assert(ngx.shared[opts.shared_dict], "fairvisor: no lua_shared_dict " ..
+        opts.shared_dict)
+end
+
+local function connect()
+    local sock = tcp()
+    local t = cfg.timeout_ms
+    sock:settimeouts(t, t, t)
+    local ok, err = sock:connect(cfg.target)
+    if not ok then return nil, "connect: " .. err end
+    return sock
+end
+
+-- One request frame out, one reply frame back. On any failure (or an ErrorReply) the
+-- cosocket is closed, so it never goes back to the pool.
+local function exchange(sock, msg, n)
+    local body = mp.encode(msg, n)
+    local ok, err = sock:send({ mp.u32(#body), body })
+    local head, data
+    if ok then head, err = sock:receive(4) end
+    if head then
+        local a, b, c, d = byte(head, 1, 4)
+        data, err = sock:receive(((a * 256 + b) * 256 + c) * 256 + d)
+    end
+    if not data then
+        sock:close()
+        return nil, (ok and "receive: " or "send: ") .. err
+    end
+    local decoded, reply = pcall(mp.decode, data)
+    if not decoded or type(reply) ~= "table" then
+        sock:close()
+        return nil, "bad reply frame"
+    end
+    if reply[1] == ERROR_REPLY then
+        sock:close()
+        return nil, "engine error: " .. tostring(reply[2]) .. ": " .. tostring(reply[3])
+    end
+    return reply
+end
+
+-- Fail-mode answers are counted in the shared dict; one worker at a time (holding the
+-- "reporting" key) takes the count, reports it, and subtracts it only once the engine replied.
+function _M.count_unavailable()
+    local dict = cfg.dict
+    if dict then dict:incr("unavailable", 1, 0) end
+end
+
+-- Exchanges {tag, ..., delta}, the fail-mode count going as the last field (Hello, Metrics).
+local function exchange_reporting(sock, msg, n)
+    local dict, delta = cfg.dict, 0
+    if dict and (dict:get("unavailable") or 0) > 0 and dict:add("reporting", true, 1 + 3 * cfg.timeout_ms / 1000)
+    then
+        delta = dict:get("unavailable") or 0
+    end
+    msg[n] = delta
+    local reply, err = exchange(sock, msg, n)
+    if delta > 0 then
+        if reply then dict:incr("unavailable", -delta, 0) end
+        dict:delete("reporting")
+    end
+    return reply, err
+end
+
+-- One exchange on a pooled connection, for the admin endpoints. reporting: carry the count.
+function _M.call(msg, n, reporting)
+    local sock, err = connect()
+    if not sock then return nil, err end
+    if sock:getreusedtimes() == 0 then hello = nil end -- maybe a new engine: decide() says Hello
+    local reply
+    reply, err = (reporting and exchange_reporting or exchange)(sock, msg, n)
+    if reply then sock:setkeepalive(0, cfg.pool_size) end
+    return reply, err
+end
+
+local function learn(reply)
+    local names = reply[4]
+    hello = { generation = reply[3], names = names, n = #names, needs_body = reply[5], max_body_bytes = reply[6] }
+    return hello
+end
+
+-- Forget the HelloReply: after a failure the engine may be a new process with a new policy.
+function _M.reset()
+    hello = nil
+end
+
+-- The values of the headers the engine asked for, in its order (nil = absent; first of repeats).
+-- One get_headers() call: each ngx.var read is an FFI call that costs about 2-3 us in the
+-- interpreted request handler, so reading ten headers one by one cost more than all of them at once.
+local function header_values(h)
+    local names, n = h.names, h.n
+    local values = new_tab(n, 1)
+    values.n = n
+    if n == 0 then return values end
+    local all, truncated = get_headers(MAX_HEADERS)
+    for i = 1, n do
+        local v = all[names[i]]
+        if v == nil and truncated then
+            v = var["http_" .. names[i]:gsub("-", "_")] -- past MAX_HEADERS
+        elseif type(v) == "table" then
+            v = v[1]
+        end
+        values[i] = v
+    end
+    return values
+end
+
+-- Decide for the current request. surface: 0 described (decision service), 1 inline.
+-- read_body(max_bytes) is called only when the engine asked for the body.
+-- Returns the Verdict array {2, status, headers, body, delay_ms, ...} or nil, err.
+function _M.decide(surface, read_body)
+    local sock, err = connect()
+    if not sock then return nil, err end
+    local h, reply = hello
+    -- A new connection may reach a restarted engine whose generation numbers start over:
+    -- say Hello on it first. Pooled connections reach the engine that answered before.
+    if not h or sock:getreusedtimes() == 0 then
+        reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 3)
+        if not reply then return nil, err end
+        if reply[1] ~= HELLO_REPLY then
+            sock:close()
+            return nil, "unexpected reply to Hello"
+        end
+        h = learn(reply)
+    end
+    local body
+    if read_body and h.needs_body then body = read_body(h.max_body_bytes) end
+    -- request_id stays empty: $request_id costs ~10 us per request (OpenSSL RAND_bytes).
+    local method, uri, host, addr = get_method(), var.request_uri, var.host, var.remote_addr
+    for attempt = 1, 2 do
+        reply, err = exchange(sock, { 2, h.generation, surface, method, uri, host, addr, header_values(h), body, "" }, 10)
+        if not reply then return nil, err end
+        local tag = reply[1]
+        if tag == 2 then
+            sock:setkeepalive(0, cfg.pool_size)
+            return reply
+        end
+        if tag ~= HELLO_REPLY or attempt == 2 then break end
+        -- Stale generation: the policy changed what to describe. Describe again, once.
+        h = learn(reply)
+        if read_body and h.needs_body and not body then body = read_body(h.max_body_bytes) end
+    end
+    sock:close()
+    return nil, "unexpected reply to Decide"
+end
+
+return _M

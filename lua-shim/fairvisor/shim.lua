@@ -1,0 +1,145 @@
+-- fairvisor.shim: nginx phase entry points; applies the engine's verdicts (no policy logic here).
+
+local client = require "fairvisor.client"
+
+local ngx = ngx
+local header = ngx.header
+local req = ngx.req
+local io_open = io.open
+
+local _M = {}
+
+local fail_open = true
+local last_log = 0 -- ngx.now() of the last "engine unavailable" log line of this worker
+
+local DEGRADED = { "X-Fairvisor-Degraded", "engine_unavailable" }
+local CLOSED_HEADERS = { "X-Fairvisor-Reason", "engine_unavailable" }
+local CLOSED_BODY = '{"type":"about:blank","title":"Service Unavailable","status":503,'
+    .. '"reason":"engine_unavailable","detail":"the policy engine did not answer"}'
+local USAGE_MAX_BYTES = 1048576 -- cap on a /v1/usage body
+
+-- opts: socket (path, required), timeout_ms (100), fail_mode ("open"|"closed"),
+-- pool_size (1024), shared_dict (name of a lua_shared_dict for the fail-mode count).
+function _M.init(opts)
+    assert(opts.fail_mode == nil or opts.fail_mode == "open" or opts.fail_mode == "closed",
+        "fairvisor: fail_mode must be open or closed")
+    fail_open = opts.fail_mode ~= "closed"
+    client.configure(opts)
+end
+
+local function add_headers(h)
+    for i = 1, #h, 2 do
+        header[h[i]] = h[i + 1]
+    end
+end
+
+-- Sends a complete response from the access or content phase and ends the request.
+local function respond(status, headers, body, content_type)
+    ngx.status = status
+    header.content_type = content_type -- the engine's headers may override it
+    add_headers(headers)
+    header.content_length = #body
+    ngx.print(body)
+    return ngx.exit(status)
+end
+
+-- Reads the request body, at most max_bytes (from memory, or the temp file nginx spilled it to).
+local function read_body(max_bytes)
+    req.read_body()
+    local data = req.get_body_data()
+    if not data then
+        local path = req.get_body_file()
+        if not path then return "" end
+        local f = io_open(path, "rb")
+        if not f then return "" end
+        data = f:read(max_bytes) or ""
+        f:close()
+    end
+    if #data > max_bytes then data = data:sub(1, max_bytes) end
+    return data
+end
+
+local function unavailable(err, surface)
+    client.reset()
+    client.count_unavailable()
+    local now = ngx.now()
+    if now - last_log >= 1 then -- at most one line per second per worker during an outage
+        last_log = now
+        ngx.log(ngx.ERR, "fairvisor: engine unavailable (fail mode ", fail_open and "open" or "closed", "): ", err)
+    end
+    if not fail_open then
+        return respond(503, CLOSED_HEADERS, CLOSED_BODY, "application/problem+json")
+    end
+    if surface == 0 then
+        add_headers(DEGRADED)
+        header.content_length = 0
+        return ngx.exit(200)
+    end
+    ngx.ctx.fairvisor_headers = DEGRADED
+end
+
+local function throttle(v)
+    local delay_ms = v[5]
+    if delay_ms and delay_ms > 0 then ngx.sleep(delay_ms / 1000) end -- then allow
+end
+
+-- content_by_lua for /v1/decision (surface 0): the request is described by X-Original-* headers;
+-- its own body is ignored (contract §2). Allow = 200 with an empty body and the verdict headers.
+function _M.decision()
+    req.discard_body()
+    local v, err = client.decide(0, nil)
+    if not v then return unavailable(err, 0) end
+    if v[2] ~= 0 then return respond(v[2], v[3], v[4] or "", "application/problem+json") end
+    throttle(v)
+    add_headers(v[3])
+    header.content_length = 0
+    return ngx.exit(200)
+end
+
+-- access_by_lua for inline enforcement (surface 1). On allow the verdict headers wait in
+-- ngx.ctx for header_filter(), since the response comes later (from the upstream).
+function _M.enforce()
+    local v, err = client.decide(1, read_body)
+    if not v then return unavailable(err, 1) end
+    if v[2] ~= 0 then return respond(v[2], v[3], v[4] or "", "application/json") end
+    throttle(v)
+    if v[3][1] then ngx.ctx.fairvisor_headers = v[3] end
+end
+
+-- header_filter_by_lua, paired with enforce().
+function _M.header_filter()
+    local h = ngx.ctx.fairvisor_headers
+    if h then add_headers(h) end
+end
+
+local ADMIN_FAILURE = {
+    health = { "application/json", '{"status":"not_ready","reason":"engine_unavailable"}' },
+    metrics = { "text/plain", "# fairvisor engine unavailable\n" },
+    usage = { "application/problem+json", CLOSED_BODY },
+}
+
+-- content_by_lua for /readyz (kind "health"), /metrics ("metrics") and /v1/usage ("usage").
+function _M.admin(kind)
+    local reply, err
+    if kind == "health" then
+        reply, err = client.call({ 4 }, 1)
+    elseif kind == "metrics" then
+        reply, err = client.call({ 5 }, 2, true)
+    elseif kind == "usage" then
+        reply, err = client.call({ 6, read_body(USAGE_MAX_BYTES) }, 2)
+    else
+        error("fairvisor: unknown admin kind " .. tostring(kind))
+    end
+    if not reply or reply[1] ~= 7 then
+        ngx.log(ngx.ERR, "fairvisor: ", kind, ": ", err or "unexpected reply")
+        local failure = ADMIN_FAILURE[kind]
+        return respond(503, CLOSED_HEADERS, failure[2], failure[1])
+    end
+    ngx.status = reply[2]
+    header.content_type = reply[3]
+    header.content_length = #reply[4]
+    ngx.print(reply[4])
+    return ngx.exit(reply[2])
+end
+
+return _M

@@ -1,0 +1,1 @@
+"""Agent guards: loop detection, the spend circuit breaker and kill-switch hit counters."""

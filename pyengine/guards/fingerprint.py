@@ -1,0 +1,67 @@
+"""Request fingerprints for loop detection: method, path, key values and the body's salient part."""
+
+import hashlib
+
+import msgspec
+
+DIGEST_BYTES = 16  # 128-bit blake2b: collisions between distinct requests are negligible
+
+
+class _Message(msgspec.Struct):
+    """OpenAI / Anthropic message; Gemini `contents` item. Content kept as raw JSON bytes, so
+    identical client bytes give identical fingerprints without re-encoding anything."""
+
+    role: str = ""
+    content: msgspec.Raw | None = None
+    parts: msgspec.Raw | None = None
+
+
+class _Chat(msgspec.Struct):
+    messages: list[_Message] = []
+    contents: list[_Message] = []
+
+
+_chat = msgspec.json.Decoder(_Chat)
+_USER_ROLES = frozenset(("user",))
+_TOOL_ROLES = frozenset(("tool", "function", "ipython"))
+
+
+def _last(messages: list[_Message], roles) -> bytes:
+    for m in reversed(messages):
+        if m.role in roles:
+            raw = m.content if m.content is not None else m.parts
+            return bytes(raw) if raw is not None else b""
+    return b""
+
+
+def body_part(body: bytes | None) -> bytes:
+    """What of the body identifies a repeat.
+
+    A chat body (OpenAI/Anthropic `messages`, Gemini `contents`) is reduced to its last user
+    message and its last tool result (Anthropic tool results are user messages, so they are
+    the last user message): an agent looping on the same tool call keeps growing its history,
+    but these stay identical. Any other body counts whole.
+    """
+    if not body:
+        return b""
+    try:
+        chat = _chat.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return body
+    messages = chat.messages or chat.contents
+    if not messages:
+        return body
+    return b"chat\x00" + _last(messages, _USER_ROLES) + b"\x00" + _last(messages, _TOOL_ROLES)
+
+
+def fingerprint(method: str, path: str, key_values, body: bytes | None) -> str:
+    """Hex digest over method, path, the policy's key values (None != "") and the body part."""
+    h = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    h.update(method.encode())
+    h.update(b"\x00")
+    h.update(path.encode("utf-8", "surrogatepass"))
+    for v in key_values:
+        h.update(b"\x00-" if v is None else b"\x00=" + v.encode("utf-8", "surrogatepass"))
+    h.update(b"\x00\x00")
+    h.update(body_part(body))
+    return h.hexdigest()

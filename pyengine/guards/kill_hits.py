@@ -1,0 +1,36 @@
+"""Durable hit counters of kill switches: how many requests each switch refused."""
+
+import hashlib
+
+from ..policy.rules import KEY_SEP
+
+KILL_MARK = "\x00ks"  # state-key marker; never the start of a policy id
+ID_HEX_CHARS = 12  # the switch id shown in metrics: a digest, never the tenant value itself
+UNDATED_TTL_S = 30 * 86_400  # a switch without expires_at keeps its count 30 days past its last hit
+
+
+def switch_id(scope_key: str, scope_value: str, route: str | None) -> str:
+    """Stable across reloads and restarts while the switch's scope stays the same."""
+    raw = "\x00".join((scope_key, scope_value, route or ""))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HEX_CHARS]
+
+
+def hits_key(scope_key: str, scope_value: str, route: str | None) -> str:
+    return KILL_MARK + KEY_SEP + switch_id(scope_key, scope_value, route)
+
+
+def record_hit(store, ks, now_s: float) -> None:
+    """Count one refused request. State: ``(expiry_s, hits)``; the reject path only."""
+    value = store.get(ks.hits_key)
+    hits = value[1] if value is not None and value[0] > now_s else 0
+    expiry_s = ks.expires_at_s if ks.expires_at_s is not None else now_s + UNDATED_TTL_S
+    store.put(ks.hits_key, (max(expiry_s, now_s + 1.0), hits + 1))
+
+
+def hit_counts(store, switches, now_s: float) -> dict[str, int]:
+    """{switch id: hits} for the switches in force."""
+    out = {}
+    for ks in switches:
+        value = store.get(ks.hits_key)
+        out[ks.hits_key.rsplit(KEY_SEP, 1)[1]] = value[1] if value is not None and value[0] > now_s else 0
+    return out

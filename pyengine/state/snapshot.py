@@ -1,0 +1,234 @@
+"""Durable state: the store persisted to FAIRVISOR_STATE_DIR as atomically renamed msgpack files.
+
+Layout of `<state_dir>/state/`:
+  * ``base.msgpack``: every live entry as of sequence number `seq`;
+  * ``delta-<seq>.msgpack``: the entries written, deleted or swept since the previous file
+    (a deleted one is stored as nil).
+Every file is written to ``<name>.tmp``, fsynced and renamed, so a reader sees a whole file
+or none. Restore = base, then the deltas with a higher seq in order. A new base is written
+every COMPACT_EVERY_S (and after any failed write, which may have lost a delta); it then
+deletes the files it covers. A file that does not decode is renamed ``<name>.corrupt-<ts>``
+and logged; the engine starts with what remains.
+
+Threads: encoding runs on the event loop (it must see one consistent store); writing and
+fsync run on one background thread, one file at a time. A flush while the previous write is
+still running is skipped: the dirty keys stay in the store for the next one.
+"""
+
+import concurrent.futures
+import errno
+import fcntl
+import logging
+import os
+import time
+
+import msgspec
+
+log = logging.getLogger("fairvisor.state")
+
+FORMAT_VERSION = 1
+BASE_NAME = "base.msgpack"
+DELTA_PREFIX = "delta-"
+COMPACT_EVERY_S = 60.0
+MAX_DELTAS = 300  # a base is due earlier when this many deltas pile up
+
+Entry = tuple[str, float | list[float | int] | None]
+
+
+class SnapshotFile(msgspec.Struct, forbid_unknown_fields=True):
+    v: int  # FORMAT_VERSION
+    kind: str  # "base" | "delta"
+    seq: int  # strictly increasing per state dir
+    written_at_s: float  # UTC epoch seconds (engine clock) when encoded
+    entries: list[Entry]  # (state key, value or nil = deleted); tuples travel as arrays
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(SnapshotFile)
+
+
+def _live(value, now_s: float) -> bool:
+    return value is not None and (value if value.__class__ is float else value[0]) > now_s
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Snapshots:
+    """Persists a MemoryStore(track_dirty=True). All methods are called from the event loop."""
+
+    def __init__(self, state_dir: str, store, metrics=None):
+        self.dir = os.path.join(state_dir, "state")
+        self.store = store
+        self.metrics = metrics
+        self.seq = 0
+        self.enabled = True
+        self._base_due_s = 0.0  # 0: a base is due at the next flush
+        self._deltas = 0
+        self._job: concurrent.futures.Future | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fairvisor-state")
+        self._failing = False
+        self._lock_fd: int | None = None
+        os.makedirs(self.dir, exist_ok=True)
+        self._lock()
+
+    def _lock(self) -> None:
+        # Two engines on one state dir would overwrite each other's files: the second one runs
+        # without durable state, loudly. The lock dies with the process, kill -9 included.
+        fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self.enabled = False
+            log.error("state dir %s is locked by another engine: durable state is OFF for this one", self.dir)
+            return
+        self._lock_fd = fd
+
+    # -- restore -------------------------------------------------------------------------
+
+    def _read(self, name: str) -> SnapshotFile | None:
+        path = os.path.join(self.dir, name)
+        try:
+            with open(path, "rb") as f:
+                snap = _decoder.decode(f.read())
+            if snap.v != FORMAT_VERSION or snap.kind not in ("base", "delta"):
+                raise msgspec.ValidationError(f"unsupported format v={snap.v} kind={snap.kind!r}")
+            return snap
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            aside = f"{path}.corrupt-{int(time.time())}"
+            os.replace(path, aside)
+            log.error("state snapshot %s is corrupt (%s): set aside as %s; starting without it",
+                      path, exc, os.path.basename(aside))
+            self._count("corrupt")
+            return None
+
+    def restore(self, now_s: float) -> int:
+        """Load base + newer deltas into the store; returns the live entries restored."""
+        if not self.enabled:
+            return 0
+        names = sorted(os.listdir(self.dir))
+        for name in names:
+            if name.endswith(".tmp"):  # a write cut short by a crash; never renamed, never read
+                os.unlink(os.path.join(self.dir, name))
+        data: dict = {}
+        base_seq = -1
+        if BASE_NAME in names:
+            snap = self._read(BASE_NAME)
+            if snap is not None:
+                base_seq = snap.seq
+                data.update(snap.entries)
+        deltas = sorted((int(n[len(DELTA_PREFIX):-len(".msgpack")]), n) for n in names
+                        if n.startswith(DELTA_PREFIX) and n.endswith(".msgpack"))
+        for seq, name in deltas:
+            if seq > base_seq:
+                snap = self._read(name)
+                if snap is not None:
+                    data.update(snap.entries)
+        self.seq = max([base_seq] + [s for s, _ in deltas]) + 1
+        put = self.store.put
+        restored = 0
+        for key, value in data.items():
+            if value.__class__ is list:
+                value = tuple(value)
+            if _live(value, now_s):
+                put(key, value)
+                restored += 1
+        self.store.sweep(now_s, 0)  # index the bulk-loaded keys (see pyengine.state.store)
+        self.store.take_dirty()  # already on disk
+        self._base_due_s = 0.0  # compact what was read into one base at the first flush
+        log.info("state restored from %s: %d live entries (base seq %d, %d deltas)",
+                 self.dir, restored, base_seq, sum(1 for s, _ in deltas if s > base_seq))
+        return restored
+
+    # -- write ---------------------------------------------------------------------------
+
+    def _count(self, what: str) -> None:
+        if self.metrics is not None:
+            self.metrics.state_snapshot_errors.inc((what,))
+
+    def _collect(self) -> bool:
+        """Look at the finished write, if any. False while one is still running."""
+        job = self._job
+        if job is None:
+            return True
+        if not job.done():
+            return False
+        self._job = None
+        exc = job.exception()
+        if exc is None:
+            if self._failing:
+                log.warning("state snapshots are written again to %s", self.dir)
+            self._failing = False
+            return True
+        code = errno.errorcode.get(getattr(exc, "errno", None) or 0, type(exc).__name__)
+        self._count(code)
+        if not self._failing:  # one line per outage, not one per second
+            log.error("state snapshot write to %s FAILED (%s): counters are only in memory until it "
+                      "works again; a kill now loses them", self.dir, exc)
+        self._failing = True
+        self._base_due_s = 0.0  # the lost file may have held the only copy of some keys
+        return True
+
+    def flush(self, now_s: float) -> bool:
+        """Write what changed since the last flush (or a full base when due). Never blocks on
+        I/O; returns False when skipped because the previous write is still running."""
+        if not self.enabled or not self._collect():
+            return False
+        store = self.store
+        dirty = store.take_dirty()
+        if self._base_due_s <= now_s or self._deltas >= MAX_DELTAS:
+            entries = [(k, v) for k, v in store.items() if _live(v, now_s)]
+            snap = SnapshotFile(FORMAT_VERSION, "base", self.seq, now_s, entries)
+            self._job = self._pool.submit(self._write_base, _encoder.encode(snap), self.seq)
+            self._base_due_s = now_s + COMPACT_EVERY_S
+            self._deltas = 0
+        elif dirty:
+            get = store.get
+            entries = []
+            for k in dirty:
+                v = get(k)
+                entries.append((k, v if _live(v, now_s) else None))
+            snap = SnapshotFile(FORMAT_VERSION, "delta", self.seq, now_s, entries)
+            self._job = self._pool.submit(_write_atomic, os.path.join(self.dir, f"{DELTA_PREFIX}{self.seq:012d}.msgpack"),
+                                          _encoder.encode(snap))
+            self._deltas += 1
+        else:
+            return True
+        self.seq += 1
+        return True
+
+    def _write_base(self, data: bytes, seq: int) -> None:
+        _write_atomic(os.path.join(self.dir, BASE_NAME), data)
+        for name in os.listdir(self.dir):  # deltas the base covers
+            if name.startswith(DELTA_PREFIX) and name.endswith(".msgpack") \
+                    and int(name[len(DELTA_PREFIX):-len(".msgpack")]) <= seq:
+                os.unlink(os.path.join(self.dir, name))
+
+    def close(self, now_s: float) -> None:
+        """At shutdown: wait for the running write, then write a final base."""
+        if not self.enabled:
+            return
+        if self._job is not None:
+            concurrent.futures.wait([self._job])
+        self._collect()
+        self._base_due_s = 0.0
+        self.flush(now_s)
+        if self._job is not None:
+            concurrent.futures.wait([self._job])
+            self._collect()
+        self._pool.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.enabled = False

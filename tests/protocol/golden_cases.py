@@ -1,0 +1,147 @@
+"""Golden protocol messages shared by the Python and Lua sides; `python -m tests.protocol.golden_cases` rewrites golden_frames.json."""
+
+import json
+import pathlib
+
+from pyengine.protocol.framing import encode_frame
+from pyengine.protocol.messages import (
+    Decide,
+    ErrorReply,
+    Health,
+    Hello,
+    HelloReply,
+    Metrics,
+    Reply,
+    Usage,
+    Verdict,
+)
+
+GOLDEN_PATH = pathlib.Path(__file__).with_name("golden_frames.json")
+
+PROBLEM = (
+    '{"type":"https://iana.org/assignments/http-problem-types#quota-exceeded",'
+    '"title":"Too Many Requests — limité","status":429,"reason":"rate_limit_exceeded",'
+    '"violated-policies":["seed"]}'
+)
+
+# (name, direction, message). "request" frames are encoded by the shim, "response" frames decoded.
+CASES = [
+    ("hello", "request", Hello(protocol_version=1, engine_unavailable_delta=0)),
+    ("hello_delta_uint8", "request", Hello(protocol_version=1, engine_unavailable_delta=200)),
+    ("hello_delta_uint64", "request", Hello(protocol_version=1, engine_unavailable_delta=5_000_000_000)),
+    (
+        "decide_described",
+        "request",
+        Decide(
+            generation=3,
+            surface=0,
+            method=b"POST",
+            uri=b"/v1/decision",
+            host=b"localhost",
+            remote_addr=b"127.0.0.1",
+            headers=[b"GET", b"/api/items?page=2", None, b"10.0.0.1"],
+            body=None,
+            request_id=b"0123456789abcdef0123456789abcdef",
+        ),
+    ),
+    (
+        "decide_inline_body",
+        "request",
+        Decide(
+            generation=70_000,
+            surface=1,
+            method=b"POST",
+            uri=b"/openai/v1/chat/completions?x=%2F",
+            host=b"edge.example",
+            remote_addr=b"::1",
+            # A non-UTF-8 header value and one long enough for bin16.
+            headers=[b"\xff\xfe raw", None, b"Bearer " + b"a" * 300],
+            body=b'{"model":"gpt-4o-mini","messages":[]}',
+            request_id=b"",
+        ),
+    ),
+    ("decide_no_headers", "request", Decide(generation=1, surface=1, method=b"GET", uri=b"/", host=b"h",
+                                            remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r")),
+    ("health", "request", Health()),
+    ("metrics", "request", Metrics(engine_unavailable_delta=7)),
+    ("usage", "request", Usage(body=b'{"key":"org-a","prompt_tokens":10,"completion_tokens":5,"model":"m"}')),
+    ("error_reply", "response", ErrorReply(code="version_mismatch", message="engine speaks protocol 1")),
+    (
+        "hello_reply",
+        "response",
+        HelloReply(
+            protocol_version=1,
+            generation=70_000,
+            headers=["x-original-method", "x-original-uri", "x-forwarded-for", "authorization"],
+            needs_body=True,
+            max_body_bytes=1_048_576,
+        ),
+    ),
+    ("hello_reply_empty", "response", HelloReply(protocol_version=1, generation=1, headers=[], needs_body=False,
+                                                 max_body_bytes=0)),
+    (
+        "verdict_allow",
+        "response",
+        Verdict(status=0, headers=["RateLimit-Policy", '"per-ip";q=10;w=2', "RateLimit", '"per-ip";r=9;t=0'],
+                body="", delay_ms=0, reservation_id="65f0912d-1"),
+    ),
+    (
+        "verdict_reject",
+        "response",
+        Verdict(
+            status=429,
+            headers=[
+                "X-Fairvisor-Reason", "rate_limit_exceeded",
+                "Retry-After", "1",
+                "RateLimit-Policy", '"per-ip";q=10;w=2',
+                "RateLimit", '"per-ip";r=0;t=1',
+                "Content-Type", "application/problem+json",
+            ],
+            body=PROBLEM,
+            delay_ms=0,
+        ),
+    ),
+    ("verdict_throttle", "response", Verdict(status=0, headers=["X-Fairvisor-Warning", "budget_throttle"], body="",
+                                             delay_ms=30_000)),
+    ("reply_health", "response", Reply(status=200, content_type="application/json",
+                                       body='{"status":"ok","policy_version":3,"policy_hash":"ab12"}')),
+    (
+        "reply_metrics",
+        "response",
+        Reply(status=200, content_type="text/plain; version=0.0.4",
+              body="".join(f'fairvisor_decisions_total{{action="allow",reason="",policy="p{i}"}} {i}\n'
+                           for i in range(12))),
+    ),
+]
+
+
+def fields(msg) -> list:
+    """The message as its wire array, JSON-able: bytes become {"bin_hex": ...}."""
+    def conv(v):
+        if isinstance(v, bytes):
+            return {"bin_hex": v.hex()}
+        if isinstance(v, list):
+            return [conv(x) for x in v]
+        return v
+
+    return [type(msg).__struct_config__.tag] + [conv(getattr(msg, f)) for f in msg.__struct_fields__]
+
+
+def golden() -> dict:
+    return {
+        "comment": "Frames (4-byte big-endian length + msgpack) from pyengine's encoder; see docs/protocol.md. "
+                   "Regenerate only on a deliberate protocol change: python -m tests.protocol.golden_cases",
+        "frames": [
+            {"name": name, "direction": direction, "message": type(msg).__name__, "fields": fields(msg),
+             "hex": encode_frame(msg).hex()}
+            for name, direction, msg in CASES
+        ],
+    }
+
+
+if __name__ == "__main__":
+    doc = golden()
+    # One frame per line: reviewable diffs without a 1000-line file.
+    lines = ",\n  ".join(json.dumps(f, ensure_ascii=False) for f in doc["frames"])
+    GOLDEN_PATH.write_text(f'{{"comment": {json.dumps(doc["comment"])},\n "frames": [\n  {lines}\n ]}}\n')
+    print(f"wrote {GOLDEN_PATH}")
