@@ -4,7 +4,8 @@ Paths, all served by the same nginx (same workers, same config) and driven by th
 script (1000 pre-built requests, cycled, so wrk spends the same per request on every path):
   1. baseline      `return 204` on a second server block
   2. null engine   /v1/decision through the shim to bench/null_engine.py (fixed allow): nginx + shim alone
-  3. decision      /v1/decision through the shim to the real engine with the 5-rule policy
+  3. one rule      /v1/decision through the shim to the real engine with the default 1-rule policy
+  4. decision      /v1/decision through the shim to the real engine with the 5-rule policy
 
 Usage: .venv/bin/python bench/run_bench.py [--duration 10] [--connections 50] [--threads 2] [--out FILE]
 Only 127.0.0.1 is ever targeted; every run is bounded by --duration.
@@ -30,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 FIVE_RULES = ROOT / "tests" / "fixtures" / "policies" / "five_rules.json"
+ONE_RULE = ROOT / "pyengine" / "default_policy.json"  # one token bucket per client address
 TARGET_RATIO = 0.40  # decision service RPS / raw nginx RPS
 N_REQUESTS = 1000
 
@@ -179,6 +181,7 @@ def main() -> int:
         python = sys.executable
         runs = [("null", lambda sock: [python, str(ROOT / "bench" / "null_engine.py"), sock], None),
                 # The real engine reads its socket from FAIRVISOR_ENGINE_SOCKET.
+                ("one", lambda sock: [python, "-m", "pyengine"], ONE_RULE),
                 ("real", lambda sock: [python, "-m", "pyengine"], FIVE_RULES)]
         for name, argv, policy in runs:
             edge_dir = work / name
@@ -189,6 +192,9 @@ def main() -> int:
                     rows.append(("nginx `return 204` (baseline)",
                                  run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args)))
                     rows.append(("/v1/decision, null engine (nginx + shim only)",
+                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args)))
+                elif name == "one":
+                    rows.append(("/v1/decision, real engine, 1 rule (default policy)",
                                  run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args)))
                 else:
                     rows.append(("/v1/decision, real engine, five_rules.json",

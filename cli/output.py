@@ -12,7 +12,7 @@ ACTION_COLOURS = {"allow": "green", "ok": "green", "matched": "green", "reject":
 def paint(text: str, action: str | None = None, bold: bool = False) -> str:
     """`text` styled for `action` (see ACTION_COLOURS); click.echo drops the codes off a TTY."""
     fg = ACTION_COLOURS.get(action or text)
-    return click.style(text, fg=fg, bold=bold) if fg or bold else text
+    return click.style(text, fg=fg, bold=bold or None) if fg or bold else text
 
 
 def table(headers: list[str], rows: list[list], colour_column: int | None = None) -> str:

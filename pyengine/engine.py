@@ -155,7 +155,7 @@ class Engine:
         and keep it written from now on. Returns the entries restored."""
         self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
         restored = self.snapshots.restore(self.clock.now_s())
-        index_tripped(self.store.items(), self.tripped)
+        index_tripped(self.store.as_dict().items(), self.tripped)
         return restored
 
     def upkeep(self) -> None:

@@ -131,6 +131,9 @@ class EngineMetrics:
         self.state_snapshot_errors = r.add(Counter("fairvisor_state_snapshot_errors_total",
                                                    "Durable-state files that failed to write (errno) or were corrupt.",
                                                    ("error",)))
+        self.tokens_reserved.inc((), 0)  # unlabelled and known label sets start at 0, so rate() works at once
+        self.tokens_settled.inc(("prompt",), 0)
+        self.tokens_settled.inc(("completion",), 0)
         self.decision_log_records.inc((), 0)
         self.decision_log_dropped.inc((), 0)
         self.engine_unavailable.inc((), 0)

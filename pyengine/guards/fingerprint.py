@@ -12,8 +12,8 @@ class _Message(msgspec.Struct):
     identical client bytes give identical fingerprints without re-encoding anything."""
 
     role: str = ""
-    content: msgspec.Raw | None = None
-    parts: msgspec.Raw | None = None
+    content: msgspec.Raw = msgspec.Raw(b"")  # msgspec.Raw cannot be part of a union
+    parts: msgspec.Raw = msgspec.Raw(b"")
 
 
 class _Chat(msgspec.Struct):
@@ -29,8 +29,7 @@ _TOOL_ROLES = frozenset(("tool", "function", "ipython"))
 def _last(messages: list[_Message], roles) -> bytes:
     for m in reversed(messages):
         if m.role in roles:
-            raw = m.content if m.content is not None else m.parts
-            return bytes(raw) if raw is not None else b""
+            return bytes(m.content) or bytes(m.parts)
     return b""
 
 

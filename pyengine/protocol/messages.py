@@ -50,8 +50,9 @@ class Settle(_Msg, tag=3):
     status: int  # upstream HTTP status seen by the client (0 = no response)
     counted_tokens: int  # output tokens the shim counted in the stream it passed on
     cut: bool  # the shim ended the stream at the allowance
-    tail: bytes = b""  # last bytes of the response body (the whole body up to a cap)
+    tail: bytes = b""  # head and tail of the response body (the whole body when it fits settle_bytes)
     client_aborted: bool = False
+    counted_chars: int = 0  # output text characters the shim counted (count_regex captures)
 
 
 class Health(_Msg, tag=4):
@@ -90,6 +91,14 @@ class Verdict(_Msg, tag=2):
     body: str = ""  # response body when status != 0
     delay_ms: int = 0  # throttle: wait this long (milliseconds) before going on
     reservation_id: str = ""  # set when the request reserved LLM tokens or money; "" = none
+    # ---- response-side recipe (reverse proxy, LLM formats); see docs/protocol.md ----
+    allowance_tokens: int = 0  # output tokens the stream may carry; 0 = do not count or cut
+    count_regex: str = ""  # PCRE; group 1 of every match in an SSE event is output text
+    chars_per_token_milli: int = 4000  # characters per output token x 1000
+    cutoff: str = ""  # complete SSE events to send in place of the rest when the allowance is reached
+    drop_regex: str = ""  # PCRE; SSE events matching it are not passed to the client (still settled)
+    settle_bytes: int = 0  # keep this many head+tail response bytes for Settle; 0 = no Settle
+    new_body: Union[bytes, None] = None  # replacement request body for the upstream; None = unchanged
 
 
 class Reply(_Msg, tag=7):

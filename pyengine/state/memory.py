@@ -114,10 +114,10 @@ class MemoryStore:
         self._dirty = set()
         return dirty
 
-    def items(self):
-        """A live view of (key, value) pairs, expired ones included, for snapshots. Do not
-        call the store while iterating it."""
-        return self._data.items()
+    def as_dict(self) -> dict[str, Value]:
+        """The backing dict itself, expired entries included, for snapshots (msgspec encodes
+        it in C: ~80 ms per million entries). Read-only; do not keep it across store calls."""
+        return self._data
 
     def __len__(self) -> int:
         """Entries held, including expired and deleted ones not yet swept."""

@@ -1,7 +1,7 @@
 """Durable state: the store persisted to FAIRVISOR_STATE_DIR as atomically renamed msgpack files.
 
 Layout of `<state_dir>/state/`:
-  * ``base.msgpack``: every live entry as of sequence number `seq`;
+  * ``base.msgpack``: every entry as of sequence number `seq` (expired ones are dropped at restore);
   * ``delta-<seq>.msgpack``: the entries written, deleted or swept since the previous file
     (a deleted one is stored as nil).
 Every file is written to ``<name>.tmp``, fsynced and renamed, so a reader sees a whole file
@@ -32,7 +32,8 @@ DELTA_PREFIX = "delta-"
 COMPACT_EVERY_S = 60.0
 MAX_DELTAS = 300  # a base is due earlier when this many deltas pile up
 
-Entry = tuple[str, float | list[float | int] | None]
+# A stored value: a float, or a tuple (which travels as an array); nil = deleted.
+Value = float | list[float | int] | None
 
 
 class SnapshotFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,7 +41,7 @@ class SnapshotFile(msgspec.Struct, forbid_unknown_fields=True):
     kind: str  # "base" | "delta"
     seq: int  # strictly increasing per state dir
     written_at_s: float  # UTC epoch seconds (engine clock) when encoded
-    entries: list[Entry]  # (state key, value or nil = deleted); tuples travel as arrays
+    entries: dict[str, Value]  # state key -> value; a base may hold expired ones (dropped at restore)
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -188,17 +189,17 @@ class Snapshots:
         store = self.store
         dirty = store.take_dirty()
         if self._base_due_s <= now_s or self._deltas >= MAX_DELTAS:
-            entries = [(k, v) for k, v in store.items() if _live(v, now_s)]
-            snap = SnapshotFile(FORMAT_VERSION, "base", self.seq, now_s, entries)
+            # The whole dict, encoded in C without a Python-level pass (expired ones included).
+            snap = SnapshotFile(FORMAT_VERSION, "base", self.seq, now_s, store.as_dict())
             self._job = self._pool.submit(self._write_base, _encoder.encode(snap), self.seq)
             self._base_due_s = now_s + COMPACT_EVERY_S
             self._deltas = 0
         elif dirty:
             get = store.get
-            entries = []
+            entries = {}
             for k in dirty:
                 v = get(k)
-                entries.append((k, v if _live(v, now_s) else None))
+                entries[k] = v if _live(v, now_s) else None
             snap = SnapshotFile(FORMAT_VERSION, "delta", self.seq, now_s, entries)
             self._job = self._pool.submit(_write_atomic, os.path.join(self.dir, f"{DELTA_PREFIX}{self.seq:012d}.msgpack"),
                                           _encoder.encode(snap))
@@ -215,18 +216,20 @@ class Snapshots:
                     and int(name[len(DELTA_PREFIX):-len(".msgpack")]) <= seq:
                 os.unlink(os.path.join(self.dir, name))
 
+    def wait(self) -> None:
+        """Block until the running write (if any) finished, and account for it."""
+        if self._job is not None:
+            concurrent.futures.wait([self._job])
+        self._collect()
+
     def close(self, now_s: float) -> None:
         """At shutdown: wait for the running write, then write a final base."""
         if not self.enabled:
             return
-        if self._job is not None:
-            concurrent.futures.wait([self._job])
-        self._collect()
+        self.wait()
         self._base_due_s = 0.0
         self.flush(now_s)
-        if self._job is not None:
-            concurrent.futures.wait([self._job])
-            self._collect()
+        self.wait()
         self._pool.shutdown(wait=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)

@@ -15,7 +15,7 @@ T0 = FakeClock().now_s()
     [(0, False), (5, False), (10, False), (10.5, True)],       # t=0 left the window exactly at 10
     [(0, False), (9.999, False), (9.9995, True)],              # still inside by half a millisecond
     [(0, False), (6, False), (12, False), (18, False), (24, False)],  # spaced by 6 s: never 3 in 10 s
-    [(0, False), (1, False), (2, True), (3, True), (12.5, False), (13, True)],  # flagged attempts count too
+    [(0, False), (1, False), (2, True), (3, True), (12.5, False), (13, False), (13.5, True)],  # flagged ones count
 ])
 def test_sliding_window_steps(steps):
     store = MemoryStore()
@@ -65,3 +65,17 @@ def test_invalid_configuration_is_refused():
         LoopDetector(MemoryStore(), window_s=0, threshold=3)
     with pytest.raises(ValueError):
         LoopDetector(MemoryStore(), window_s=1, threshold=1)
+
+
+def test_fingerprint_body_parts():
+    from pyengine.guards.fingerprint import body_part, fingerprint
+
+    gemini = b'{"contents":[{"role":"user","parts":[{"text":"hi"}]},{"role":"model","parts":[]}]}'
+    assert body_part(gemini) == b'chat\x00[{"text":"hi"}]\x00'
+    assert body_part(b"not json") == b"not json"
+    assert body_part(b'{"prompt":"x"}') == b'{"prompt":"x"}'  # no chat: the whole body
+    assert body_part(None) == b""
+    a = fingerprint("POST", "/v1/chat", ["org1"], b"x")
+    assert a == fingerprint("POST", "/v1/chat", ["org1"], b"x")
+    assert len({a, fingerprint("POST", "/v1/chat", [None], b"x"), fingerprint("POST", "/v1/chat", [""], b"x"),
+                fingerprint("GET", "/v1/chat", ["org1"], b"x"), fingerprint("POST", "/v1/chat", ["org1"], b"y")}) == 5

@@ -79,7 +79,7 @@ class Response:
 class Edge:
     """One `fairvisor run` process tree; every process is ended by its own PID."""
 
-    def __init__(self, tmp: pathlib.Path, flags: list[str], env: dict | None = None):
+    def __init__(self, tmp: pathlib.Path, flags: list[str], env: dict | None = None, workers: int = 2):
         self.port = free_port()
         self.state_dir = tmp / "state"
         self.runtime_dir = self.state_dir / "nginx"
@@ -89,7 +89,7 @@ class Edge:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             FAIRVISOR + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
-                         "--worker-processes", "2", *flags],
+                         "--worker-processes", str(workers), *flags],
             stdout=self._log, stderr=subprocess.STDOUT, env=child_env)
         self._conn: http.client.HTTPConnection | None = None
 
@@ -185,10 +185,11 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def start_edge(tmp_path):
-    """start_edge(policy=None, flags=[...]) -> a ready Edge; all are stopped after the test."""
+    """start_edge(policy=None, flags=[...], workers=2) -> a ready Edge; all are stopped after the test."""
     edges: list[Edge] = []
 
-    def start(policy: dict | None = None, flags: list[str] | None = None, env: dict | None = None) -> Edge:
+    def start(policy: dict | None = None, flags: list[str] | None = None, env: dict | None = None,
+              workers: int = 2) -> Edge:
         tmp = tmp_path / f"edge{len(edges)}"
         tmp.mkdir()
         args = list(flags or [])
@@ -196,7 +197,7 @@ def start_edge(tmp_path):
             path = tmp / "policy.json"
             path.write_text(json.dumps(policy))
             args += ["--config", str(path)]
-        edge = Edge(tmp, args, env)
+        edge = Edge(tmp, args, env, workers)
         edges.append(edge)
         edge.wait_ready()
         return edge
