@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     decision_log: str = ""  # FAIRVISOR_DECISION_LOG; default: <state_dir>/decisions.jsonl; "off" = none
     log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (sha256 prefix) or "raw" tenant keys
     decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
+    backend_tls_verify: bool = True  # FAIRVISOR_BACKEND_TLS_VERIFY: "off" skips upstream certificate checks
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -76,6 +77,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raw["engine_timeout_ms"] = env["FAIRVISOR_ENGINE_TIMEOUT_MS"]
     if env.get("FAIRVISOR_DECISION_LOG_MAX_MB"):
         raw["decision_log_max_mb"] = env["FAIRVISOR_DECISION_LOG_MAX_MB"]
+    if env.get("FAIRVISOR_BACKEND_TLS_VERIFY"):
+        raw["backend_tls_verify"] = env["FAIRVISOR_BACKEND_TLS_VERIFY"]
     prefix = "FAIRVISOR_UPSTREAM_HEADER_"
     injected = sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
     if injected:
@@ -101,6 +104,9 @@ def _finish(raw: dict) -> Settings:
         if raw["decision_log_max_mb"] < 1:
             raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be >= 1")
     _choice("FAIRVISOR_LOG_KEYS", raw.get("log_keys", "hashed"), LOG_KEY_MODES)
+    if isinstance(raw.get("backend_tls_verify"), str):
+        raw["backend_tls_verify"] = _choice("FAIRVISOR_BACKEND_TLS_VERIFY", raw["backend_tls_verify"].lower(),
+                                            ("on", "off")) == "on"
     _choice("FAIRVISOR_MODE", raw.get("mode", "decision_service"), MODES)
     _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
     if raw.get("llm_format") is not None:

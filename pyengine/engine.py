@@ -15,9 +15,10 @@ from .metrics import EngineMetrics
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, Decide, ErrorReply, Health, Hello, HelloReply, Metrics,
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Decide, ErrorReply, Health, Hello, HelloReply, Metrics,
                                 Reply, Settle, Usage, Verdict)
 from .request import DESCRIBED_HEADERS, view_from_decide
+from .llm.proxy import LLMProxy
 from .reservations import Reservations, reserved_tokens
 from .signing import sig_path, verify
 from .state.memory import MemoryStore
@@ -66,6 +67,9 @@ class Engine:
         self.pipeline = Pipeline(_Sink(self.metrics, self))
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
+        # The LLM reverse proxy: streaming recipes and provider-usage settlement.
+        self.llm_proxy = (LLMProxy(settings.llm_format, self.reservations, self.metrics, self.decision_log)
+                          if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
@@ -225,6 +229,8 @@ class Engine:
             self._guard_gauges()
             return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
         if t is Settle:
+            if self.llm_proxy is not None:
+                return self.llm_proxy.settle(msg, self.clock.now_s())
             if msg.cut:
                 self.decision_log.cutoff(self.clock.now_s(), msg.reservation_id, msg.counted_tokens)
             return Reply(status=200, content_type="application/json", body="{}")
@@ -248,6 +254,8 @@ class Engine:
             self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
             return verdict
         view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+        if self.llm_proxy is not None:
+            view.prompt_ratio = self.llm_proxy.estimator.prompt.get
         now_s = self.clock.now_s()
         d = self.pipeline.decide(bundle, view, now_s)
         if d.reserved:
@@ -255,6 +263,8 @@ class Engine:
             d.reservation_id = r.id
             self.metrics.tokens_reserved.inc((), reserved_tokens(r))
         verdict = render(d, msg.surface, self.settings.llm_format)
+        if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
+            self.llm_proxy.attach(verdict, d.reservation_id, view)
         m = self.metrics
         self.last_decision = d
         if d.status:

@@ -117,6 +117,8 @@ class EngineMetrics:
                                                 "Requests nginx answered by fail mode (reported by the shim)."))
         self.rule_skipped = r.add(Counter("fairvisor_rule_skipped_total", "Rules skipped: a limit key was missing.",
                                           ("policy", "rule")))
+        self.llm_settlements = r.add(Counter("fairvisor_llm_settlements_total",
+                                             "LLM responses settled, by how the usage was known.", ("result",)))
         self.state_keys = r.add(Gauge("fairvisor_state_keys", "Limiter state entries held in memory."))
         self.decision_log_records = r.add(Counter("fairvisor_decision_log_records_total",
                                                   "Decision log lines written."))

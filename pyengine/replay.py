@@ -86,7 +86,7 @@ def parse_requests(text: str, source: str) -> list[tuple[int, RequestSpec]]:
             continue
         try:
             out.append((n, _decoder.decode(line)))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise RequestFileError(f"{source}:{n}: {exc}") from None
     return out
 

@@ -56,7 +56,7 @@ class RequestView:
     """
 
     __slots__ = ("method", "path", "query", "host", "remote_addr", "_headers", "_index", "body",
-                 "request_id", "_params", "client_ip", "llm", "keys")
+                 "request_id", "_params", "client_ip", "llm", "keys", "prompt_ratio")
 
     def __init__(self, method: str, path: str, query: str, host: str, remote_addr: str,
                  headers: list, index: dict[str, int], body: bytes | None, request_id: str = ""):
@@ -73,6 +73,7 @@ class RequestView:
         self.client_ip: str | None = None  # filled by the ip extractor on first use
         self.llm = None  # LLMRequest, parsed on first use by an LLM rule
         self.keys: dict[str, str | None] = {}
+        self.prompt_ratio = None  # model -> learned prompt chars per token (set by the engine)
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name; None when absent or not requested in hello."""
@@ -101,6 +102,17 @@ def _described(headers: list, index: dict[str, int], first: str, second: str) ->
     return raw
 
 
+DECISION_PREFIX = b"/v1/decision"
+
+
+def _prefixed_uri(own_uri: bytes) -> bytes:
+    """Envoy's ext_authz (HTTP) asks `/v1/decision` + the original path and query: with no
+    X-Original-URI, the rest after the prefix is the URI described; a bare `/v1/decision` is `/`."""
+    if own_uri.startswith(DECISION_PREFIX + b"/"):
+        return own_uri[len(DECISION_PREFIX):]
+    return b"/"
+
+
 PROVIDER_PREFIXES = ("/openai", "/anthropic", "/gemini")
 
 
@@ -122,7 +134,7 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
     if msg.surface == SURFACE_DESCRIBED:
         headers = msg.headers
         method = _described(headers, index, "x-original-method", "x-forwarded-method") or method
-        uri = _described(headers, index, "x-original-uri", "x-forwarded-uri") or b"/"
+        uri = _described(headers, index, "x-original-uri", "x-forwarded-uri") or _prefixed_uri(uri)
         host = _described(headers, index, "x-original-host", "x-forwarded-host") or host
     path, _, query = uri.decode("utf-8", "replace").partition("?")
     if provider_prefixes and msg.surface != SURFACE_DESCRIBED:

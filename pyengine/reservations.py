@@ -15,14 +15,15 @@ DEFAULT_TTL_S = 900.0
 
 
 class Reservation:
-    __slots__ = ("id", "at_s", "charges", "model", "prompt_estimate_tokens")
+    __slots__ = ("id", "at_s", "charges", "model", "prompt_estimate_tokens", "prompt_chars")
 
-    def __init__(self, rid, at_s, charges, model, prompt_estimate_tokens):
+    def __init__(self, rid, at_s, charges, model, prompt_estimate_tokens, prompt_chars=0):
         self.id = rid
         self.at_s = at_s  # when it was reserved (epoch s): refunds apply only within that period
         self.charges = charges  # [(rule, state key, reserved amount)]: tokens or micro-USD
         self.model = model
         self.prompt_estimate_tokens = prompt_estimate_tokens
+        self.prompt_chars = prompt_chars  # characters the estimate was made from
 
 
 class Reservations:
@@ -40,10 +41,13 @@ class Reservations:
 
     def open(self, charges, at_s: float, llm_request) -> Reservation:
         rid = f"{self._prefix}-{next(self._seq):x}"
-        model = llm_request.model if llm_request is not None else None
-        estimate = llm_request.prompt_tokens if llm_request is not None else 0
-        r = self._open[rid] = Reservation(rid, at_s, charges, model, estimate)
+        req = llm_request
+        r = self._open[rid] = Reservation(rid, at_s, charges, req.model if req else None,
+                                          req.prompt_tokens if req else 0, req.prompt_chars if req else 0)
         return r
+
+    def get(self, rid: str) -> Reservation | None:
+        return self._open.get(rid)
 
     def take(self, rid: str) -> Reservation | None:
         """Remove and return an open reservation (settlement happens once)."""
@@ -66,6 +70,23 @@ def reserved_tokens(r: Reservation) -> int:
         if isinstance(rule, LLMRule):
             return amount
     return 0
+
+
+def completion_allowance(r: Reservation, llm_request) -> int:
+    """Output tokens this request reserved: the least any reserving rule set aside for it.
+
+    A stream cut there never spends more than was admitted, so concurrent streams of one
+    tenant cannot overrun the budget by more than what their reservations already hold."""
+    allowance = None
+    for rule, _key, _amount in r.charges:
+        if isinstance(rule, LLMRule):
+            c = rule.completion_tokens(llm_request)
+        elif isinstance(rule, CostRule):
+            c = llm_request.max_output_tokens or rule.default_completion
+        else:
+            continue
+        allowance = c if allowance is None else min(allowance, c)
+    return allowance or 0
 
 
 def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: str | None, now_s: float) -> None:

@@ -30,7 +30,7 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
     """Returns (HTTP status, JSON body). Never raises on client input."""
     try:
         report = _decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return _problem(400, str(exc))
     if report.prompt_tokens < 0 or report.completion_tokens < 0:
         return _problem(400, "token counts must be >= 0")

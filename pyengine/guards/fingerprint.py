@@ -45,7 +45,7 @@ def body_part(body: bytes | None) -> bytes:
         return b""
     try:
         chat = _chat.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return body
     messages = chat.messages or chat.contents
     if not messages:

@@ -7,7 +7,7 @@ fall back to `X-Token-Estimate` and `default_max_completion`.
 
 import msgspec
 
-CHARS_PER_TOKEN = 4.0  # starting estimate; the estimator refines it per model from settled usage
+CHARS_PER_TOKEN = 4.0  # starting estimate; pyengine/llm/estimator.py refines it per model
 
 
 class _Part(msgspec.Struct):
@@ -70,7 +70,7 @@ def _typed_chars(body: _Body) -> int:
 def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
     try:
         b = _typed.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     req.model = b.model
     req.max_output_tokens = _positive_int(b.max_completion_tokens) or _positive_int(b.max_tokens)
@@ -115,7 +115,7 @@ def _parse_generic(body: bytes, req: LLMRequest) -> None:
     """Any JSON at all: pick what fits, ignore what does not."""
     try:
         doc = _decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return
     if not isinstance(doc, dict):
         return
@@ -131,7 +131,8 @@ def _parse_generic(body: bytes, req: LLMRequest) -> None:
                            ("messages", "system", "contents", "systemInstruction", "prompt", "input") if f in doc)
 
 
-def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None) -> LLMRequest:
+def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None,
+                      prompt_ratio=None) -> LLMRequest:
     """Extract the fields every provider format carries; never raises on client input."""
     req = LLMRequest()
     if body and not _parse_typed(body, req):
@@ -150,5 +151,7 @@ def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None
     if est is not None and est >= 0:
         req.prompt_tokens = est
     else:
-        req.prompt_tokens = int(req.prompt_chars / CHARS_PER_TOKEN + 0.999)
+        # prompt_ratio(model) -> learned chars per token; the constant until the engine has learned.
+        ratio = prompt_ratio(req.model) if prompt_ratio is not None else CHARS_PER_TOKEN
+        req.prompt_tokens = int(req.prompt_chars / ratio + 0.999)
     return req

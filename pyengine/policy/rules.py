@@ -33,7 +33,7 @@ def llm_of(view):
     """The request's LLM fields, parsed once per request whichever rule asks first."""
     req = view.llm
     if req is None:
-        req = view.llm = parse_llm_request(view.body, view.path, view.header("x-token-estimate"))
+        req = view.llm = parse_llm_request(view.body, view.path, view.header("x-token-estimate"), view.prompt_ratio)
     return req
 
 

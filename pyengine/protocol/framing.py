@@ -31,7 +31,7 @@ def decode_request(body) -> Request:
         return _request_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise ProtocolError("bad_message", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # a str field that is not UTF-8
         raise ProtocolError("bad_frame", str(exc)) from None
 
 
@@ -39,7 +39,7 @@ def decode_response(body) -> Response:
     """Decode one frame body sent by the engine (used by Python clients and tests)."""
     try:
         return _response_decoder.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise ProtocolError("bad_frame", str(exc)) from None
 
 

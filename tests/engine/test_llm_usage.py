@@ -112,3 +112,22 @@ def test_bad_usage_reports_are_refused_with_reasons():
     assert status == 400 and "extra" in body["detail"]
     reply = engine.handle(Usage(body=b"\xff not json"))
     assert reply.status == 400
+
+
+def test_bodies_with_invalid_utf8_are_decided_not_crashed():
+    engine = make_engine(BUNDLE, clock=FakeClock())
+    for body in (b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"\xff\xfe"}]}', b"\x80\x81",
+                 b'{"model":"\xff"}', b"[" * 100_000):
+        v = decide(engine, headers=ORG, method="POST", uri="/v1/x", body=body)
+        assert v.status in (0, 429)  # a verdict, never an engine error (which would mean fail-open)
+
+
+def test_non_utf8_string_field_in_a_frame_is_a_bad_frame():
+    from pyengine.errors import ProtocolError
+    from pyengine.protocol.framing import decode_request
+    settle_with_bad_id = b"\x96\x03\xa1\xff\xcc\xc8\x00\xc2\xc4\x00"
+    try:
+        decode_request(settle_with_bad_id)
+        raise AssertionError("decoded")
+    except ProtocolError as exc:
+        assert exc.code == "bad_frame"

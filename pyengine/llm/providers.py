@@ -1,0 +1,125 @@
+"""One adapter per provider format: the streaming recipe the shim applies, and usage parsing.
+
+The shim knows nothing of providers. For each LLM request the engine hands it a recipe: a
+regex that finds output text in an SSE event, the exact events to send when the allowance is
+reached (the provider's own finish), and, for OpenAI, which injected usage chunk to hide.
+After the response, the engine reads the provider's usage fields from the body head and tail.
+"""
+
+import msgspec
+
+from .sse import count, json_objects
+
+_json = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+# A JSON string value: group 1 is its (still escaped) text. Escapes make a few characters
+# count twice; the chars-per-token ratio is learned on the same measure, so it cancels out.
+_STR = r'"((?:[^"\\]|\\.)*)"'
+
+
+class Usage:
+    __slots__ = ("prompt_tokens", "completion_tokens")
+
+    def __init__(self, prompt_tokens=None, completion_tokens=None):
+        self.prompt_tokens: int | None = prompt_tokens
+        self.completion_tokens: int | None = completion_tokens  # None: no final count seen
+
+
+def _sse(data: dict, event: str | None = None) -> str:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {_json.encode(data).decode()}\n\n"
+
+
+class OpenAI:
+    name = "openai"
+    count_regex = r'"content"\s*:\s*' + _STR
+    # The usage-only chunk (`"choices":[]`) that include_usage adds at the end of a stream.
+    injected_usage_regex = r'"choices":\s*\[\s*\]'
+
+    @staticmethod
+    def cutoff(model: str) -> str:
+        chunk = {"id": "chatcmpl-fairvisor-cutoff", "object": "chat.completion.chunk", "created": 0,
+                 "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}
+        return _sse(chunk) + "data: [DONE]\n\n"
+
+    @staticmethod
+    def with_usage(body: bytes) -> bytes | None:
+        """The body with `stream_options.include_usage` on, or None when already on or not JSON."""
+        try:
+            doc = _decoder.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            return None
+        if not isinstance(doc, dict):
+            return None
+        opts = doc.get("stream_options")
+        if isinstance(opts, dict) and opts.get("include_usage") is True:
+            return None
+        doc["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+        return _json.encode(doc)
+
+    @staticmethod
+    def usage(raw: bytes) -> Usage:
+        u = Usage()
+        for doc in json_objects(raw):
+            usage = doc.get("usage")
+            if isinstance(usage, dict):
+                u.prompt_tokens = count(usage.get("prompt_tokens"))
+                u.completion_tokens = count(usage.get("completion_tokens"))
+        return u
+
+
+class Anthropic:
+    name = "anthropic"
+    count_regex = r'"(?:text|partial_json|thinking)"\s*:\s*' + _STR
+    injected_usage_regex = ""
+
+    @staticmethod
+    def cutoff(model: str) -> str:
+        return (_sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+                + _sse({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                        "usage": {"output_tokens": 0}}, "message_delta")
+                + _sse({"type": "message_stop"}, "message_stop"))
+
+    @staticmethod
+    def usage(raw: bytes) -> Usage:
+        u = Usage()
+        for doc in json_objects(raw):
+            kind = doc.get("type")
+            if kind == "message_start":  # output_tokens here is a placeholder, not the final count
+                msg = doc.get("message")
+                usage = msg.get("usage") if isinstance(msg, dict) else None
+                if isinstance(usage, dict):
+                    u.prompt_tokens = count(usage.get("input_tokens"))
+            elif kind in ("message_delta", "message"):
+                usage = doc.get("usage")
+                if isinstance(usage, dict):
+                    if count(usage.get("input_tokens")) is not None:
+                        u.prompt_tokens = count(usage.get("input_tokens"))
+                    u.completion_tokens = count(usage.get("output_tokens"))
+        return u
+
+
+class Gemini:
+    name = "gemini"
+    count_regex = r'"text"\s*:\s*' + _STR
+    injected_usage_regex = ""
+
+    @staticmethod
+    def cutoff(model: str) -> str:
+        return _sse({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+                                     "finishReason": "MAX_TOKENS", "index": 0}], "modelVersion": model})
+
+    @staticmethod
+    def usage(raw: bytes) -> Usage:
+        """Every Gemini chunk carries running totals, so even a cut stream has an exact count."""
+        u = Usage()
+        for doc in json_objects(raw):
+            meta = doc.get("usageMetadata")
+            if isinstance(meta, dict):
+                u.prompt_tokens = count(meta.get("promptTokenCount"))
+                u.completion_tokens = count(meta.get("candidatesTokenCount", 0))
+        return u
+
+
+ADAPTERS = {"openai": OpenAI, "anthropic": Anthropic, "gemini": Gemini}
