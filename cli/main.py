@@ -11,6 +11,7 @@ _LAZY = {
     "explain": "cli.test_cmd:explain",
     "status": "cli.status_cmd:status",
     "logs": "cli.logs_cmd:logs",
+    "nginx-include": "cli.include_cmd:nginx_include",
 }
 
 

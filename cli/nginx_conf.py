@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEMPLATE_DIR = ROOT / "nginx"
 LUA_SHIM_DIR = ROOT / "lua-shim"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates: trusted upstream CAs
+DEBIAN_LUA_PATH = "/usr/share/lua/5.1/?.lua;"  # resty.core from Debian's lua-resty-core
 
 # FAIRVISOR_LOG_LEVEL -> nginx error_log level.
 _ERROR_LOG_LEVELS = {"debug": "info", "info": "notice", "warning": "warn", "warn": "warn", "error": "error",
@@ -82,12 +84,21 @@ def _backend(settings) -> dict:
     if url.scheme == "https":
         ssl = (f"            proxy_ssl_server_name on;\n"
                f"            proxy_ssl_name {url.hostname};\n")
+        if settings.backend_tls_verify:
+            ssl += (f"            proxy_ssl_verify on;\n"
+                    f"            proxy_ssl_trusted_certificate {CA_BUNDLE};\n"
+                    f"            proxy_ssl_verify_depth 4;\n")
+        else:  # FAIRVISOR_BACKEND_TLS_VERIFY=off: an explicit opt-out, e.g. a self-signed lab upstream
+            ssl += "            proxy_ssl_verify off;\n"
+    # The engine parses LLM response bodies for usage: ask the upstream for them uncompressed.
+    encoding = '            proxy_set_header Accept-Encoding "";' if settings.llm_format else "            # (as sent)"
     return {
         "backend_scheme": url.scheme,
         "backend_hostport": f"{host}:{port}",
         "backend_host_header": host if default_port else f"{host}:{port}",
         "backend_path": url.path.rstrip("/"),
         "proxy_ssl": ssl,
+        "accept_encoding": encoding,
     }
 
 
@@ -110,7 +121,9 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
         "engine_timeout_ms": int(settings.engine_timeout_ms),
         "fail_mode": lua_string(settings.fail_mode),
         "listen": _listen(settings.listen),
+        "lua_extra_path": DEBIAN_LUA_PATH,
     }
+    values["fairvisor_http"] = _fill("fairvisor.conf.tmpl", values).rstrip("\n")
     values["admin_locations"] = _fill("admin_locations.conf.tmpl", values).rstrip("\n")
     if settings.mode == "reverse_proxy":
         values.update(_backend(settings))

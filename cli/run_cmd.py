@@ -24,6 +24,7 @@ _FLAG_VARS = {
     "config": "FAIRVISOR_CONFIG_FILE",
     "listen": "FAIRVISOR_LISTEN",
     "backend_url": "FAIRVISOR_BACKEND_URL",
+    "backend_tls_verify": "FAIRVISOR_BACKEND_TLS_VERIFY",
     "fail_mode": "FAIRVISOR_FAIL_MODE",
     "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
     "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
@@ -48,6 +49,7 @@ def settings_options(f):
         ("--config", "policy bundle file (default: the bundled per-IP policy)"),
         ("--listen", "host:port nginx listens on (default 0.0.0.0:8080)"),
         ("--backend-url", "upstream for reverse_proxy mode"),
+        ("--backend-tls-verify", "on | off: verify an https upstream's certificate (default on)"),
         ("--fail-mode", "open | closed, when the engine does not answer"),
         ("--engine-timeout-ms", "connect/send/receive timeout of the shim, in ms"),
         ("--engine-socket", "Unix socket of the engine"),
@@ -101,25 +103,14 @@ def resolve(flags: dict):
 def engine_answers(path: str, timeout_s: float = 0.5) -> bool:
     """True when the engine's socket answers a Hello with a HelloReply."""
     from pyengine.errors import ProtocolError
-    from pyengine.protocol.framing import HEADER_BYTES, decode_response, encode_frame
+    from pyengine.protocol.client import call
     from pyengine.protocol.messages import PROTOCOL_VERSION, Hello, HelloReply
-
-    def read_exactly(sock, n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("engine closed the connection")
-            data += chunk
-        return data
 
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
             sock.connect(path)
-            sock.sendall(encode_frame(Hello(protocol_version=PROTOCOL_VERSION, engine_unavailable_delta=0)))
-            size = int.from_bytes(read_exactly(sock, HEADER_BYTES), "big")
-            return isinstance(decode_response(read_exactly(sock, size)), HelloReply)
+            return isinstance(call(sock, Hello(protocol_version=PROTOCOL_VERSION)), HelloReply)
     except (OSError, ProtocolError):
         return False
 

@@ -39,19 +39,9 @@ def value(metrics: dict, name: str, **labels) -> float:
 
 
 def _call(sock, msg):
-    from pyengine.protocol.framing import HEADER_BYTES, decode_response, encode_frame
+    from pyengine.protocol.client import call
 
-    def read_exactly(n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("engine closed the connection")
-            data += chunk
-        return data
-
-    sock.sendall(encode_frame(msg))
-    return decode_response(read_exactly(int.from_bytes(read_exactly(HEADER_BYTES), "big")))
+    return call(sock, msg)
 
 
 def fetch_socket(path: str, timeout_s: float) -> tuple[int, dict, str, list[float]]:

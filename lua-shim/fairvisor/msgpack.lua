@@ -1,8 +1,8 @@
 -- fairvisor.msgpack: the msgpack subset of the engine protocol (docs/protocol.md), in plain Lua.
 --
 -- Encoder: arrays, integers, nil, booleans; every Lua string goes out as `bin` (client bytes
--- need not be UTF-8). Decoder: everything but ext (arrays, maps, str/bin as Lua strings,
--- ints, nil, bools, floats).
+-- need not be UTF-8), except those wrapped by _M.str(). Decoder: everything but ext (arrays,
+-- maps, str/bin as Lua strings, ints, nil, bools, floats).
 --
 -- Why hand-written rather than Debian's lua-messagepack (/usr/share/lua/5.1/MessagePack.lua),
 -- measured on the 2-core dev machine with LuaJIT 2.1 (OpenResty branch):
@@ -82,10 +82,22 @@ put = function(v)
     elseif v == false then
         buf:put("\194")
     elseif t == "table" then
-        put_array(v, v.n or #v)
+        local s = v.str
+        if s then -- _M.str(s): a msgpack str, for the engine's `str` fields
+            local n = #s
+            buf:put(n < 32 and char(0xa0 + n) or (n < 256 and char(0xd9, n) or
+                (n < 65536 and "\218" .. u16(n) or "\219" .. u32(n))), s)
+        else
+            put_array(v, v.n or #v)
+        end
     else
         error("msgpack: cannot encode a " .. t)
     end
+end
+
+-- Wraps s so that it goes out as msgpack str rather than bin (Settle.reservation_id is a str).
+function _M.str(s)
+    return { str = s }
 end
 
 -- The msgpack body of the array t[1..n] (n defaults to t.n, then #t).

@@ -1,6 +1,8 @@
 -- fairvisor.shim: nginx phase entry points; applies the engine's verdicts (no policy logic here).
 
 local client = require "fairvisor.client"
+local mp = require "fairvisor.msgpack"
+local response = require "fairvisor.response"
 
 local ngx = ngx
 local header = ngx.header
@@ -11,6 +13,7 @@ local _M = {}
 
 local fail_open = true
 local last_log = 0 -- ngx.now() of the last "engine unavailable" log line of this worker
+local last_settle_log = 0 -- same, for failed settlements
 
 local DEGRADED = { "X-Fairvisor-Degraded", "engine_unavailable" }
 local CLOSED_HEADERS = { "X-Fairvisor-Reason", "engine_unavailable" }
@@ -103,13 +106,61 @@ function _M.enforce()
     if not v then return unavailable(err, 1) end
     if v[2] ~= 0 then return respond(v[2], v[3], v[4] or "", "application/json") end
     throttle(v)
-    if v[3][1] then ngx.ctx.fairvisor_headers = v[3] end
+    local ctx = ngx.ctx
+    if v[3][1] then ctx.fairvisor_headers = v[3] end
+    if v[13] then -- new_body: e.g. the engine asked the provider for usage in the stream
+        req.read_body() -- a no-op when the body was read for the engine already
+        req.set_body_data(v[13]) -- also sets Content-Length
+    end
+    if response.wanted(v) then ctx.fairvisor_recipe = response.new(v) end
 end
 
 -- header_filter_by_lua, paired with enforce().
 function _M.header_filter()
-    local h = ngx.ctx.fairvisor_headers
+    local ctx = ngx.ctx
+    local h = ctx.fairvisor_headers
     if h then add_headers(h) end
+    local r = ctx.fairvisor_recipe
+    if r and response.on_headers(r, ngx.status, header.content_type) then
+        header.content_length = nil -- events are dropped or the stream is cut
+    end
+end
+
+-- body_filter_by_lua, paired with enforce(): SSE counting, dropping and cutoff; Settle bytes.
+function _M.body_filter()
+    local r = ngx.ctx.fairvisor_recipe
+    if not r then return end
+    local arg = ngx.arg
+    local out, eof = response.filter(r, arg[1], arg[2])
+    if out then arg[1] = out end
+    if eof then arg[2] = true end
+end
+
+local function settle_failed(rid, err)
+    local now = ngx.now()
+    if now - last_settle_log >= 1 then -- at most one line per second per worker
+        last_settle_log = now
+        ngx.log(ngx.ERR, "fairvisor: settle ", rid, " failed: ", err)
+    end
+end
+
+-- Runs in a timer, so it may use the pooled cosockets (same timeout as Decide). Never raises.
+local function settle(_, rid, status, tokens, cut, tail, aborted, chars)
+    local reply, err = client.call({ 3, mp.str(rid), status, tokens, cut, tail, aborted, chars }, 8)
+    if not reply or reply[1] ~= 7 then settle_failed(rid, err or "unexpected reply") end
+end
+
+-- log_by_lua, paired with enforce(). Cosockets do not exist in this phase: Settle goes out
+-- from a zero-delay timer, after the response.
+function _M.log()
+    local r = ngx.ctx.fairvisor_recipe
+    if not r or r.rid == "" or r.settle_bytes <= 0 then return end
+    -- The client went away before the end: nginx's 499, or a request that never completed
+    -- (once the headers went out, the status stays the upstream's).
+    local status = ngx.status
+    local aborted = status == 499 or ngx.var.request_completion ~= "OK"
+    local ok, err = ngx.timer.at(0, settle, r.rid, r.status, r.tokens, r.cut, response.kept(r), aborted, r.chars)
+    if not ok then settle_failed(r.rid, "timer: " .. err) end
 end
 
 local ADMIN_FAILURE = {

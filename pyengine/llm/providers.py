@@ -33,6 +33,7 @@ def _sse(data: dict, event: str | None = None) -> str:
 
 class OpenAI:
     name = "openai"
+    running_totals = False  # usage arrives once, at the end
     count_regex = r'"content"\s*:\s*' + _STR
     # The usage-only chunk (`"choices":[]`) that include_usage adds at the end of a stream.
     injected_usage_regex = r'"choices":\s*\[\s*\]'
@@ -71,6 +72,7 @@ class OpenAI:
 
 class Anthropic:
     name = "anthropic"
+    running_totals = False
     count_regex = r'"(?:text|partial_json|thinking)"\s*:\s*' + _STR
     injected_usage_regex = ""
 
@@ -102,6 +104,7 @@ class Anthropic:
 
 class Gemini:
     name = "gemini"
+    running_totals = True  # every chunk carries the count so far
     count_regex = r'"text"\s*:\s*' + _STR
     injected_usage_regex = ""
 

@@ -53,12 +53,13 @@ class LLMProxy:
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
         usage = self.adapter.usage(msg.tail)
-        exact = usage.completion_tokens is not None and not msg.cut
         completion = usage.completion_tokens
-        if msg.cut or completion is None:
-            # Cut or incomplete: charge what the shim counted passing to the client (Gemini's
-            # running totals are exact even when cut, and win when they are larger).
-            completion = max(msg.counted_tokens, usage.completion_tokens or 0) if msg.cut else msg.counted_tokens
+        # Only what reached the client is charged. The tail holds nothing past a cut (the
+        # shim stops filtering there), so a running total (Gemini) is exactly what was sent;
+        # a once-at-the-end count (OpenAI, Anthropic) never arrives for a cut stream.
+        exact = completion is not None and (not msg.cut or self.adapter.running_totals)
+        if not exact:
+            completion = msg.counted_tokens
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
         settle(r, prompt, completion, r.model, now_s)
         m.tokens_settled.inc(("prompt",), prompt)

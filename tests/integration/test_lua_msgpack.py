@@ -20,8 +20,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHECK = pathlib.Path(__file__).with_name("lua") / "check_msgpack.lua"
 
 
-def lua_literal(v) -> str:
-    """A JSON-like field value as a Lua expression; arrays carry their length in `n`."""
+def lua_literal(v, wrap_str: bool = False) -> str:
+    """A JSON-like field value as a Lua expression; arrays carry their length in `n`.
+
+    wrap_str: a str becomes {str=...}, as the shim marks msgpack str (fairvisor.msgpack.str);
+    for frames the shim encodes. Decoded frames give plain Lua strings for str and bin alike.
+    """
+    if isinstance(v, str) and wrap_str:
+        return "{str=" + lua_literal(v) + "}"
     if v is None:
         return "nil"
     if isinstance(v, bool):
@@ -42,12 +48,12 @@ def lua_literal(v) -> str:
         return '"' + "".join(f"\\{b}" for b in bytes.fromhex(v["bin_hex"])) + '"'
     if isinstance(v, dict):
         return "{map={" + ", ".join(f"[{lua_literal(k)}]={lua_literal(x)}" for k, x in v.items()) + "}}"
-    return "{n=" + str(len(v)) + "".join(", " + lua_literal(x) for x in v) + "}"
+    return "{n=" + str(len(v)) + "".join(", " + lua_literal(x, wrap_str) for x in v) + "}"
 
 
 def lua_case(name, direction, fields_, frame: bytes) -> str:
     return (f"{{name={lua_literal(name)}, direction={lua_literal(direction)}, "
-            f"fields={lua_literal(fields_)}, frame={lua_literal(frame)}}}")
+            f"fields={lua_literal(fields_, direction == 'request')}, frame={lua_literal(frame)}}}")
 
 
 def frame_of(body: bytes) -> bytes:

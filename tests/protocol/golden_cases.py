@@ -12,6 +12,7 @@ from pyengine.protocol.messages import (
     HelloReply,
     Metrics,
     Reply,
+    Settle,
     Usage,
     Verdict,
 )
@@ -103,6 +104,34 @@ CASES = [
     ),
     ("verdict_throttle", "response", Verdict(status=0, headers=["X-Fairvisor-Warning", "budget_throttle"], body="",
                                              delay_ms=30_000)),
+    (
+        # Reverse proxy, OpenAI stream: the recipe of fields 6-12 (docs/protocol.md).
+        "verdict_stream_recipe",
+        "response",
+        Verdict(
+            status=0,
+            headers=["RateLimit-Policy", '"tpm";q=60000;w=60', "RateLimit", '"tpm";r=58000;t=2'],
+            body="",
+            delay_ms=0,
+            reservation_id="r-9f8e7d6c-42",
+            allowance_tokens=70_000,
+            count_regex=r'"content":"((?:[^"\\]|\\.)*)"',
+            chars_per_token_milli=3_750,
+            cutoff='data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n',
+            drop_regex=r'^data: \{.*"choices":\[\]',
+            settle_bytes=65_536,
+            new_body=b'{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true}}',
+        ),
+    ),
+    ("verdict_recipe_defaults", "response", Verdict(status=0, headers=[], reservation_id="r-1", settle_bytes=16_384)),
+    (
+        "settle_cut",
+        "request",
+        Settle(reservation_id="r-9f8e7d6c-42", status=200, counted_tokens=70_000, cut=True,
+               tail=b'data: {"id":"x"}\n\n' + bytes(range(256)), client_aborted=False, counted_chars=262_500),
+    ),
+    ("settle_no_response", "request", Settle(reservation_id="r-" + "7" * 40, status=0, counted_tokens=0, cut=False,
+                                             tail=b"", client_aborted=True, counted_chars=0)),
     ("reply_health", "response", Reply(status=200, content_type="application/json",
                                        body='{"status":"ok","policy_version":3,"policy_hash":"ab12"}')),
     (

@@ -1,0 +1,82 @@
+"""The reverse-proxy config for LLM traffic: streaming filters, upstream TLS verification, encoding."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from cli.nginx_conf import prepare_runtime_dir, render
+from cli.run_cmd import flags_env
+from pyengine.config import ConfigError, from_env
+
+
+def proxy_settings(url: str, **env):
+    base = {"FAIRVISOR_STATE_DIR": "/tmp/fv-state", "FAIRVISOR_LISTEN": "127.0.0.1:18080",
+            "FAIRVISOR_MODE": "reverse_proxy", "FAIRVISOR_BACKEND_URL": url}
+    base.update(env)
+    return from_env(base)
+
+
+def proxied_location(conf: str) -> str:
+    start = conf.index("location / {")
+    return conf[start:conf.index("\n        }", start)]
+
+
+def test_proxied_location_streams_unbuffered_through_every_shim_phase():
+    loc = proxied_location(render(proxy_settings("http://127.0.0.1:9000", FAIRVISOR_LLM_FORMAT="openai"), "/r"))
+    for phase in ("access_by_lua_block { require(\"fairvisor.shim\").enforce() }",
+                  "header_filter_by_lua_block { require(\"fairvisor.shim\").header_filter() }",
+                  "body_filter_by_lua_block { require(\"fairvisor.shim\").body_filter() }",
+                  "log_by_lua_block { require(\"fairvisor.shim\").log() }"):
+        assert phase in loc
+    assert "proxy_buffering off;" in loc
+    assert "proxy_cache off;" in loc
+    assert 'proxy_set_header Accept-Encoding "";' in loc
+    assert "proxy_ssl" not in loc  # plain http upstream
+
+
+def test_plain_proxy_keeps_the_client_accept_encoding():
+    loc = proxied_location(render(proxy_settings("http://127.0.0.1:9000"), "/r"))
+    assert "Accept-Encoding" not in loc.replace("# Accept-Encoding", "")
+
+
+def test_https_upstream_is_verified_by_default():
+    loc = proxied_location(render(proxy_settings("https://api.openai.com/"), "/r"))
+    assert "proxy_ssl_server_name on;" in loc
+    assert "proxy_ssl_name api.openai.com;" in loc
+    assert "proxy_ssl_verify on;" in loc
+    assert "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;" in loc
+    assert "proxy_ssl_verify_depth 4;" in loc
+    assert "proxy_ssl_verify off;" not in loc
+
+
+@pytest.mark.parametrize("value", ["off", "OFF"])
+def test_tls_verification_is_an_explicit_opt_out(value):
+    loc = proxied_location(render(proxy_settings("https://llm.lab:8443", FAIRVISOR_BACKEND_TLS_VERIFY=value), "/r"))
+    assert "proxy_ssl_verify off;" in loc
+    assert "proxy_ssl_verify on;" not in loc
+    assert "proxy_ssl_trusted_certificate" not in loc
+    assert "proxy_ssl_server_name on;" in loc
+
+
+def test_tls_verify_setting_values_and_flag():
+    assert proxy_settings("https://x").backend_tls_verify is True
+    assert proxy_settings("https://x", FAIRVISOR_BACKEND_TLS_VERIFY="on").backend_tls_verify is True
+    with pytest.raises(ConfigError, match="FAIRVISOR_BACKEND_TLS_VERIFY"):
+        proxy_settings("https://x", FAIRVISOR_BACKEND_TLS_VERIFY="maybe")
+    env = flags_env({"backend_tls_verify": "off"}, base={})
+    assert env == {"FAIRVISOR_BACKEND_TLS_VERIFY": "off"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("verify", ["on", "off"])
+def test_nginx_accepts_the_https_llm_config(tmp_path, verify):
+    nginx = shutil.which("nginx")
+    assert nginx, "nginx is required (scripts/bootstrap installs it)"
+    runtime = prepare_runtime_dir(tmp_path / "run")
+    conf = runtime / "nginx.conf"
+    conf.write_text(render(proxy_settings("https://127.0.0.1:9443", FAIRVISOR_LLM_FORMAT="anthropic",
+                                          FAIRVISOR_BACKEND_TLS_VERIFY=verify), runtime))
+    proc = subprocess.run([nginx, "-t", "-p", str(runtime), "-c", str(conf), "-e", str(runtime / "error.log")],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
