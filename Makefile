@@ -24,8 +24,13 @@ test-docker: bootstrap
 	docker/install-tools.sh
 	$(PY) -m pytest -q -m docker tests/docker
 
+# Loopback only, bounded: about 3 minutes. Figures and how to read them: docs/performance.md.
 bench: bootstrap
 	$(PY) bench/run_bench.py
+	$(PY) bench/llm_stream_bench.py
+	$(PY) -m pytest -q -p no:cacheprovider --benchmark-enable --benchmark-columns=min,median,mean,rounds \
+		tests/engine/test_bench_engine.py tests/algorithms/test_bench_algorithms.py
+	$(PY) bench/engine_memory.py 1000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -93,6 +93,23 @@ def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes
     return "application/problem+json", _json.encode(problem)
 
 
+# Reject bodies depend only on these fields, and a flood of rejections repeats few of them:
+# cached, and cleared whole when full so the cache stays bounded.
+_BODY_CACHE_MAX = 1024
+_body_cache: dict[tuple, tuple[str, str]] = {}
+
+
+def _cached_body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, str]:
+    key = (d.reason, d.policy_id, d.retry_after_s, d.detail, d.status, surface, llm_format)
+    hit = _body_cache.get(key)
+    if hit is None:
+        content_type, body = _body(d, surface, llm_format)
+        if len(_body_cache) >= _BODY_CACHE_MAX:
+            _body_cache.clear()
+        hit = _body_cache[key] = (content_type, body.decode())
+    return hit
+
+
 def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     """The Verdict for one surface: decision service (problem+json) or inline (provider shape)."""
     headers: list[str] = []
@@ -109,8 +126,8 @@ def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
         return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")
     if d.outcome is not None:
         rate_limit_headers(d.rule, d.outcome, headers)
-    content_type, body = _body(d, surface, llm_format)
+    content_type, body = _cached_body(d, surface, llm_format)
     headers += ("X-Fairvisor-Reason", d.reason, "Content-Type", content_type)
     if d.retry_after_s:
         headers += ("Retry-After", str(d.retry_after_s))
-    return Verdict(status=d.status, headers=headers, body=body.decode())
+    return Verdict(status=d.status, headers=headers, body=body)
