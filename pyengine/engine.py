@@ -15,10 +15,10 @@ from .metrics import EngineMetrics
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Decide, ErrorReply, Health, Hello, HelloReply, Metrics,
-                                Reply, Settle, Usage, Verdict)
-from .request import DESCRIBED_HEADERS, view_from_decide
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Decide, ErrorReply, Health, Hello,
+                                HelloReply, Metrics, Reply, Settle, Usage)
 from .llm.proxy import LLMProxy
+from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .signing import sig_path, verify
 from .state.memory import MemoryStore
@@ -60,7 +60,7 @@ class Engine:
     def __init__(self, settings, clock=None, store=None):
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.store = store if store is not None else MemoryStore()
+        self.store = store if store is not None else MemoryStore(max_keys=settings.max_state_keys)
         self.metrics = EngineMetrics()
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
@@ -101,9 +101,7 @@ class Engine:
                 raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
                                    f"({self.bundle.version}), got {bundle.bundle_version}"])
         except PolicyError as exc:
-            self.last_errors = exc.errors
-            self.metrics.reloads.inc(("refused",))
-            self.decision_log.reload(self.clock.now_s(), "refused", errors=exc.errors)
+            self._refused(exc.errors)
             raise
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
@@ -124,20 +122,23 @@ class Engine:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError as exc:
-            self.metrics.reloads.inc(("refused",))
-            self.last_errors = [f"{os.path.basename(path)}: $: cannot read: {exc.strerror}"]
-            self.decision_log.reload(self.clock.now_s(), "refused", errors=self.last_errors)
-            raise PolicyError(self.last_errors) from None
+            errors = [f"{os.path.basename(path)}: $: cannot read: {exc.strerror}"]
+            self._refused(errors)
+            raise PolicyError(errors) from None
         # With a key, the .sig file is watched too: a new signature alone triggers a reload.
         self._policy_stat = (st, _stat_of(sig_path(path)) if self.settings.bundle_key else None)
         try:
             data = verify(data, path, self.settings.bundle_key, os.path.basename(path))
         except PolicyError as exc:
-            self.metrics.reloads.inc(("refused",))
-            self.last_errors = exc.errors
-            self.decision_log.reload(self.clock.now_s(), "refused", errors=exc.errors)
+            self._refused(exc.errors)
             raise
         self.load_bytes(data, os.path.basename(path))
+
+    def _refused(self, errors: list[str]) -> None:
+        """A bundle was refused: the one in force stays; the refusal is counted and logged."""
+        self.last_errors = errors
+        self.metrics.reloads.inc(("refused",))
+        self.decision_log.reload(self.clock.now_s(), "refused", errors=errors)
 
     def request_reload(self) -> None:
         self._reload_requested = True
@@ -166,8 +167,13 @@ class Engine:
         """Called by the server about every second: policy file watch and idle-state expiry."""
         self.watch_policy()
         now_s = self.clock.now_s()
+        evicted = getattr(self.store, "evictions", 0)
         self.store.sweep(now_s, SWEEP_BATCH)
-        self.reservations.expire(now_s)
+        if getattr(self.store, "evictions", 0) > evicted:
+            self.metrics.state_evictions.inc((), self.store.evictions - evicted)
+        expired = self.reservations.expire(now_s)
+        if expired:
+            self.metrics.reservations_expired.inc((), expired)
         self.metrics.state_keys.set((), len(self.store))
         self._count_kill_switches(now_s)
         self.decision_log.flush()
@@ -305,7 +311,7 @@ def build_engine(settings, clock=None) -> Engine:
     """An Engine with the configured policy (or the bundled default) loaded when valid."""
     # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
     # only what changed each tick instead of the whole store.
-    engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True))
+    engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
     engine.enable_durable_state()
     path = settings.config_file or DEFAULT_POLICY_PATH
     try:
