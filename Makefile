@@ -1,5 +1,5 @@
 # Fairvisor: `make run` starts the edge on the bundled default policy; `make test` runs every test.
-.PHONY: bootstrap run demo test test-fast test-docker bench clean
+.PHONY: bootstrap run demo test test-fast test-docker bench soak clean fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -26,11 +26,27 @@ test-docker: bootstrap
 
 # Loopback only, bounded: about 3 minutes. Figures and how to read them: docs/performance.md.
 bench: bootstrap
-	$(PY) bench/run_bench.py
+	$(VENV)/bin/pip install -q -e ".[test,bench]"
+	mkdir -p .benchmarks
+	$(PY) bench/run_bench.py --out .benchmarks/run_bench.md
+	$(PY) bench/chart.py .benchmarks/run_bench.md docs/bench-latency.png
 	$(PY) bench/llm_stream_bench.py
 	$(PY) -m pytest -q -p no:cacheprovider --benchmark-enable --benchmark-columns=min,median,mean,rounds \
 		tests/engine/test_bench_engine.py tests/algorithms/test_bench_algorithms.py
 	$(PY) bench/engine_memory.py 1000000
+
+# Mixed loopback traffic through two real edges, reloads every 30 s, engine RSS/fds sampled;
+# fails on any error or growth after warm-up. SOAK_S=120 for a shorter run. docs/reliability.md.
+SOAK_S ?= 600
+soak: bootstrap
+	mkdir -p .benchmarks
+	$(PY) bench/soak.py --duration $(SOAK_S) --out .benchmarks/soak.json
+
+# The properties of tests/fuzz at FAIRVISOR_FUZZ_EXAMPLES inputs each (default 10000; make test
+# runs 100-500). About 25 minutes; counts and times: docs/reliability.md.
+fuzz: bootstrap
+	FAIRVISOR_FUZZ_EXAMPLES=$${FAIRVISOR_FUZZ_EXAMPLES:-10000} $(PY) -m pytest -q -p no:cacheprovider \
+		--hypothesis-show-statistics --durations=0 tests/fuzz
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

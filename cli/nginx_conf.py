@@ -97,6 +97,7 @@ def _backend(settings) -> dict:
         "backend_hostport": f"{host}:{port}",
         "backend_host_header": host if default_port else f"{host}:{port}",
         "backend_path": url.path.rstrip("/"),
+        "upstream_timeout_ms": int(settings.upstream_timeout_ms),
         "proxy_ssl": ssl,
         "accept_encoding": encoding,
     }
@@ -149,5 +150,10 @@ def write(settings, runtime_dir: str | os.PathLike) -> pathlib.Path:
     """Renders into runtime_dir/nginx.conf and returns its path."""
     path = prepare_runtime_dir(runtime_dir)
     conf = path / "nginx.conf"
-    conf.write_text(render(settings, path))
+    text = render(settings, path)
+    # Owner-only: the file carries FAIRVISOR_UPSTREAM_HEADER_* values, typically upstream API keys.
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an older version keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
     return conf

@@ -27,6 +27,7 @@ _FLAG_VARS = {
     "backend_tls_verify": "FAIRVISOR_BACKEND_TLS_VERIFY",
     "fail_mode": "FAIRVISOR_FAIL_MODE",
     "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
+    "upstream_timeout_ms": "FAIRVISOR_UPSTREAM_TIMEOUT_MS",
     "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
     "state_dir": "FAIRVISOR_STATE_DIR",
     "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
@@ -38,6 +39,7 @@ _FLAG_VARS = {
     "log_keys": "FAIRVISOR_LOG_KEYS",
     "decision_log_max_mb": "FAIRVISOR_DECISION_LOG_MAX_MB",
     "bundle_key": "FAIRVISOR_BUNDLE_KEY",
+    "max_state_keys": "FAIRVISOR_MAX_STATE_KEYS",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
 
@@ -52,6 +54,7 @@ def settings_options(f):
         ("--backend-tls-verify", "on | off: verify an https upstream's certificate (default on)"),
         ("--fail-mode", "open | closed, when the engine does not answer"),
         ("--engine-timeout-ms", "connect/send/receive timeout of the shim, in ms"),
+        ("--upstream-timeout-ms", "reverse_proxy: upstream connect timeout and longest wait between bytes, in ms"),
         ("--engine-socket", "Unix socket of the engine"),
         ("--state-dir", "durable counters and runtime files"),
         ("--worker-processes", "nginx workers: auto or a count"),
@@ -63,6 +66,7 @@ def settings_options(f):
         ("--log-keys", "hashed | raw tenant keys in the decision log"),
         ("--decision-log-max-mb", "rotate the decision log past this size, in MiB"),
         ("--bundle-key", "HMAC-SHA256 key; unsigned or badly signed bundles are refused (prefer the variable)"),
+        ("--max-state-keys", "limiter state entries held before the oldest are evicted (default 5000000)"),
     ]
     f = click.option("--upstream-header", "upstream_headers", multiple=True, metavar="NAME=VALUE",
                      help=f"header injected towards the upstream; repeatable [{_UPSTREAM_PREFIX}<Name>]")(f)

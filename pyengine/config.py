@@ -26,6 +26,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
     fail_mode: str = "open"  # FAIRVISOR_FAIL_MODE
     engine_timeout_ms: int = 100  # FAIRVISOR_ENGINE_TIMEOUT_MS
+    upstream_timeout_ms: int = 60_000  # FAIRVISOR_UPSTREAM_TIMEOUT_MS: nginx connect / between-bytes timeout
     engine_socket: str = ""  # FAIRVISOR_ENGINE_SOCKET; default: <state_dir>/engine.sock
     state_dir: str = ""  # FAIRVISOR_STATE_DIR; default: <tmp>/fairvisor
     log_level: str = "info"  # FAIRVISOR_LOG_LEVEL
@@ -35,6 +36,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (sha256 prefix) or "raw" tenant keys
     decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
     backend_tls_verify: bool = True  # FAIRVISOR_BACKEND_TLS_VERIFY: "off" skips upstream certificate checks
+    max_state_keys: int = 5_000_000  # FAIRVISOR_MAX_STATE_KEYS: limiter state entries before eviction
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -75,8 +77,12 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raw["trusted_proxies"] = _csv(env["FAIRVISOR_TRUSTED_PROXIES"])
     if env.get("FAIRVISOR_ENGINE_TIMEOUT_MS"):
         raw["engine_timeout_ms"] = env["FAIRVISOR_ENGINE_TIMEOUT_MS"]
+    if env.get("FAIRVISOR_UPSTREAM_TIMEOUT_MS"):
+        raw["upstream_timeout_ms"] = env["FAIRVISOR_UPSTREAM_TIMEOUT_MS"]
     if env.get("FAIRVISOR_DECISION_LOG_MAX_MB"):
         raw["decision_log_max_mb"] = env["FAIRVISOR_DECISION_LOG_MAX_MB"]
+    if env.get("FAIRVISOR_MAX_STATE_KEYS"):
+        raw["max_state_keys"] = env["FAIRVISOR_MAX_STATE_KEYS"]
     if env.get("FAIRVISOR_BACKEND_TLS_VERIFY"):
         raw["backend_tls_verify"] = env["FAIRVISOR_BACKEND_TLS_VERIFY"]
     prefix = "FAIRVISOR_UPSTREAM_HEADER_"
@@ -95,6 +101,14 @@ def _finish(raw: dict) -> Settings:
             raise ConfigError(f"FAIRVISOR_ENGINE_TIMEOUT_MS: must be an integer, got {raw['engine_timeout_ms']!r}") from None
         if raw["engine_timeout_ms"] < 1:
             raise ConfigError("FAIRVISOR_ENGINE_TIMEOUT_MS: must be >= 1")
+    if "upstream_timeout_ms" in raw:
+        try:
+            raw["upstream_timeout_ms"] = int(raw["upstream_timeout_ms"])
+        except (TypeError, ValueError):
+            raise ConfigError("FAIRVISOR_UPSTREAM_TIMEOUT_MS: must be an integer, "
+                              f"got {raw['upstream_timeout_ms']!r}") from None
+        if raw["upstream_timeout_ms"] < 1:
+            raise ConfigError("FAIRVISOR_UPSTREAM_TIMEOUT_MS: must be >= 1")
     if "decision_log_max_mb" in raw:
         try:
             raw["decision_log_max_mb"] = int(raw["decision_log_max_mb"])
@@ -103,6 +117,14 @@ def _finish(raw: dict) -> Settings:
                               f"got {raw['decision_log_max_mb']!r}") from None
         if raw["decision_log_max_mb"] < 1:
             raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be >= 1")
+    if "max_state_keys" in raw:
+        try:
+            raw["max_state_keys"] = int(raw["max_state_keys"])
+        except (TypeError, ValueError):
+            raise ConfigError("FAIRVISOR_MAX_STATE_KEYS: must be an integer, "
+                              f"got {raw['max_state_keys']!r}") from None
+        if raw["max_state_keys"] < 1:
+            raise ConfigError("FAIRVISOR_MAX_STATE_KEYS: must be >= 1")
     _choice("FAIRVISOR_LOG_KEYS", raw.get("log_keys", "hashed"), LOG_KEY_MODES)
     if isinstance(raw.get("backend_tls_verify"), str):
         raw["backend_tls_verify"] = _choice("FAIRVISOR_BACKEND_TLS_VERIFY", raw["backend_tls_verify"].lower(),

@@ -118,8 +118,16 @@ class EngineMetrics:
         self.rule_skipped = r.add(Counter("fairvisor_rule_skipped_total", "Rules skipped: a limit key was missing.",
                                           ("policy", "rule")))
         self.llm_settlements = r.add(Counter("fairvisor_llm_settlements_total",
-                                             "LLM responses settled, by how the usage was known.", ("result",)))
+                                             "LLM responses settled, by how the usage was known "
+                                             "(lost: the reservation was unknown, e.g. after an engine restart).",
+                                             ("result",)))
+        self.reservations_expired = r.add(Counter("fairvisor_reservations_expired_total",
+                                                  "LLM reservations never settled, dropped after their TTL "
+                                                  "(they stay charged as reserved)."))
         self.state_keys = r.add(Gauge("fairvisor_state_keys", "Limiter state entries held in memory."))
+        self.state_evictions = r.add(Counter("fairvisor_state_evictions_total",
+                                             "Live limiter state entries evicted because the store held "
+                                             "FAIRVISOR_MAX_STATE_KEYS (their keys start afresh)."))
         self.decision_log_records = r.add(Counter("fairvisor_decision_log_records_total",
                                                   "Decision log lines written."))
         self.decision_log_dropped = r.add(Counter("fairvisor_decision_log_dropped_total",
@@ -137,8 +145,10 @@ class EngineMetrics:
         self.tokens_settled.inc(("prompt",), 0)
         self.tokens_settled.inc(("completion",), 0)
         self.decision_log_records.inc((), 0)
+        self.state_evictions.inc((), 0)
         self.decision_log_dropped.inc((), 0)
         self.engine_unavailable.inc((), 0)
+        self.reservations_expired.inc((), 0)
         self.kill_switch_active.set((), 0)
 
     def render(self) -> str:

@@ -23,6 +23,10 @@ def normalize_path(path: str) -> str:
         return "/"
     if "%" in path:
         path = unquote(path)
+    if path[0] != "/":
+        # Not origin-form (`v1/chat`, `*`, a decoded `%2F`-less target): root it, so a prefix
+        # selector such as `/v1/` cannot be sidestepped by dropping the leading slash.
+        path = "/" + path
     if "//" not in path and "/." not in path:
         return path or "/"
     out: list[str] = []

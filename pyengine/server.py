@@ -41,11 +41,17 @@ class EngineServer:
         _remove_stale_socket(self.socket_path)
         loop = asyncio.get_running_loop()
         handle = self.engine.handle
-        self._server = await loop.create_unix_server(
-            lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes),
-            path=self.socket_path,
-            backlog=1024,
-        )
+        # The umask makes bind() create the socket 0660 already: a chmod afterwards alone would
+        # leave a window in which a permissive umask (e.g. 000) makes it world-connectable.
+        old_umask = os.umask(0o777 & ~SOCKET_MODE)
+        try:
+            self._server = await loop.create_unix_server(
+                lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes),
+                path=self.socket_path,
+                backlog=1024,
+            )
+        finally:
+            os.umask(old_umask)
         os.chmod(self.socket_path, SOCKET_MODE)
         self._upkeep = loop.create_task(self._upkeep_loop())
         self._watch = loop.create_task(self._watch_loop())

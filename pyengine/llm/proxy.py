@@ -45,7 +45,8 @@ class LLMProxy:
 
     def settle(self, msg: Settle, now_s: float) -> Reply:
         r = self.reservations.take(msg.reservation_id)
-        if r is None:
+        if r is None:  # held by an engine that died (or expired): its charge stays as reserved
+            self.metrics.llm_settlements.inc(("lost",))
             return Reply(status=404, content_type="application/json", body='{"error":"unknown reservation"}')
         m = self.metrics
         if not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens):

@@ -7,6 +7,8 @@ fall back to `X-Token-Estimate` and `default_max_completion`.
 
 import msgspec
 
+from .sse import MAX_TOKENS
+
 CHARS_PER_TOKEN = 4.0  # starting estimate; pyengine/llm/estimator.py refines it per model
 
 
@@ -149,7 +151,8 @@ def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None
         except ValueError:
             est = None
     if est is not None and est >= 0:
-        req.prompt_tokens = est
+        # Clamped: a 4,000-digit estimate would overflow the float cost of an llm_usd budget.
+        req.prompt_tokens = min(est, MAX_TOKENS)
     else:
         # prompt_ratio(model) -> learned chars per token; the constant until the engine has learned.
         ratio = prompt_ratio(req.model) if prompt_ratio is not None else CHARS_PER_TOKEN

@@ -37,8 +37,13 @@ def json_objects(raw: bytes):
             yield doc
 
 
+# Larger than any response could be: a count beyond it is a broken or hostile upstream. Charged,
+# it would drain the key's bucket for millennia; treated as unknown, the counted tokens apply.
+MAX_TOKENS = 100_000_000
+
+
 def count(value) -> int | None:
-    """A token count from provider JSON: a non-negative int, else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    """A token count from provider JSON: a non-negative int up to MAX_TOKENS, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS:
         return value
     return None

@@ -28,14 +28,15 @@ Errors = list[tuple[str, str]]
 
 EXACT_KEYS = frozenset({"ip:address", "ip:country", "ua:bot"})
 _KEY_HELP = "expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country or ua:bot"
-# RFC 9110 token: header field names and method names.
-_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# `\Z`, not `$`: `$` also matches before a final "\n", which would let `"name\n"` through
+# into a RateLimit header. RFC 9110 token: header field names and method names.
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 # Claims and query names: anything printable without whitespace.
-_NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
+_NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]+\Z")
 # Policy ids and rule names end up in state keys, metric labels and RateLimit item names.
-_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 _ID_HELP = 'must use only letters, digits, ".", "_" and "-" (at most 128)'
-_HOST_RE = re.compile(r"^[^\s/?#@]+$")
+_HOST_RE = re.compile(r"^[^\s/?#@]+\Z")
 
 
 def check_bundle(bundle: Bundle, now_s: float) -> Errors:

@@ -55,6 +55,9 @@ _ENUM_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+MAX_USD_PER_MTOK = 1_000_000  # USD per million tokens
+
+
 def load_bundle_bytes(data: bytes, source: str, now_s: float) -> Bundle:
     """Parse and validate a bundle; `source` names it in errors, `now_s` is for expiry."""
     errors: Errors = []
@@ -139,6 +142,11 @@ def _structure(doc: Any, errors: Errors) -> Bundle | None:
         if model == "":
             errors.append(('$.pricing[""]', "model name must not be empty"))
         pricing[model] = _convert(price, ModelPrice, f"$.pricing{_index(model)}", errors)
+        for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
+            value = getattr(pricing[model], field, 0)
+            if value > MAX_USD_PER_MTOK:  # a cost beyond it overflows to inf (found by fuzzing)
+                errors.append((f"$.pricing{_index(model)}.{field}",
+                               f"must be at most {MAX_USD_PER_MTOK}, got {value}"))
     if bundle is None or errors:
         return None
     bundle.policies = policies  # type: ignore[assignment]  # no None left: errors is empty

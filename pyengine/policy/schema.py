@@ -98,7 +98,8 @@ class StagedAction(_Schema):
 class CostBasedConfig(_Schema, kw_only=True):
     """`cost_based`: a budget per UTC-aligned period, with staged actions as it fills."""
 
-    budget: PositiveFloat  # in the cost unit; USD when cost_key is "llm_usd"
+    # In the cost unit; USD when cost_key is "llm_usd". Bounded: x 1e6 must stay a finite int.
+    budget: Annotated[float, Meta(gt=0, le=1e15)]
     period: Period
     cost_key: str = "fixed"  # "fixed" | "header:<name>" | "query:<name>" | "llm_usd"
     fixed_cost: PositiveFloat = 1.0

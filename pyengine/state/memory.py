@@ -7,6 +7,10 @@ from pyengine.state.store import Value
 # When the already-visited part of the sweep's key list holds this many stale slots, squeeze
 # them out mid-walk (a pointer memmove, no object touched) instead of waiting for the walk end.
 _COMPACT_SLOTS = 1 << 16
+# Entries held before the sweep evicts live ones (FAIRVISOR_MAX_STATE_KEYS): about 0.8 GiB of
+# limiter state (~160 bytes per key, docs/performance.md). A flood of random keys cannot
+# exhaust memory.
+DEFAULT_MAX_KEYS = 5_000_000
 
 
 class MemoryStore:
@@ -20,13 +24,23 @@ class MemoryStore:
     call therefore touches only the new keys plus `max_items` others, and the hot path is
     untouched. Costs 8 bytes (one pointer) per key.
 
+    Bounded: when a sweep finds more than ``max_keys`` entries, after dropping the expired ones
+    it evicts live entries in walk order (the keys it has not visited for longest, about the
+    oldest inserted) until ``max_keys`` remain, and counts them in ``evictions``. The cap is
+    enforced once per sweep, not per put, so the hot path stays a bare dict operation; between
+    sweeps the store can exceed it by the keys added meanwhile.
+
     With ``track_dirty=True`` every key written, deleted or swept since the last ``take_dirty()``
     is remembered, for a durable snapshot to persist only what changed. It is off by default so
     the hot path stays a bare dict operation.
     """
 
-    def __init__(self, track_dirty: bool = False) -> None:
+    def __init__(self, track_dirty: bool = False, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
         self._data: dict[str, Value] = {}
+        self.max_keys = max_keys
+        self.evictions = 0  # live entries evicted by the cap, ever (a counter)
         self._dirty: set[str] | None = set() if track_dirty else None
         # Sweep state: every key exactly once, in _keys[:_write] (visited this walk) or
         # _keys[_read:] (not yet); _keys[_write:_read] are stale slots. _known is len(_data)
@@ -72,7 +86,9 @@ class MemoryStore:
         keys = self._keys
         added = len(data) - self._known
         if added > 0:
-            keys.extend(islice(reversed(data), added))
+            new = list(islice(reversed(data), added))
+            new.reverse()  # oldest first, so the cap evicts in insertion order
+            keys += new
         dirty = self._dirty
         read = self._read
         write = self._write
@@ -90,6 +106,8 @@ class MemoryStore:
                 keys[write] = key
                 write += 1
         read = stop
+        if len(data) > self.max_keys:
+            read, write = self._evict(read, write)
         if read == len(keys):
             del keys[write:]  # walk finished: drop the stale slots, start over
             read = write = 0
@@ -100,6 +118,28 @@ class MemoryStore:
         self._write = write
         self._known = len(data)
         return dropped
+
+    def _evict(self, read: int, write: int) -> tuple[int, int]:
+        """Continue the walk, deleting every key it reaches, until the cap holds.
+
+        Every key is in _keys[:write] or _keys[read:] (class invariant), so this terminates."""
+        data = self._data
+        keys = self._keys
+        dirty = self._dirty
+        excess = len(data) - self.max_keys
+        self.evictions += excess
+        while excess > 0:
+            if read == len(keys):
+                del keys[write:]
+                read = write = 0
+            stop = min(read + excess, len(keys))
+            for i in range(read, stop):
+                del data[keys[i]]
+            if dirty is not None:
+                dirty.update(keys[read:stop])
+            excess -= stop - read
+            read = stop
+        return read, write
 
     def take_dirty(self) -> set[str]:
         """Keys written, deleted or swept since the previous call; resets the set.
