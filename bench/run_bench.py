@@ -96,11 +96,47 @@ def wrk_script(path: pathlib.Path) -> None:
         "end\n")
 
 
-def run_wrk(url: str, script: pathlib.Path, args) -> dict:
-    out = subprocess.run(
-        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script),
-         url], capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
-    return parse_wrk(out)
+def nginx_writing(status_port: int) -> int | None:
+    """Requests nginx is working on right now (stub_status "Writing"), not counting this probe."""
+    import http.client
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", status_port, timeout=1)
+        conn.request("GET", "/nginx_status")
+        text = conn.getresponse().read().decode()
+        conn.close()
+    except OSError:
+        return None
+    m = re.search(r"Writing: (\d+)", text)
+    return int(m.group(1)) - 1 if m else None
+
+
+def run_wrk(url: str, script: pathlib.Path, args, status_port: int) -> dict:
+    """wrk's numbers, plus nginx's mean count of in-flight requests sampled every 0.5 s meanwhile:
+    near the connection count means requests queue inside nginx (waiting on the engine)."""
+    import threading
+
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            n = nginx_writing(status_port)
+            if n is not None:
+                samples.append(n)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        out = subprocess.run(
+            ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s",
+             str(script), url], capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
+    finally:
+        done.set()
+        sampler.join()
+    r = parse_wrk(out)
+    r["in_flight"] = sum(samples) / len(samples) if samples else float("nan")
+    return r
 
 
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -140,6 +176,7 @@ class Edge:
         conf = render(self.settings, runtime).rstrip()
         assert conf.endswith("}")
         baseline = (f"    server {{\n        listen 127.0.0.1:{self.baseline_port};\n"
+                    f"        location = /nginx_status {{ stub_status; }}\n"
                     f"        location / {{ return 204; }}\n    }}\n")
         (runtime / "nginx.conf").write_text(conf[:-1] + baseline + "}\n")
         self.engine = subprocess.Popen(engine_argv(self.settings.engine_socket), env=env,
@@ -190,15 +227,15 @@ def main() -> int:
             try:
                 if name == "null":
                     rows.append(("nginx `return 204` (baseline)",
-                                 run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args)))
+                                 run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args, edge.baseline_port)))
                     rows.append(("/v1/decision, null engine (nginx + shim only)",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args)))
+                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
                 elif name == "one":
                     rows.append(("/v1/decision, real engine, 1 rule (default policy)",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args)))
+                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
                 else:
                     rows.append(("/v1/decision, real engine, five_rules.json",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args)))
+                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
             finally:
                 edge.stop()
 
@@ -207,13 +244,13 @@ def main() -> int:
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, loopback, "
         f"{os.cpu_count()} CPUs, 1-min load average before the run {load_before:.2f}",
         "",
-        "| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx | nginx in-flight |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows:
         share = f"{100 * r['non2xx'] / max(r['total'], 1):.0f}%"
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['rps'] / base:.2f} | {r['p50']:.2f} | {r['p90']:.2f} | "
-                     f"{r['p99']:.2f} | {share} |")
+                     f"{r['p99']:.2f} | {share} | {r['in_flight']:.1f} |")
     ratio = rows[-1][1]["rps"] / base
     lines += ["", f"decision service / raw nginx = {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"]

@@ -43,6 +43,16 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def _positive_int(name: str, value) -> int:
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
+    if n < 1:
+        raise ConfigError(f"{name}: must be >= 1")
+    return n
+
+
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {value!r}")
@@ -94,37 +104,12 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
 
 
 def _finish(raw: dict) -> Settings:
-    if "engine_timeout_ms" in raw:
-        try:
-            raw["engine_timeout_ms"] = int(raw["engine_timeout_ms"])
-        except (TypeError, ValueError):
-            raise ConfigError(f"FAIRVISOR_ENGINE_TIMEOUT_MS: must be an integer, got {raw['engine_timeout_ms']!r}") from None
-        if raw["engine_timeout_ms"] < 1:
-            raise ConfigError("FAIRVISOR_ENGINE_TIMEOUT_MS: must be >= 1")
-    if "upstream_timeout_ms" in raw:
-        try:
-            raw["upstream_timeout_ms"] = int(raw["upstream_timeout_ms"])
-        except (TypeError, ValueError):
-            raise ConfigError("FAIRVISOR_UPSTREAM_TIMEOUT_MS: must be an integer, "
-                              f"got {raw['upstream_timeout_ms']!r}") from None
-        if raw["upstream_timeout_ms"] < 1:
-            raise ConfigError("FAIRVISOR_UPSTREAM_TIMEOUT_MS: must be >= 1")
-    if "decision_log_max_mb" in raw:
-        try:
-            raw["decision_log_max_mb"] = int(raw["decision_log_max_mb"])
-        except (TypeError, ValueError):
-            raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be an integer, "
-                              f"got {raw['decision_log_max_mb']!r}") from None
-        if raw["decision_log_max_mb"] < 1:
-            raise ConfigError("FAIRVISOR_DECISION_LOG_MAX_MB: must be >= 1")
-    if "max_state_keys" in raw:
-        try:
-            raw["max_state_keys"] = int(raw["max_state_keys"])
-        except (TypeError, ValueError):
-            raise ConfigError("FAIRVISOR_MAX_STATE_KEYS: must be an integer, "
-                              f"got {raw['max_state_keys']!r}") from None
-        if raw["max_state_keys"] < 1:
-            raise ConfigError("FAIRVISOR_MAX_STATE_KEYS: must be >= 1")
+    for field, var in (("engine_timeout_ms", "FAIRVISOR_ENGINE_TIMEOUT_MS"),
+                       ("upstream_timeout_ms", "FAIRVISOR_UPSTREAM_TIMEOUT_MS"),
+                       ("decision_log_max_mb", "FAIRVISOR_DECISION_LOG_MAX_MB"),
+                       ("max_state_keys", "FAIRVISOR_MAX_STATE_KEYS")):
+        if field in raw:
+            raw[field] = _positive_int(var, raw[field])
     _choice("FAIRVISOR_LOG_KEYS", raw.get("log_keys", "hashed"), LOG_KEY_MODES)
     if isinstance(raw.get("backend_tls_verify"), str):
         raw["backend_tls_verify"] = _choice("FAIRVISOR_BACKEND_TLS_VERIFY", raw["backend_tls_verify"].lower(),

@@ -226,12 +226,12 @@ class Engine:
             if msg.protocol_version != PROTOCOL_VERSION:
                 return ErrorReply(code="version_mismatch",
                                   message=f"engine speaks protocol {PROTOCOL_VERSION}, shim {msg.protocol_version}")
-            self._report_unavailable(msg.engine_unavailable_delta)
+            self._report_shim_counts(msg)
             return self.hello_reply
         if t is Health:
             return self.health()
         if t is Metrics:
-            self._report_unavailable(msg.engine_unavailable_delta)
+            self._report_shim_counts(msg)
             self._guard_gauges()
             return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
         if t is Settle:
@@ -245,9 +245,12 @@ class Engine:
             return Reply(status=status, content_type="application/json", body=body)
         return ErrorReply(code="bad_message", message=f"unexpected message {t.__name__}")
 
-    def _report_unavailable(self, delta: int) -> None:
-        if delta > 0:
-            self.metrics.engine_unavailable.inc((), delta)
+    def _report_shim_counts(self, msg) -> None:
+        """Counts the shim kept while it could not reach an engine, now reported (Hello, Metrics)."""
+        if msg.engine_unavailable_delta > 0:
+            self.metrics.engine_unavailable.inc((), msg.engine_unavailable_delta)
+        if msg.settle_lost_delta > 0:
+            self.metrics.llm_settlements.inc(("lost",), msg.settle_lost_delta)
 
     def decide(self, msg: Decide):
         if msg.generation != self.generation:

@@ -75,24 +75,35 @@ local function exchange(sock, msg, n)
     return reply
 end
 
--- Fail-mode answers are counted in the shared dict; one worker at a time (holding the
--- "reporting" key) takes the count, reports it, and subtracts it only once the engine replied.
+-- Fail-mode answers and undeliverable Settles are counted in the shared dict; one worker at
+-- a time (holding the "reporting" key) takes the counts, reports them, and subtracts them only
+-- once the engine replied.
 function _M.count_unavailable()
     local dict = cfg.dict
     if dict then dict:incr("unavailable", 1, 0) end
 end
 
--- Exchanges {tag, ..., delta}, the fail-mode count going as the last field (Hello, Metrics).
+function _M.count_settle_lost()
+    local dict = cfg.dict
+    if dict then dict:incr("settle_lost", 1, 0) end
+end
+
+-- Exchanges {tag, ..., unavailable, settle_lost}: the two counts go as the last two fields
+-- (Hello, Metrics).
 local function exchange_reporting(sock, msg, n)
-    local dict, delta = cfg.dict, 0
-    if dict and (dict:get("unavailable") or 0) > 0 and dict:add("reporting", true, 1 + 3 * cfg.timeout_ms / 1000)
-    then
-        delta = dict:get("unavailable") or 0
+    local dict, down, lost = cfg.dict, 0, 0
+    local locked = dict and ((dict:get("unavailable") or 0) > 0 or (dict:get("settle_lost") or 0) > 0)
+        and dict:add("reporting", true, 1 + 3 * cfg.timeout_ms / 1000)
+    if locked then
+        down, lost = dict:get("unavailable") or 0, dict:get("settle_lost") or 0
     end
-    msg[n] = delta
+    msg[n - 1], msg[n] = down, lost
     local reply, err = exchange(sock, msg, n)
-    if delta > 0 then
-        if reply then dict:incr("unavailable", -delta, 0) end
+    if locked then
+        if reply then
+            dict:incr("unavailable", -down, 0)
+            dict:incr("settle_lost", -lost, 0)
+        end
         dict:delete("reporting")
     end
     return reply, err
@@ -151,7 +162,7 @@ function _M.decide(surface, read_body)
     -- A new connection may reach a restarted engine whose generation numbers start over:
     -- say Hello on it first. Pooled connections reach the engine that answered before.
     if not h or sock:getreusedtimes() == 0 then
-        reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 3)
+        reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 4)
         if not reply then return nil, err end
         if reply[1] ~= HELLO_REPLY then
             sock:close()

@@ -137,6 +137,7 @@ function _M.body_filter()
 end
 
 local function settle_failed(rid, err)
+    client.count_settle_lost() -- reported to the engine once it answers again
     local now = ngx.now()
     if now - last_settle_log >= 1 then -- at most one line per second per worker
         last_settle_log = now
@@ -175,7 +176,7 @@ function _M.admin(kind)
     if kind == "health" then
         reply, err = client.call({ 4 }, 1)
     elseif kind == "metrics" then
-        reply, err = client.call({ 5 }, 2, true)
+        reply, err = client.call({ 5 }, 3, true)
     elseif kind == "usage" then
         reply, err = client.call({ 6, read_body(USAGE_MAX_BYTES) }, 2)
     else

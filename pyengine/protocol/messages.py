@@ -31,6 +31,8 @@ class Hello(_Msg, tag=1):
     protocol_version: int
     # Requests this shim (all workers) answered by fail mode since its last report.
     engine_unavailable_delta: int = 0
+    # Settle frames the shim could not deliver (no engine) since its last report.
+    settle_lost_delta: int = 0
 
 
 class Decide(_Msg, tag=2):
@@ -61,6 +63,7 @@ class Health(_Msg, tag=4):
 
 class Metrics(_Msg, tag=5):
     engine_unavailable_delta: int = 0
+    settle_lost_delta: int = 0
 
 
 class Usage(_Msg, tag=6):

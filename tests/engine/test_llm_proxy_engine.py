@@ -107,3 +107,12 @@ def test_rejections_use_the_provider_error_shape():
     assert v.status == 429 and hdr(v, "X-Fairvisor-Reason") == "tpm_exceeded"
     assert json.loads(v.body) == {"type": "error", "error": {"type": "rate_limit_error",
                                                              "message": json.loads(v.body)["error"]["message"]}}
+
+
+def test_settles_the_shim_could_not_deliver_are_counted_lost_when_reported():
+    from pyengine.protocol.messages import Hello, Metrics
+    engine = proxy_engine()
+    engine.handle(Hello(protocol_version=1, engine_unavailable_delta=1, settle_lost_delta=2))
+    engine.handle(Metrics(engine_unavailable_delta=0, settle_lost_delta=1))
+    assert engine.metrics.llm_settlements.values[("lost",)] == 3
+    assert engine.metrics.engine_unavailable.values[()] == 1

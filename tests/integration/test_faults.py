@@ -24,8 +24,8 @@ import time
 import pytest
 
 from .conftest import free_port, token_bucket_policy, wait_until
-from .test_llm_proxy import (PROMPT_TOKENS, TPD, LLMEdge, MockUpstream, expected_text, llm_policy,
-                             llm_request, output_text)
+from .test_llm_proxy import (PROMPT_TOKENS, TPD, LLMEdge, expected_text, llm_policy, llm_request,
+                             mock_llm, output_text)  # noqa: F401 - mock_llm: a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -40,13 +40,29 @@ def metric(edge, pattern: str) -> float | None:
 
 
 @pytest.fixture
-def mock_upstream():
-    mock = MockUpstream()
-    wait_until(mock.ready, 10.0, "the mock upstream to listen")
-    yield mock
-    mock.proc.terminate()
-    mock.proc.wait(timeout=10)
-    mock.proc.stderr.close()
+def mock_upstream(mock_llm):  # noqa: F811 - the shared mock upstream fixture, under this file's name
+    return mock_llm
+
+
+def stream_in_background(edge, tokens: int) -> tuple[threading.Thread, dict]:
+    """An OpenAI stream of `tokens` events 50 ms apart, read whole by a thread: (thread, result)."""
+    path, body = llm_request("openai", True, 200)
+    result: dict = {}
+
+    def stream():
+        conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=15)
+        try:
+            conn.request("POST", path, body=body, headers={
+                "Content-Type": "application/json", "X-Tenant": "t1", "X-Mock-Output-Tokens": str(tokens),
+                "X-Mock-Token-Delay-Ms": "50"})
+            resp = conn.getresponse()
+            result["status"], result["body"] = resp.status, resp.read()
+        finally:
+            conn.close()
+
+    t = threading.Thread(target=stream)
+    t.start()
+    return t, result
 
 
 def llm_edge(start_edge, backend_url: str, fmt: str = "openai", extra: list[str] | None = None) -> LLMEdge:
@@ -67,22 +83,7 @@ def test_engine_killed_mid_stream_the_stream_ends_cleanly_and_the_settle_is_coun
     e = llm_edge(start_edge, mock_upstream.url)
     edge = e.edge
     tokens = 40  # 40 events 50 ms apart: about 2 s, while the engine is restarted within 1 s
-    path, body = llm_request("openai", True, 200)
-    result = {}
-
-    def stream():
-        conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=15)
-        try:
-            conn.request("POST", path, body=body, headers={
-                "Content-Type": "application/json", "X-Tenant": "t1", "X-Mock-Output-Tokens": str(tokens),
-                "X-Mock-Token-Delay-Ms": "50"})
-            resp = conn.getresponse()
-            result["status"], result["body"] = resp.status, resp.read()
-        finally:
-            conn.close()
-
-    t = threading.Thread(target=stream)
-    t.start()
+    t, result = stream_in_background(edge, tokens)
     wait_until(lambda: mock_upstream.llm_requests(), 5.0, "the stream to reach the upstream")
     old_pid = edge.engine_pid()
     os.kill(old_pid, signal.SIGKILL)
@@ -104,6 +105,24 @@ def test_engine_killed_mid_stream_the_stream_ends_cleanly_and_the_settle_is_coun
     r = e.call(stream=True, max_tokens=100, output_tokens=5)
     assert r.status == 200
     wait_until(lambda: settlements(edge, "exact") == 1, 5.0, "the next request to settle")
+
+
+def test_settle_with_no_engine_answering_is_counted_lost_when_the_engine_is_back(start_edge, mock_upstream):
+    e = llm_edge(start_edge, mock_upstream.url)
+    edge = e.edge
+    t, result = stream_in_background(edge, 20)
+    wait_until(lambda: mock_upstream.llm_requests(), 5.0, "the stream to reach the upstream")
+    pid = edge.engine_pid()
+    os.kill(pid, signal.SIGSTOP)  # the stream ends while the engine cannot answer its Settle
+    try:
+        t.join(15)
+        assert result["status"] == 200 and result["body"].endswith(b"data: [DONE]\n\n")
+        wait_until(lambda: "settle" in edge.log() and "failed" in edge.log(), 5.0, "the shim to give up the Settle")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The shim kept the count and reports it with the next scrape: nothing is lost silently.
+    wait_until(lambda: settlements(edge, "lost") == 1, 5.0, "the undeliverable Settle to be counted")
+    assert edge.engine_pid() == pid
 
 
 # ---- the engine stalls under concurrency -------------------------------------------------------

@@ -30,6 +30,7 @@ CASES = [
     ("hello", "request", Hello(protocol_version=1, engine_unavailable_delta=0)),
     ("hello_delta_uint8", "request", Hello(protocol_version=1, engine_unavailable_delta=200)),
     ("hello_delta_uint64", "request", Hello(protocol_version=1, engine_unavailable_delta=5_000_000_000)),
+    ("hello_settle_lost", "request", Hello(protocol_version=1, engine_unavailable_delta=0, settle_lost_delta=3)),
     (
         "decide_described",
         "request",
@@ -64,7 +65,7 @@ CASES = [
     ("decide_no_headers", "request", Decide(generation=1, surface=1, method=b"GET", uri=b"/", host=b"h",
                                             remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r")),
     ("health", "request", Health()),
-    ("metrics", "request", Metrics(engine_unavailable_delta=7)),
+    ("metrics", "request", Metrics(engine_unavailable_delta=7, settle_lost_delta=2)),
     ("usage", "request", Usage(body=b'{"key":"org-a","prompt_tokens":10,"completion_tokens":5,"model":"m"}')),
     ("error_reply", "response", ErrorReply(code="version_mismatch", message="engine speaks protocol 1")),
     (
