@@ -14,6 +14,7 @@ from pyengine.protocol.framing import FrameBuffer, decode_request, decode_respon
 from pyengine.protocol.messages import (Decide, ErrorReply, Health, Hello, HelloReply, Metrics, Reply, Settle,
                                         Usage, Verdict)
 
+from ..protocol.test_server import FakeTransport
 from .budget import fuzz
 from .engines import SURFACES, keyed_engine
 
@@ -23,30 +24,6 @@ GOLDEN = [bytes.fromhex(f["hex"])[4:] for f in json.loads(
     (pathlib.Path(__file__).parent.parent / "protocol" / "golden_frames.json").read_text())["frames"]
     if f["direction"] == "request"]
 RESPONSES = (ErrorReply, HelloReply, Verdict, Reply)
-
-
-class _Transport:
-    """Just enough of an asyncio transport to feed raw bytes into the protocol."""
-
-    def __init__(self):
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data):
-        assert not self.closed, "wrote after close"
-        self.out += data
-
-    def close(self):
-        self.closed = True
-
-    def set_write_buffer_limits(self, high):
-        pass
-
-    def pause_reading(self):
-        pass
-
-    def resume_reading(self):
-        pass
 
 
 def replies(transport) -> list:
@@ -97,7 +74,7 @@ def test_random_stream_yields_frames_or_frame_too_large(chunks):
 @given(st.integers(MAX_FRAME + 1, 2**32 - 1), st.binary(max_size=16))
 def test_huge_declared_length_is_refused_before_any_byte_is_buffered(size, rest):
     proto = ConnectionProtocol(ENGINE.handle, set(), MAX_FRAME)
-    t = _Transport()
+    t = FakeTransport()
     proto.connection_made(t)
     proto.data_received(size.to_bytes(4, "big") + rest)
     assert t.closed
@@ -130,7 +107,7 @@ def test_mutated_golden_bodies_are_answered_never_internal(body, data):
         else:
             raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=8))
     proto = ConnectionProtocol(ENGINE.handle, set(), MAX_FRAME)
-    t = _Transport()
+    t = FakeTransport()
     proto.connection_made(t)
     proto.data_received(frame(bytes(raw)))
     (reply,) = replies(t)
@@ -142,7 +119,7 @@ def test_mutated_golden_bodies_are_answered_never_internal(body, data):
 @given(st.lists(st.binary(max_size=64), max_size=8))
 def test_random_bytes_on_a_connection_get_only_well_formed_replies(chunks):
     proto = ConnectionProtocol(ENGINE.handle, set(), MAX_FRAME)
-    t = _Transport()
+    t = FakeTransport()
     proto.connection_made(t)
     for chunk in chunks:
         if t.closed:

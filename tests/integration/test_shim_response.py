@@ -24,7 +24,21 @@ from .conftest import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 
-class ScriptedEngine:
+class _ThreadedServer:
+    """Serves each accepted connection on its own thread with `self._serve(conn)`."""
+
+    sock: socket.socket
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+
+class ScriptedEngine(_ThreadedServer):
     """Unix-socket engine: HelloReply, then `verdict` for every Decide; Settles are recorded."""
 
     def __init__(self, path: str, verdict: Verdict):
@@ -35,13 +49,6 @@ class ScriptedEngine:
         self.sock.listen(64)
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         with conn:
@@ -63,7 +70,7 @@ class ScriptedEngine:
         self.sock.close()
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(_ThreadedServer):
     """HTTP/1.1 upstream that answers with `chunks` (chunked encoding), `pause_s` apart."""
 
     def __init__(self, content_type: str, chunks: list[bytes], pause_s: float = 0.05):
@@ -73,13 +80,6 @@ class ScriptedUpstream:
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         with conn:

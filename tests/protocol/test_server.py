@@ -145,7 +145,7 @@ def test_oversized_frame_closes_only_that_connection(tmp_path):
     assert _run_server(tmp_path, scenario)
 
 
-class _Transport:
+class FakeTransport:
     """Just enough of an asyncio transport to feed raw bytes into the protocol."""
 
     def __init__(self):
@@ -153,6 +153,7 @@ class _Transport:
         self.closed = False
 
     def write(self, data):
+        assert not self.closed, "wrote after close"
         self.out += data
 
     def close(self):
@@ -176,7 +177,7 @@ ENGINE = _engine()
 def test_random_bytes_never_crash_the_connection(chunks):
     conns: set = set()
     proto = ConnectionProtocol(ENGINE.handle, conns, max_frame_bytes=1024)
-    t = _Transport()
+    t = FakeTransport()
     proto.connection_made(t)
     for chunk in chunks:
         if t.closed:
@@ -193,7 +194,7 @@ def test_random_bytes_never_crash_the_connection(chunks):
 @given(st.binary(max_size=200))
 def test_random_frame_bodies_get_an_answer(body):
     proto = ConnectionProtocol(ENGINE.handle, set(), max_frame_bytes=1024)
-    t = _Transport()
+    t = FakeTransport()
     proto.connection_made(t)
     proto.data_received(len(body).to_bytes(4, "big") + body)
     replies = FrameBuffer().feed(bytes(t.out))
