@@ -24,16 +24,25 @@ test-docker: bootstrap
 	docker/install-tools.sh
 	$(PY) -m pytest -q -m docker tests/docker
 
-# Loopback only, bounded: about 3 minutes. Figures and how to read them: docs/performance.md.
+# Loopback only, bounded: about 4 minutes. Figures and how to read them: docs/performance.md;
+# the last step rewrites only its generated block (between the bench:begin/end markers).
 bench: bootstrap
 	$(VENV)/bin/pip install -q -e ".[test,bench]"
 	mkdir -p .benchmarks
+	rm -f .benchmarks/run_bench.md .benchmarks/proxy_bench.md .benchmarks/llm_stream.md \
+		.benchmarks/proxy_bench.json .benchmarks/engine.json .benchmarks/engine_memory.json
 	$(PY) bench/run_bench.py --out .benchmarks/run_bench.md
 	$(PY) bench/chart.py .benchmarks/run_bench.md docs/bench-latency.png
-	$(PY) bench/llm_stream_bench.py
+	$(PY) bench/proxy_bench.py --out .benchmarks/proxy_bench.md --json .benchmarks/proxy_bench.json
+	$(PY) bench/llm_stream_bench.py --out .benchmarks/llm_stream.md
 	$(PY) -m pytest -q -p no:cacheprovider --benchmark-enable --benchmark-columns=min,median,mean,rounds \
+		--benchmark-json=.benchmarks/engine.json \
 		tests/engine/test_bench_engine.py tests/algorithms/test_bench_algorithms.py
-	$(PY) bench/engine_memory.py 1000000
+	$(PY) bench/engine_memory.py 1000000 > .benchmarks/engine_memory.json
+	cat .benchmarks/engine_memory.json
+	$(PY) bench/report.py --doc docs/performance.md --run-bench .benchmarks/run_bench.md \
+		--proxy .benchmarks/proxy_bench.md --llm .benchmarks/llm_stream.md \
+		--engine-json .benchmarks/engine.json --memory .benchmarks/engine_memory.json
 
 # Mixed loopback traffic through two real edges, reloads every 30 s, engine RSS/fds sampled;
 # fails on any error or growth after warm-up. SOAK_S=120 for a shorter run. docs/reliability.md.

@@ -9,7 +9,7 @@ A small asyncio client keeps `--concurrency` streams open for `--duration` secon
 and reports streams/s, events/s, time to first byte and whole-stream latency; the ratio of
 edge to plain streams/s should be >= 0.8. Every run is bounded, loopback only.
 
-Usage: .venv/bin/python bench/llm_stream_bench.py [--duration 10] [--concurrency 32] [--tokens 200]
+Usage: .venv/bin/python bench/llm_stream_bench.py [--duration 10] [--concurrency 32] [--tokens 200] [--out FILE]
 """
 
 from __future__ import annotations
@@ -19,41 +19,16 @@ import asyncio
 import json
 import os
 import pathlib
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-FAIRVISOR = str(pathlib.Path(sys.executable).with_name("fairvisor"))
-TARGET_RATIO = 0.8
-WORKERS = 2
+from benchlib import PLAIN_CONF, WORKERS, free_port, start_edge, start_nginx, stop_all, wait_listening
 
-PLAIN_CONF = """
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-daemon off;
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/cb; proxy_temp_path {dir}/px;
-    fastcgi_temp_path {dir}/fc; uwsgi_temp_path {dir}/uw; scgi_temp_path {dir}/sc;
-    upstream mock {{ server 127.0.0.1:{mock}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }}
-    }}
-}}
-"""
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TARGET_RATIO = 0.8
 
 POLICY = {  # limits far above what the bench sends: every stream is allowed, reserved and settled
     "bundle_version": 1,
@@ -61,25 +36,6 @@ POLICY = {  # limits far above what the bench sends: every stream is allowed, re
         "name": "tokens", "limit_keys": ["header:x-tenant"], "algorithm": "token_bucket_llm",
         "algorithm_config": {"tokens_per_minute": 10**12, "default_max_completion": 1000}}]}}],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench: {what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"bench: timed out waiting for {what}")
 
 
 async def one_stream(port: int, request: bytes) -> tuple[float, float, int]:
@@ -145,6 +101,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds per path")
     ap.add_argument("--concurrency", type=int, default=32, help="streams open at once")
     ap.add_argument("--tokens", type=int, default=200, help="SSE content events per stream")
+    ap.add_argument("--out", help="also write the Markdown table to this file")
     args = ap.parse_args()
 
     procs: list[subprocess.Popen] = []
@@ -157,24 +114,13 @@ def main() -> None:
             procs.append(mock)
             wait_listening(mock_port, mock, "mock upstream")
 
-            plain_dir = tmp_path / "plain"
-            plain_dir.mkdir()
-            (plain_dir / "nginx.conf").write_text(PLAIN_CONF.format(workers=WORKERS, dir=plain_dir, mock=mock_port,
-                                                                    port=plain_port))
-            plain = subprocess.Popen(["nginx", "-p", str(plain_dir), "-c", str(plain_dir / "nginx.conf"),
-                                      "-e", str(plain_dir / "error.log")])
+            plain = start_nginx(PLAIN_CONF.format(workers=WORKERS, dir=tmp_path / "plain", mock=mock_port,
+                                                  port=plain_port), tmp_path / "plain", plain_port, "plain nginx")
             procs.append(plain)
-            wait_listening(plain_port, plain, "plain nginx")
 
             policy = tmp_path / "policy.json"
             policy.write_text(json.dumps(POLICY))
-            edge = subprocess.Popen([FAIRVISOR, "run", "--mode", "reverse_proxy", "--llm-format", "openai",
-                                     "--backend-url", f"http://127.0.0.1:{mock_port}", "--config", str(policy),
-                                     "--listen", f"127.0.0.1:{edge_port}", "--state-dir", str(tmp_path / "state"),
-                                     "--worker-processes", str(WORKERS), "--decision-log", "off"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append(edge)
-            wait_listening(edge_port, edge, "fairvisor run")
+            procs.append(start_edge(policy, mock_port, edge_port, tmp_path / "state", "--llm-format", "openai"))
 
             runtime = tmp_path / "state" / "nginx"
             edge_pids = [int((runtime / "nginx.pid").read_text()), int((runtime / "engine.pid").read_text())]
@@ -186,27 +132,27 @@ def main() -> None:
                 rows[name] = asyncio.run(drive(port, path, args.tokens, args.concurrency, args.duration))
                 rows[name]["cpu_ms"] = (cpu_s(pids) - before) * 1000 / rows[name]["streams"]
         finally:
-            for p in reversed(procs):
-                if p.poll() is None:
-                    p.terminate()
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+            stop_all(procs)
 
-    print(f"LLM streaming, {args.tokens} events/stream, concurrency {args.concurrency}, "
-          f"{args.duration:g} s per path, {WORKERS} nginx workers, loopback")
-    print("| path | streams | streams/s | events/s | MB/s | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms "
-          "| proxy CPU ms/stream |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines = [
+        f"LLM streaming, {args.tokens} events/stream, concurrency {args.concurrency}, "
+        f"{args.duration:g} s per path, {WORKERS} nginx workers, loopback",
+        "",
+        "| path | streams | streams/s | events/s | MB/s | TTFB p50 ms | TTFB p99 ms | total p50 ms | total p99 ms "
+        "| proxy CPU ms/stream |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
-        print(f"| {name} | {r['streams']} | {r['streams_s']:.1f} | {r['events_s']:.0f} | {r['mb_s']:.2f} | "
-              f"{r['ttfb_p50_ms']:.2f} | {r['ttfb_p99_ms']:.2f} | {r['total_p50_ms']:.2f} | {r['total_p99_ms']:.2f} | "
-              f"{r['cpu_ms']:.2f} |")
+        lines.append(f"| {name} | {r['streams']} | {r['streams_s']:.1f} | {r['events_s']:.0f} | {r['mb_s']:.2f} | "
+                     f"{r['ttfb_p50_ms']:.2f} | {r['ttfb_p99_ms']:.2f} | {r['total_p50_ms']:.2f} | "
+                     f"{r['total_p99_ms']:.2f} | {r['cpu_ms']:.2f} |")
     ratio = rows["edge"]["streams_s"] / rows["plain"]["streams_s"]
-    print(f"\nthroughput ratio edge/plain: {ratio:.2f} (target >= {TARGET_RATIO}); proxy CPU per stream "
-          f"(nginx workers, + engine for edge): {rows['edge']['cpu_ms'] / rows['plain']['cpu_ms']:.1f}x")
+    lines += ["", f"throughput ratio edge/plain: {ratio:.2f} (target >= {TARGET_RATIO}); proxy CPU per stream "
+                  f"(nginx workers, + engine for edge): {rows['edge']['cpu_ms'] / rows['plain']['cpu_ms']:.1f}x"]
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    if args.out:
+        pathlib.Path(args.out).write_text(table)
 
 
 if __name__ == "__main__":

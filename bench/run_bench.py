@@ -21,11 +21,12 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchlib import child_pids, cpu_s, free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,12 +35,6 @@ FIVE_RULES = ROOT / "tests" / "fixtures" / "policies" / "five_rules.json"
 ONE_RULE = ROOT / "pyengine" / "default_policy.json"  # one token bucket per client address
 TARGET_RATIO = 0.40  # decision service RPS / raw nginx RPS
 N_REQUESTS = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout_s: float, what: str) -> None:
@@ -111,31 +106,48 @@ def nginx_writing(status_port: int) -> int | None:
     return int(m.group(1)) - 1 if m else None
 
 
-def run_wrk(url: str, script: pathlib.Path, args, status_port: int) -> dict:
+def run_wrk(url: str, script: pathlib.Path | None, args, status_port: int | None,
+            cpu_pids: dict[str, list[int]] | None = None) -> dict:
     """wrk's numbers, plus nginx's mean count of in-flight requests sampled every 0.5 s meanwhile:
-    near the connection count means requests queue inside nginx (waiting on the engine)."""
+    near the connection count means requests queue inside nginx (waiting on the engine).
+    Without a script wrk sends plain GETs; without a status_port in_flight is NaN.
+
+    cpu_pids: {"nginx": [worker pids], "engine": [pid], ...}: r["cpu_us"] then holds the CPU
+    each group (and wrk itself) spent per request, in microseconds. On a machine where they all
+    share the cores, these add up to what limits the RPS: cores / sum = the ceiling."""
+    import resource
     import threading
 
     samples: list[int] = []
     done = threading.Event()
 
     def sample():
-        while not done.wait(0.5):
+        while status_port is not None and not done.wait(0.5):
             n = nginx_writing(status_port)
             if n is not None:
                 samples.append(n)
 
+    groups = cpu_pids or {}
+    cpu_before = {name: sum(cpu_s(p) for p in pids) for name, pids in groups.items()}
+    wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
         out = subprocess.run(
-            ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s",
-             str(script), url], capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
+            ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+             *(["-s", str(script)] if script is not None else []), url],
+            capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
     finally:
         done.set()
         sampler.join()
+    wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = parse_wrk(out)
     r["in_flight"] = sum(samples) / len(samples) if samples else float("nan")
+    n = max(r["total"], 1)
+    r["cpu_us"] = {name: (sum(cpu_s(p) for p in pids) - cpu_before[name]) / n * 1e6 for name, pids in groups.items()}
+    if groups:
+        wrk_s = (wrk_after.ru_utime + wrk_after.ru_stime) - (wrk_before.ru_utime + wrk_before.ru_stime)
+        r["cpu_us"]["wrk"] = wrk_s / n * 1e6
     return r
 
 
@@ -225,17 +237,20 @@ def main() -> int:
             edge_dir.mkdir()
             edge = Edge(edge_dir, argv, policy)
             try:
+                cpu = {"nginx": child_pids(edge.nginx.pid), "engine": [edge.engine.pid]}
+                decision_url = f"http://127.0.0.1:{edge.port}/v1/decision"
                 if name == "null":
                     rows.append(("nginx `return 204` (baseline)",
-                                 run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args, edge.baseline_port)))
+                                 run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args,
+                                         edge.baseline_port, cpu)))
                     rows.append(("/v1/decision, null engine (nginx + shim only)",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
+                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
                 elif name == "one":
                     rows.append(("/v1/decision, real engine, 1 rule (default policy)",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
+                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
                 else:
                     rows.append(("/v1/decision, real engine, five_rules.json",
-                                 run_wrk(f"http://127.0.0.1:{edge.port}/v1/decision", script, args, edge.baseline_port)))
+                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
             finally:
                 edge.stop()
 
@@ -244,16 +259,26 @@ def main() -> int:
         f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s --latency, loopback, "
         f"{os.cpu_count()} CPUs, 1-min load average before the run {load_before:.2f}",
         "",
-        "| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx | nginx in-flight |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx | nginx in-flight "
+        "| CPU µs/req nginx | engine | wrk |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows:
         share = f"{100 * r['non2xx'] / max(r['total'], 1):.0f}%"
+        cpu = r["cpu_us"]
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['rps'] / base:.2f} | {r['p50']:.2f} | {r['p90']:.2f} | "
-                     f"{r['p99']:.2f} | {share} | {r['in_flight']:.1f} |")
+                     f"{r['p99']:.2f} | {share} | {r['in_flight']:.1f} | {cpu['nginx']:.1f} | "
+                     f"{cpu['engine']:.1f} | {cpu['wrk']:.1f} |")
     ratio = rows[-1][1]["rps"] / base
     lines += ["", f"decision service / raw nginx = {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"]
+    # wrk, nginx and the engine share the cores: the CPU all of them spend per request bounds
+    # the RPS at cores / total, whichever process is the slow one.
+    null_cpu = rows[1][1]["cpu_us"]
+    floor_us = null_cpu["nginx"] + null_cpu["wrk"]
+    lines += ["", f"CPU ceiling: with the null engine, nginx + shim and wrk alone spend {floor_us:.0f} µs per "
+                  f"decision, so no engine behind this shim can exceed {os.cpu_count() / floor_us * 1e6:,.0f} RPS "
+                  f"({os.cpu_count() / floor_us * 1e6 / base:.2f}x raw nginx) on these {os.cpu_count()} cores."]
     errors = [f"{name}: {r['errors']}" for name, r in rows if r["errors"]]
     if errors:
         lines += ["", "wrk socket errors: " + "; ".join(errors)]

@@ -92,6 +92,9 @@ def _backend(settings) -> dict:
             ssl += "            proxy_ssl_verify off;\n"
     # The engine parses LLM response bodies for usage: ask the upstream for them uncompressed.
     encoding = '            proxy_set_header Accept-Encoding "";' if settings.llm_format else "            # (as sent)"
+    # Only LLM formats get response recipes (stream counting, cutoff, Settle). Without one these
+    # phases would do nothing but still cost a Lua call per body chunk and per request.
+    response_phases = _LLM_RESPONSE_PHASES if settings.llm_format else _NO_RESPONSE_PHASES
     return {
         "backend_scheme": url.scheme,
         "backend_hostport": f"{host}:{port}",
@@ -100,7 +103,16 @@ def _backend(settings) -> dict:
         "upstream_timeout_ms": int(settings.upstream_timeout_ms),
         "proxy_ssl": ssl,
         "accept_encoding": encoding,
+        "response_phases": response_phases,
     }
+
+
+_LLM_RESPONSE_PHASES = """\
+            # SSE counting and cutoff, and the head/tail kept for settlement.
+            body_filter_by_lua_block { require("fairvisor.shim").body_filter() }
+            # Settle goes out from a timer here (no cosockets in body_filter or log).
+            log_by_lua_block { require("fairvisor.shim").log() }"""
+_NO_RESPONSE_PHASES = "            # No LLM format: no stream counting or settlement (body_filter, log)."
 
 
 def _header_lines(pairs) -> str:

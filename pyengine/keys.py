@@ -15,6 +15,10 @@ import jwt as pyjwt
 _JWT_CACHE_MAX = 4096
 _jwt_cache: dict[str, dict | None] = {}
 
+# Entries per TrustedProxies cache; each is cleared whole when full (bounded, no LRU upkeep).
+_CACHE_MAX = 65536
+_CACHED_XFF_MAX_CHARS = 256
+
 _BOT_UA = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
 
 
@@ -52,11 +56,12 @@ def claim_text(value) -> str | None:
 class TrustedProxies:
     """Decides whether an address is a trusted proxy; results cached per address string."""
 
-    __slots__ = ("_nets", "_cache")
+    __slots__ = ("_nets", "_cache", "_walks")
 
     def __init__(self, cidrs):
         self._nets = [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
-        self._cache: dict[str, bool] = {}
+        self._cache: dict[str, bool] = {}  # address -> trusted
+        self._walks: dict[tuple, str] = {}  # (peer, X-Forwarded-For) -> client address
 
     def trusted(self, addr: str) -> bool:
         hit = self._cache.get(addr)
@@ -67,13 +72,28 @@ class TrustedProxies:
             result = any(ip in net for net in self._nets if net.version == ip.version)
         except ValueError:
             result = False
-        if len(self._cache) >= 65536:
+        if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[addr] = result
         return result
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
-        """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted."""
+        """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted.
+
+        Results are cached per (peer, X-Forwarded-For): a client repeats both on every request.
+        Long headers are walked every time, so the cache stays small (< 64K x 256 bytes)."""
+        if forwarded_for is not None and len(forwarded_for) > _CACHED_XFF_MAX_CHARS:
+            return self._walk(remote_addr, forwarded_for)
+        key = (remote_addr, forwarded_for)
+        client = self._walks.get(key)
+        if client is None:
+            client = self._walk(remote_addr, forwarded_for)
+            if len(self._walks) >= _CACHE_MAX:
+                self._walks.clear()
+            self._walks[key] = client
+        return client
+
+    def _walk(self, remote_addr: str, forwarded_for: str | None) -> str:
         client = remote_addr
         if forwarded_for and self.trusted(remote_addr):
             for hop in reversed(forwarded_for.split(",")):

@@ -2,6 +2,7 @@
 
 import msgspec
 
+from .algorithms.outcome import Outcome
 from .protocol.messages import SURFACE_DESCRIBED, Verdict
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
@@ -12,29 +13,26 @@ _json = msgspec.json.Encoder()
 ALLOW_EMPTY = Verdict(status=0, headers=[])
 
 
-class Decision:
+class Decision(msgspec.Struct, gc=False):
     """The outcome of the pipeline for one request, before it is rendered for a surface.
 
     `outcome` is the limiter Outcome whose numbers go into the RateLimit headers: the rejecting
     rule's on reject, the most restrictive rule's on allow (None when no limiter applied).
+    A msgspec Struct because one is built per request: about 3x cheaper than a __slots__ class
+    with keyword defaults; gc=False is safe because nothing it holds refers back to it.
     """
 
-    __slots__ = ("status", "reason", "rule", "policy_id", "outcome", "retry_after_s", "warning",
-                 "delay_ms", "detail", "reserved", "reservation_id")
-
-    def __init__(self, status=0, reason=None, rule=None, policy_id=None, outcome=None,
-                 retry_after_s=0, warning=None, delay_ms=0, detail=None):
-        self.status = status  # 0 allow, 429 reject, 503 not ready
-        self.reason = reason  # contract §4 reason code on reject
-        self.rule = rule  # rule name the headers describe
-        self.policy_id = policy_id
-        self.outcome = outcome
-        self.retry_after_s = retry_after_s
-        self.warning = warning  # X-Fairvisor-Warning value
-        self.delay_ms = delay_ms
-        self.detail = detail  # human text, e.g. a kill switch's reason
-        self.reserved = None  # [(rule, state key, amount)] of rules settled after the response
-        self.reservation_id = None
+    status: int = 0  # 0 allow, 429 reject, 503 not ready
+    reason: str | None = None  # contract §4 reason code on reject
+    rule: str | None = None  # rule name the headers describe
+    policy_id: str | None = None
+    outcome: Outcome | None = None
+    retry_after_s: int = 0
+    warning: str | None = None  # X-Fairvisor-Warning value
+    delay_ms: int = 0
+    detail: str | None = None  # human text, e.g. a kill switch's reason
+    reserved: list | None = None  # [(rule, state key, amount)] of rules settled after the response
+    reservation_id: str | None = None
 
 
 def rate_limit_headers(rule: str, o, out: list[str]) -> None:
@@ -110,19 +108,46 @@ def _cached_body(d: Decision, surface: int, llm_format: str | None) -> tuple[str
     return hit
 
 
+# Allow verdicts without a reservation or delay are a pure function of the rule's name, its
+# Outcome numbers and the warning, and repeat a lot (a bucket of burst 10 has 11 `remaining`
+# values): built once and shared, never mutated (only reserving verdicts are, by LLMProxy).
+# Cleared whole when full, like the body cache.
+_ALLOW_CACHE_MAX = 8192
+_allow_cache: dict[tuple, Verdict] = {}
+
+
+def _allow(d: Decision) -> Verdict:
+    o = d.outcome
+    key = (d.rule, o.limit, o.window_s, o.remaining, o.reset_s, d.warning) if o is not None else d.warning
+    verdict = _allow_cache.get(key)
+    if verdict is None:
+        headers: list[str] = []
+        if o is not None:
+            rate_limit_headers(d.rule, o, headers)
+        if d.warning:
+            headers += ("X-Fairvisor-Warning", d.warning)
+        verdict = Verdict(status=0, headers=headers) if headers else ALLOW_EMPTY
+        if len(_allow_cache) >= _ALLOW_CACHE_MAX:
+            _allow_cache.clear()
+        _allow_cache[key] = verdict
+    return verdict
+
+
 def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
-    """The Verdict for one surface: decision service (problem+json) or inline (provider shape)."""
+    """The Verdict for one surface: decision service (problem+json) or inline (provider shape).
+
+    Verdicts of plain allows are shared (see _allow): callers must not modify them."""
     headers: list[str] = []
     if d.status == 0:
+        rid = d.reservation_id
+        if not rid and not d.delay_ms:
+            return _allow(d)
         if d.outcome is not None:
             rate_limit_headers(d.rule, d.outcome, headers)
         if d.warning:
             headers += ("X-Fairvisor-Warning", d.warning)
-        rid = d.reservation_id
         if rid and surface == SURFACE_DESCRIBED:
             headers += ("X-Fairvisor-Reservation", rid)
-        if not headers and not d.delay_ms and not rid:
-            return ALLOW_EMPTY
         return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")
     if d.outcome is not None:
         rate_limit_headers(d.rule, d.outcome, headers)

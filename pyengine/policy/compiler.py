@@ -36,7 +36,7 @@ class KillSwitch:
 
 
 class CompiledPolicy:
-    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards")
+    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards", "straight")
 
     def __init__(self, pid, shadow, rules, fallback, spec):
         self.id = pid
@@ -47,6 +47,8 @@ class CompiledPolicy:
         # No rule has a `match`: every rule always applies (the common case, kept cheap).
         self.plain = bool(rules) and all(not r.match for r in rules)
         self.guards = None  # PolicyGuards when loop detection or a breaker is enabled
+        # Enforce mode, no fallback and no guards: the pipeline's short loop (set by CompiledBundle).
+        self.straight = False
 
     def applicable(self, view):
         """Rules whose `match` holds; the fallback rule when none does."""
@@ -116,6 +118,7 @@ class CompiledBundle:
                 # `tripped`: the engine's index of open breakers, kept across reloads.
                 cp.guards = PolicyGuards(p.id, spec, rules + ((fallback,) if fallback else ()), shadow, store,
                                          self.tripped)
+            cp.straight = not shadow and fallback is None and cp.guards is None
             policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
         self.routes = RouteIndex(policies)
         self.policies = tuple(cp for _, cp in policies)

@@ -48,12 +48,21 @@ class RouteIndex:
         return self._entries
 
     def match(self, method: str, host: str, path: str) -> tuple:
+        """The matching policies, in bundle order."""
+        return self.plan(method, host, path)[0]
+
+    def plan(self, method: str, host: str, path: str) -> tuple:
+        """(matching policies, their rules flattened when every one is `straight`, else None).
+
+        A straight policy (see CompiledPolicy.straight) lets the pipeline run its short loop."""
         key = (method, host, path)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         found = tuple(p for sel, p in self._entries if sel.matches(method, host, path))
+        straight = tuple(r for p in found for r in p.rules) if all(p.straight for p in found) else None
+        hit = (found, straight)
         if len(self._cache) >= _ROUTE_CACHE_MAX:
             self._cache.clear()
-        self._cache[key] = found
-        return found
+        self._cache[key] = hit
+        return hit

@@ -40,6 +40,15 @@ def test_plain_proxy_keeps_the_client_accept_encoding():
     assert "Accept-Encoding" not in loc.replace("# Accept-Encoding", "")
 
 
+def test_plain_proxy_runs_no_response_body_phases():
+    """Without an LLM format there is no stream to count and nothing to settle: the body_filter
+    and log handlers would only cost a Lua call per chunk and per request."""
+    loc = proxied_location(render(proxy_settings("http://127.0.0.1:9000"), "/r"))
+    assert "access_by_lua_block" in loc and "header_filter_by_lua_block" in loc
+    assert "body_filter_by_lua" not in loc
+    assert "log_by_lua" not in loc
+
+
 def test_https_upstream_is_verified_by_default():
     loc = proxied_location(render(proxy_settings("https://api.openai.com/"), "/r"))
     assert "proxy_ssl_server_name on;" in loc

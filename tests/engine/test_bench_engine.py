@@ -17,6 +17,7 @@ from pyengine.protocol.messages import SURFACE_DESCRIBED, Decide, Verdict
 from .helpers import make_engine, unsigned_jwt
 
 FIVE_RULES = Path(__file__).parent.parent / "fixtures" / "policies" / "five_rules.json"
+ONE_RULE = Path(__file__).parent.parent.parent / "pyengine" / "default_policy.json"  # token bucket per client IP
 CHAT_BODY = json.dumps({"model": "gpt-4o-mini", "max_tokens": 256,
                         "messages": [{"role": "system", "content": "You are terse."},
                                      {"role": "user", "content": "Summarise the quarterly report in two lines."}]}
@@ -47,6 +48,22 @@ def _engine_and_frames(surface=SURFACE_DESCRIBED):
     return engine, clock, msgs
 
 
+def _one_rule_engine_and_frames():
+    """The bundled default policy (one token bucket per client address), decision-service
+    descriptors of plain API calls from TENANTS client addresses behind a trusted proxy."""
+    clock = FakeClock()
+    engine = make_engine(json.loads(ONE_RULE.read_text()), clock=clock)
+    hello = engine.hello_reply
+    msgs = []
+    for n in range(TENANTS):
+        values = {"x-original-method": b"GET", "x-original-uri": b"/api/items?page=2",
+                  "x-forwarded-for": f"10.1.{n // 256}.{n % 256}".encode()}
+        msgs.append(Decide(generation=hello.generation, surface=SURFACE_DESCRIBED, method=b"GET", uri=b"/v1/decision",
+                           host=b"edge.local", remote_addr=b"127.0.0.1",
+                           headers=[values.get(h) for h in hello.headers], body=None))
+    return engine, clock, msgs
+
+
 def _next(clock, items):
     """Cycle through tenants, 1 ms apart: each tenant sends 1 request/s, well within every rule."""
     state = {"i": 0}
@@ -70,6 +87,20 @@ def test_bench_decide_five_rules(benchmark):
     verdict = benchmark(one)
     assert isinstance(verdict, Verdict) and verdict.status == 0
     assert ("RateLimit-Policy" in verdict.headers)
+
+
+def test_bench_decide_one_rule(benchmark):
+    engine, clock, msgs = _one_rule_engine_and_frames()
+    pick = _next(clock, msgs)
+
+    def one():
+        return engine.decide(pick())
+
+    for _ in range(TENANTS):
+        one()
+    verdict = benchmark(one)
+    assert isinstance(verdict, Verdict) and verdict.status == 0
+    assert verdict.headers[:2] == ["RateLimit-Policy", '"per-ip";q=10;w=2']
 
 
 class _Sink:

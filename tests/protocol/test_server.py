@@ -151,10 +151,12 @@ class FakeTransport:
     def __init__(self):
         self.out = bytearray()
         self.closed = False
+        self.writes = 0
 
     def write(self, data):
         assert not self.closed, "wrote after close"
         self.out += data
+        self.writes += 1
 
     def close(self):
         self.closed = True
@@ -200,6 +202,22 @@ def test_random_frame_bodies_get_an_answer(body):
     replies = FrameBuffer().feed(bytes(t.out))
     assert len(replies) == 1 and not t.closed
     decode_response(replies[0])
+
+
+def test_frames_read_together_are_answered_in_order_in_one_write():
+    """A shim that pipelines frames gets its replies in request order, coalesced into a single
+    write (one syscall) however many frames one read held; a bad frame in the middle gets its
+    ErrorReply in its place and does not disturb the others."""
+    proto = ConnectionProtocol(ENGINE.handle, set(), max_frame_bytes=1024)
+    t = FakeTransport()
+    proto.connection_made(t)
+    frames = [Health(), Hello(protocol_version=PROTOCOL_VERSION), b"\xc1", Health()]
+    data = b"".join(encode_frame(f) if not isinstance(f, bytes) else len(f).to_bytes(4, "big") + f
+                    for f in frames)
+    proto.data_received(data)
+    replies = [decode_response(b) for b in FrameBuffer().feed(bytes(t.out))]
+    assert [type(r) for r in replies] == [Reply, HelloReply, ErrorReply, Reply]
+    assert t.writes == 1 and not t.closed
 
 
 def test_ordered_shutdown_closes_live_connections(tmp_path):
