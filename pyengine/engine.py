@@ -80,6 +80,7 @@ class Engine:
         self._reload_requested = False
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
+        self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
         self.hello_reply = self._make_hello()
 
     # -- policy ------------------------------------------------------------------------
@@ -233,6 +234,8 @@ class Engine:
         if t is Metrics:
             self._report_shim_counts(msg)
             self._guard_gauges()
+            for hook in self.scrape_hooks:
+                hook(self.metrics)
             return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
         if t is Settle:
             if self.llm_proxy is not None:

@@ -141,6 +141,11 @@ class EngineMetrics:
         self.state_snapshot_errors = r.add(Counter("fairvisor_state_snapshot_errors_total",
                                                    "Durable-state files that failed to write (errno) or were corrupt.",
                                                    ("error",)))
+        # Shim connections and frames (set when scraped by the server): frames / reads is the
+        # mean number of frames one read carried, i.e. how well the shim's pipe batches.
+        self.shim_connections = r.add(Gauge("fairvisor_shim_connections", "Open connections from nginx workers."))
+        self.frames = r.add(Counter("fairvisor_frames_total", "Request frames received from the shim."))
+        self.frame_reads = r.add(Counter("fairvisor_frame_reads_total", "Socket reads that carried request frames."))
         self.tokens_reserved.inc((), 0)  # unlabelled and known label sets start at 0, so rate() works at once
         self.tokens_settled.inc(("prompt",), 0)
         self.tokens_settled.inc(("completion",), 0)

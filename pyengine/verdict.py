@@ -91,68 +91,55 @@ def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes
     return "application/problem+json", _json.encode(problem)
 
 
-# Reject bodies depend only on these fields, and a flood of rejections repeats few of them:
-# cached, and cleared whole when full so the cache stays bounded.
-_BODY_CACHE_MAX = 1024
-_body_cache: dict[tuple, tuple[str, str]] = {}
+# Verdicts of plain allows (no reservation, no delay) and of rejections are a pure function of
+# a few Decision fields and the surface, and repeat a lot under load (a bucket of burst 10 has 11
+# `remaining` values; a reject flood repeats one answer): built once and shared. Shared verdicts
+# are never mutated (only reserving verdicts are, by LLMProxy). Cleared whole when full.
+_CACHE_MAX = 8192
+_cache: dict[tuple, Verdict] = {}
 
 
-def _cached_body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, str]:
-    key = (d.reason, d.policy_id, d.retry_after_s, d.detail, d.status, surface, llm_format)
-    hit = _body_cache.get(key)
-    if hit is None:
-        content_type, body = _body(d, surface, llm_format)
-        if len(_body_cache) >= _BODY_CACHE_MAX:
-            _body_cache.clear()
-        hit = _body_cache[key] = (content_type, body.decode())
-    return hit
-
-
-# Allow verdicts without a reservation or delay are a pure function of the rule's name, its
-# Outcome numbers and the warning, and repeat a lot (a bucket of burst 10 has 11 `remaining`
-# values): built once and shared, never mutated (only reserving verdicts are, by LLMProxy).
-# Cleared whole when full, like the body cache.
-_ALLOW_CACHE_MAX = 8192
-_allow_cache: dict[tuple, Verdict] = {}
-
-
-def _allow(d: Decision) -> Verdict:
-    o = d.outcome
-    key = (d.rule, o.limit, o.window_s, o.remaining, o.reset_s, d.warning) if o is not None else d.warning
-    verdict = _allow_cache.get(key)
-    if verdict is None:
-        headers: list[str] = []
-        if o is not None:
-            rate_limit_headers(d.rule, o, headers)
+def _build(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+    headers: list[str] = []
+    if d.outcome is not None:
+        rate_limit_headers(d.rule, d.outcome, headers)
+    if d.status == 0:
         if d.warning:
             headers += ("X-Fairvisor-Warning", d.warning)
-        verdict = Verdict(status=0, headers=headers) if headers else ALLOW_EMPTY
-        if len(_allow_cache) >= _ALLOW_CACHE_MAX:
-            _allow_cache.clear()
-        _allow_cache[key] = verdict
+        return Verdict(status=0, headers=headers) if headers else ALLOW_EMPTY
+    content_type, body = _body(d, surface, llm_format)
+    headers += ("X-Fairvisor-Reason", d.reason, "Content-Type", content_type)
+    if d.retry_after_s:
+        headers += ("Retry-After", str(d.retry_after_s))
+    return Verdict(status=d.status, headers=headers, body=body.decode())
+
+
+def _shared(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+    o = d.outcome
+    key = (d.status, d.rule, d.warning, d.reason, d.policy_id, d.retry_after_s, d.detail, surface, llm_format,
+           None if o is None else (o.limit, o.window_s, o.remaining, o.reset_s))
+    verdict = _cache.get(key)
+    if verdict is None:
+        verdict = _build(d, surface, llm_format)
+        if len(_cache) >= _CACHE_MAX:
+            _cache.clear()
+        _cache[key] = verdict
     return verdict
 
 
 def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     """The Verdict for one surface: decision service (problem+json) or inline (provider shape).
 
-    Verdicts of plain allows are shared (see _allow): callers must not modify them."""
+    Verdicts of plain allows and of rejections are shared (see _shared): callers must not
+    modify them."""
+    rid = d.reservation_id
+    if d.status or (not rid and not d.delay_ms):
+        return _shared(d, surface, llm_format)
     headers: list[str] = []
-    if d.status == 0:
-        rid = d.reservation_id
-        if not rid and not d.delay_ms:
-            return _allow(d)
-        if d.outcome is not None:
-            rate_limit_headers(d.rule, d.outcome, headers)
-        if d.warning:
-            headers += ("X-Fairvisor-Warning", d.warning)
-        if rid and surface == SURFACE_DESCRIBED:
-            headers += ("X-Fairvisor-Reservation", rid)
-        return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")
     if d.outcome is not None:
         rate_limit_headers(d.rule, d.outcome, headers)
-    content_type, body = _cached_body(d, surface, llm_format)
-    headers += ("X-Fairvisor-Reason", d.reason, "Content-Type", content_type)
-    if d.retry_after_s:
-        headers += ("Retry-After", str(d.retry_after_s))
-    return Verdict(status=d.status, headers=headers, body=body)
+    if d.warning:
+        headers += ("X-Fairvisor-Warning", d.warning)
+    if rid and surface == SURFACE_DESCRIBED:
+        headers += ("X-Fairvisor-Reservation", rid)
+    return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")

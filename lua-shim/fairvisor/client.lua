@@ -1,11 +1,14 @@
--- fairvisor.client: frames to and from the engine over pooled Unix-socket cosockets (docs/protocol.md).
+-- fairvisor.client: frames to and from the engine over Unix-socket cosockets (docs/protocol.md).
 --
+-- Decide frames go through the worker's pipe (fairvisor.pipe: batched on one connection);
+-- Hello, Settle and the admin messages use pooled connections of their own.
 -- Errors come back as `nil, err` with a short string; the caller applies the fail mode.
 -- Per worker it caches the engine's HelloReply: which headers to describe, and whether to
 -- send the body. Hello goes out again on every new connection (the engine may have restarted)
 -- and after any failure (which also reports the fail-mode count promptly).
 
 local mp = require "fairvisor.msgpack"
+local pipe = require "fairvisor.pipe"
 
 local byte = string.byte
 local tcp = ngx.socket.tcp
@@ -18,6 +21,8 @@ local MAX_HEADERS = 100 -- get_headers() limit; names past it are read one by on
 local PROTOCOL_VERSION = 1
 -- Reply tags (docs/protocol.md).
 local ERROR_REPLY, HELLO_REPLY = 0, 1
+-- A plain Hello (no counts to report; the pipe's own Hello on connect carries those).
+local HELLO_FRAME = mp.encode({ 1, PROTOCOL_VERSION, 0, 0 }, 4)
 
 local _M = {}
 
@@ -37,6 +42,7 @@ function _M.configure(opts)
     cfg.pool_size = opts.pool_size or cfg.pool_size
     cfg.dict = opts.shared_dict and assert(ngx.shared[opts.shared_dict], "fairvisor: no lua_shared_dict " ..
         opts.shared_dict)
+    pipe.configure(cfg.target, cfg.timeout_ms, _M.say_hello)
 end
 
 local function connect()
@@ -48,10 +54,19 @@ local function connect()
     return sock
 end
 
--- One request frame out, one reply frame back. On any failure (or an ErrorReply) the
+-- A reply frame body -> the reply array, or nil, err for an undecodable frame or an ErrorReply.
+local function decode_reply(data)
+    local decoded, reply = pcall(mp.decode, data)
+    if not decoded or type(reply) ~= "table" then return nil, "bad reply frame" end
+    if reply[1] == ERROR_REPLY then
+        return nil, "engine error: " .. tostring(reply[2]) .. ": " .. tostring(reply[3])
+    end
+    return reply
+end
+
+-- One request frame body out, one reply frame back. On any failure (or an ErrorReply) the
 -- cosocket is closed, so it never goes back to the pool.
-local function exchange(sock, msg, n)
-    local body = mp.encode(msg, n)
+local function exchange_body(sock, body)
     local ok, err = sock:send({ mp.u32(#body), body })
     local head, data
     if ok then head, err = sock:receive(4) end
@@ -63,16 +78,14 @@ local function exchange(sock, msg, n)
         sock:close()
         return nil, (ok and "receive: " or "send: ") .. err
     end
-    local decoded, reply = pcall(mp.decode, data)
-    if not decoded or type(reply) ~= "table" then
-        sock:close()
-        return nil, "bad reply frame"
-    end
-    if reply[1] == ERROR_REPLY then
-        sock:close()
-        return nil, "engine error: " .. tostring(reply[2]) .. ": " .. tostring(reply[3])
-    end
-    return reply
+    local reply
+    reply, err = decode_reply(data)
+    if not reply then sock:close() end
+    return reply, err
+end
+
+local function exchange(sock, msg, n)
+    return exchange_body(sock, mp.encode(msg, n))
 end
 
 -- Fail-mode answers and undeliverable Settles are counted in the shared dict; one worker at
@@ -152,22 +165,49 @@ local function header_values(h)
     return values
 end
 
+-- Hello on a connection of its own (pipe or pool): a new connection may reach a restarted
+-- engine, whose policy may ask for other headers. Carries the fail-mode counts.
+function _M.say_hello(sock)
+    local reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 4)
+    if not reply then return nil, err end
+    if reply[1] ~= HELLO_REPLY then
+        sock:close()
+        return nil, "unexpected reply to Hello"
+    end
+    learn(reply)
+    return true
+end
+
+-- One request frame body -> the reply array: through the worker's pipe (fairvisor.pipe), or on a
+-- pooled connection of its own in a worker that is shutting down.
+local function send_frame(body)
+    if pipe.usable() then
+        local data, err = pipe.call(body)
+        if not data then return nil, err end
+        return decode_reply(data)
+    end
+    local sock, err = connect()
+    if not sock then return nil, err end
+    if sock:getreusedtimes() == 0 then
+        local ok
+        ok, err = _M.say_hello(sock)
+        if not ok then return nil, err end
+    end
+    local reply
+    reply, err = exchange_body(sock, body)
+    if reply then sock:setkeepalive(0, cfg.pool_size) end
+    return reply, err
+end
+
 -- Decide for the current request. surface: 0 described (decision service), 1 inline.
 -- read_body(max_bytes) is called only when the engine asked for the body.
 -- Returns the Verdict array {2, status, headers, body, delay_ms, ...} or nil, err.
 function _M.decide(surface, read_body)
-    local sock, err = connect()
-    if not sock then return nil, err end
-    local h, reply = hello
-    -- A new connection may reach a restarted engine whose generation numbers start over:
-    -- say Hello on it first. Pooled connections reach the engine that answered before.
-    if not h or sock:getreusedtimes() == 0 then
-        reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 4)
+    local h, reply, err = hello
+    if not h then -- first request of this worker, or the first after a failure
+        reply, err = send_frame(HELLO_FRAME)
         if not reply then return nil, err end
-        if reply[1] ~= HELLO_REPLY then
-            sock:close()
-            return nil, "unexpected reply to Hello"
-        end
+        if reply[1] ~= HELLO_REPLY then return nil, "unexpected reply to Hello" end
         h = learn(reply)
     end
     local body
@@ -175,19 +215,16 @@ function _M.decide(surface, read_body)
     -- request_id stays empty: $request_id costs ~10 us per request (OpenSSL RAND_bytes).
     local method, uri, host, addr = get_method(), var.request_uri, var.host, var.remote_addr
     for attempt = 1, 2 do
-        reply, err = exchange(sock, { 2, h.generation, surface, method, uri, host, addr, header_values(h), body, "" }, 10)
+        reply, err = send_frame(mp.encode({ 2, h.generation, surface, method, uri, host, addr, header_values(h),
+            body, "" }, 10))
         if not reply then return nil, err end
         local tag = reply[1]
-        if tag == 2 then
-            sock:setkeepalive(0, cfg.pool_size)
-            return reply
-        end
+        if tag == 2 then return reply end
         if tag ~= HELLO_REPLY or attempt == 2 then break end
         -- Stale generation: the policy changed what to describe. Describe again, once.
         h = learn(reply)
         if read_body and h.needs_body and not body then body = read_body(h.max_body_bytes) end
     end
-    sock:close()
     return nil, "unexpected reply to Decide"
 end
 

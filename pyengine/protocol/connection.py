@@ -14,6 +14,16 @@ log = logging.getLogger("fairvisor.connection")
 WRITE_HIGH_WATER_BYTES = 256 * 1024
 
 
+class FrameStats:
+    """Counts shared by every connection of one server: reads that carried frames, and frames."""
+
+    __slots__ = ("reads", "frames")
+
+    def __init__(self):
+        self.reads = 0
+        self.frames = 0
+
+
 class ConnectionProtocol(asyncio.Protocol):
     """Per-connection state: the transport, a frame buffer and flow control.
 
@@ -21,10 +31,11 @@ class ConnectionProtocol(asyncio.Protocol):
     go out in request order and no per-request task is created on the hot path.
     """
 
-    def __init__(self, handle, connections: set, max_frame_bytes: int):
+    def __init__(self, handle, connections: set, max_frame_bytes: int, stats: FrameStats | None = None):
         # Shared server state.
         self._handle = handle  # Request -> Response, never raises for a decodable request
         self._connections = connections
+        self._stats = stats if stats is not None else FrameStats()
         # Per-connection state.
         self._frames = FrameBuffer(max_frame_bytes)
         self.transport: asyncio.Transport | None = None
@@ -62,6 +73,10 @@ class ConnectionProtocol(asyncio.Protocol):
             self.transport.close()
             return
         # Replies to frames that arrived together leave together: one write (syscall) per read.
+        if bodies:
+            stats = self._stats
+            stats.reads += 1
+            stats.frames += len(bodies)
         if len(bodies) == 1:
             self.transport.write(self._answer(bodies[0]))
         elif bodies:
