@@ -12,24 +12,27 @@ import time
 FAIRVISOR = str(pathlib.Path(sys.executable).with_name("fairvisor"))
 WORKERS = 2  # nginx workers of every proxy under test: the edge and its plain baseline alike
 
-# Plain nginx proxy_pass, with the proxy settings of the edge's reverse_proxy template
-# (HTTP/1.1 + keepalive to the upstream, no buffering) and its keepalive_requests, so that the
-# difference between the two paths is the enforcement and nothing else.
-PLAIN_CONF = """
-load_module /usr/lib/nginx/modules/ndk_http_module.so;
-daemon off;
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path {dir}/cb; proxy_temp_path {dir}/px;
-    fastcgi_temp_path {dir}/fc; uwsgi_temp_path {dir}/uw; scgi_temp_path {dir}/sc;
-    upstream mock {{ server 127.0.0.1:{mock}; keepalive 64; }}
+def nginx_conf(work_dir, port: int, http_body: str, workers: int = WORKERS, load_lua_ndk: bool = False) -> str:
+    """A self-contained nginx.conf: one server on 127.0.0.1:port whose contents are http_body
+    (its locations, plus any http-level lines before `server {`), runtime files in work_dir."""
+    d = work_dir
+    return (("load_module /usr/lib/nginx/modules/ndk_http_module.so;\n" if load_lua_ndk else "")
+            + f"daemon off;\nworker_processes {workers};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            + "events { worker_connections 4096; }\n"
+            + "http {\n    access_log off;\n    keepalive_requests 100000;\n"
+            + f"    client_body_temp_path {d}/cb; proxy_temp_path {d}/px;\n"
+            + f"    fastcgi_temp_path {d}/fc; uwsgi_temp_path {d}/uw; scgi_temp_path {d}/sc;\n"
+            + http_body.replace("{port}", str(port)) + "}\n")
+
+
+def plain_proxy_conf(work_dir, port: int, upstream_port: int) -> str:
+    """Plain nginx proxy_pass, with the proxy settings of the edge's reverse_proxy template
+    (HTTP/1.1 + keepalive to the upstream, no buffering) and its keepalive_requests, so that the
+    difference between it and the edge is the enforcement and nothing else."""
+    return nginx_conf(work_dir, port, f"""\
+    upstream mock {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{{port}};
         location / {{
             proxy_pass http://mock;
             proxy_http_version 1.1;
@@ -37,8 +40,19 @@ http {{
             proxy_buffering off;
         }}
     }}
-}}
-"""
+""", load_lua_ndk=True)
+
+
+def wrk_args(description: str):
+    """The command line shared by the wrk benches; parse_args() on the returned parser."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per path")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", help="also write the Markdown table to this file")
+    return ap
 
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")

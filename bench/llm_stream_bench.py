@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import PLAIN_CONF, WORKERS, free_port, start_edge, start_nginx, stop_all, wait_listening
+from benchlib import WORKERS, plain_proxy_conf, free_port, start_edge, start_nginx, stop_all, wait_listening
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.8
@@ -114,8 +114,8 @@ def main() -> None:
             procs.append(mock)
             wait_listening(mock_port, mock, "mock upstream")
 
-            plain = start_nginx(PLAIN_CONF.format(workers=WORKERS, dir=tmp_path / "plain", mock=mock_port,
-                                                  port=plain_port), tmp_path / "plain", plain_port, "plain nginx")
+            plain = start_nginx(plain_proxy_conf(tmp_path / "plain", plain_port, mock_port), tmp_path / "plain",
+                                plain_port, "plain nginx")
             procs.append(plain)
 
             policy = tmp_path / "policy.json"

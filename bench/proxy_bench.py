@@ -2,7 +2,7 @@
 
 Both paths proxy wrk's GETs to one fast JSON upstream, a separate nginx answering
 `return 200 '{"ok":true}'`:
-  1. baseline   plain nginx, proxy_pass with keepalive to the upstream (benchlib.PLAIN_CONF,
+  1. baseline   plain nginx, proxy_pass with keepalive to the upstream (benchlib.plain_proxy_conf,
                 the edge's proxy settings), the same worker count as the edge
   2. edge       `fairvisor run --mode reverse_proxy`, no LLM format: one token-bucket rule per
                 client address whose limits wrk never reaches, so every request is decided by
@@ -17,7 +17,6 @@ Usage: .venv/bin/python bench/proxy_bench.py [--duration 10] [--connections 50] 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import http.client
 import json
@@ -29,30 +28,20 @@ import subprocess
 import sys
 import tempfile
 
-from benchlib import PLAIN_CONF, WORKERS, child_pids, free_port, start_edge, start_nginx, stop_all
+from benchlib import (WORKERS, child_pids, free_port, nginx_conf, plain_proxy_conf, start_edge, start_nginx,
+                      stop_all, wrk_args)
 from run_bench import run_wrk
 
 WARMUP_S = 1  # per path, not measured: upstream keepalive connections, the engine's first decisions
 UPSTREAM_BODY = '{"ok":true}'
 
-UPSTREAM_CONF = """
-daemon off;
-worker_processes {workers};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 100000;
-    client_body_temp_path {dir}/cb; proxy_temp_path {dir}/px;
-    fastcgi_temp_path {dir}/fc; uwsgi_temp_path {dir}/uw; scgi_temp_path {dir}/sc;
-    server {{
+UPSTREAM_SERVER = """\
+    server {
         listen 127.0.0.1:{port};
         default_type application/json;
-        location / {{ return 200 '{body}'; }}
-    }}
-}}
-"""
+        location / { return 200 '%s'; }
+    }
+""" % UPSTREAM_BODY
 
 # Far above anything wrk reaches on loopback (all of wrk's requests share the key 127.0.0.1).
 POLICY = {
@@ -150,11 +139,7 @@ def table(rows: list[tuple[str, dict]], args, load_before: float, edge_delta: di
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--duration", type=int, default=10, help="seconds per path")
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", help="also write the Markdown table to this file")
+    ap = wrk_args(__doc__.split("\n")[0])
     ap.add_argument("--json", help="also write the raw numbers to this file")
     args = ap.parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
@@ -166,11 +151,10 @@ def main() -> int:
         work = pathlib.Path(tmp)
         try:
             upstream_port, plain_port, edge_port = free_port(), free_port(), free_port()
-            procs.append(start_nginx(UPSTREAM_CONF.format(workers=WORKERS, dir=work / "upstream", port=upstream_port,
-                                                          body=UPSTREAM_BODY),
+            procs.append(start_nginx(nginx_conf(work / "upstream", upstream_port, UPSTREAM_SERVER),
                                      work / "upstream", upstream_port, "upstream nginx"))
-            procs.append(start_nginx(PLAIN_CONF.format(workers=WORKERS, dir=work / "plain", mock=upstream_port,
-                                                       port=plain_port), work / "plain", plain_port, "plain nginx"))
+            procs.append(start_nginx(plain_proxy_conf(work / "plain", plain_port, upstream_port),
+                                     work / "plain", plain_port, "plain nginx"))
             policy = work / "policy.json"
             policy.write_text(json.dumps(POLICY))
             procs.append(start_edge(policy, upstream_port, edge_port, work / "state"))

@@ -13,7 +13,6 @@ Only 127.0.0.1 is ever targeted; every run is bounded by --duration.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -26,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import child_pids, cpu_s, free_port
+from benchlib import child_pids, cpu_s, free_port, wrk_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -151,6 +150,26 @@ def run_wrk(url: str, script: pathlib.Path | None, args, status_port: int | None
     return r
 
 
+def frame_counts(port: int) -> tuple[float, float] | None:
+    """(fairvisor_frames_total, fairvisor_frame_reads_total) from the edge's /metrics; None for
+    an engine that serves no metrics (the null engine)."""
+    import http.client
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        resp = conn.getresponse()
+        text = resp.read().decode()
+        conn.close()
+    except OSError:
+        return None
+    frames = re.search(r"^fairvisor_frames_total (\S+)$", text, re.M)
+    reads = re.search(r"^fairvisor_frame_reads_total (\S+)$", text, re.M)
+    if resp.status != 200 or not frames or not reads:
+        return None
+    return float(frames.group(1)), float(reads.group(1))
+
+
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
@@ -212,12 +231,7 @@ class Edge:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--duration", type=int, default=10, help="seconds per path")
-    ap.add_argument("--connections", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", help="also write the Markdown table to this file")
-    args = ap.parse_args()
+    args = wrk_args(__doc__.split("\n")[0]).parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         raise SystemExit("bench: needs wrk and nginx (scripts/bootstrap installs them)")
 
@@ -243,14 +257,16 @@ def main() -> int:
                     rows.append(("nginx `return 204` (baseline)",
                                  run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args,
                                          edge.baseline_port, cpu)))
-                    rows.append(("/v1/decision, null engine (nginx + shim only)",
-                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
-                elif name == "one":
-                    rows.append(("/v1/decision, real engine, 1 rule (default policy)",
-                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
-                else:
-                    rows.append(("/v1/decision, real engine, five_rules.json",
-                                 run_wrk(decision_url, script, args, edge.baseline_port, cpu)))
+                label = {"null": "/v1/decision, null engine (nginx + shim only)",
+                         "one": "/v1/decision, real engine, 1 rule (default policy)",
+                         "real": "/v1/decision, real engine, five_rules.json"}[name]
+                before = frame_counts(edge.port)
+                r = run_wrk(decision_url, script, args, edge.baseline_port, cpu)
+                after = frame_counts(edge.port)
+                # Frames per engine read: how many Decide frames the shim's pipe batched together.
+                r["frames_per_read"] = ((after[0] - before[0]) / max(after[1] - before[1], 1)
+                                        if before and after else None)
+                rows.append((label, r))
             finally:
                 edge.stop()
 
@@ -260,15 +276,16 @@ def main() -> int:
         f"{os.cpu_count()} CPUs, 1-min load average before the run {load_before:.2f}",
         "",
         "| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx | nginx in-flight "
-        "| CPU µs/req nginx | engine | wrk |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| CPU µs/req nginx | engine | wrk | frames/read |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows:
         share = f"{100 * r['non2xx'] / max(r['total'], 1):.0f}%"
         cpu = r["cpu_us"]
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['rps'] / base:.2f} | {r['p50']:.2f} | {r['p90']:.2f} | "
                      f"{r['p99']:.2f} | {share} | {r['in_flight']:.1f} | {cpu['nginx']:.1f} | "
-                     f"{cpu['engine']:.1f} | {cpu['wrk']:.1f} |")
+                     f"{cpu['engine']:.1f} | {cpu['wrk']:.1f} | "
+                     f"{'–' if r.get('frames_per_read') is None else format(r['frames_per_read'], '.1f')} |")
     ratio = rows[-1][1]["rps"] / base
     lines += ["", f"decision service / raw nginx = {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
                   f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"]

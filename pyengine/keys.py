@@ -15,8 +15,9 @@ import jwt as pyjwt
 _JWT_CACHE_MAX = 4096
 _jwt_cache: dict[str, dict | None] = {}
 
-# Entries per TrustedProxies cache; each is cleared whole when full (bounded, no LRU upkeep).
-_CACHE_MAX = 65536
+# Entries per TrustedProxies cache; each is cleared whole when full (bounded, no LRU upkeep):
+# at most ~6 MB together, since X-Forwarded-For values longer than 256 characters are not kept.
+_CACHE_MAX = 16384
 _CACHED_XFF_MAX_CHARS = 256
 
 _BOT_UA = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
@@ -81,7 +82,7 @@ class TrustedProxies:
         """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted.
 
         Results are cached per (peer, X-Forwarded-For): a client repeats both on every request.
-        Long headers are walked every time, so the cache stays small (< 64K x 256 bytes)."""
+        Long headers are walked every time, so the cache stays small."""
         if forwarded_for is not None and len(forwarded_for) > _CACHED_XFF_MAX_CHARS:
             return self._walk(remote_addr, forwarded_for)
         key = (remote_addr, forwarded_for)

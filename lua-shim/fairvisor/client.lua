@@ -42,7 +42,7 @@ function _M.configure(opts)
     cfg.pool_size = opts.pool_size or cfg.pool_size
     cfg.dict = opts.shared_dict and assert(ngx.shared[opts.shared_dict], "fairvisor: no lua_shared_dict " ..
         opts.shared_dict)
-    pipe.configure(cfg.target, cfg.timeout_ms, _M.say_hello)
+    pipe.configure(cfg.timeout_ms, _M.open_greeted)
 end
 
 local function connect()
@@ -176,6 +176,16 @@ function _M.say_hello(sock)
     end
     learn(reply)
     return true
+end
+
+-- A new connection that has said Hello (and reported the counts): the pipe's connections.
+function _M.open_greeted()
+    local sock, err = connect()
+    if not sock then return nil, err end
+    local ok
+    ok, err = _M.say_hello(sock)
+    if not ok then return nil, err end
+    return sock
 end
 
 -- One request frame body -> the reply array: through the worker's pipe (fairvisor.pipe), or on a

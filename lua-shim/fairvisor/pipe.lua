@@ -16,13 +16,12 @@
 --     in flight, its reply is read and dropped. Its semaphore is not reused, so a late post
 --     cannot wake another request.
 --   * Any connection failure fails every request of the batch with the error (the caller
---     applies the fail mode); the next batch connects again and says Hello first (on_connect).
+--     applies the fail mode); the next batch connects again and says Hello first (cfg.open).
 
 local semaphore = require "ngx.semaphore"
 local u32 = require("fairvisor.msgpack").u32
 
 local byte = string.byte
-local tcp = ngx.socket.tcp
 local timer_at = ngx.timer.at
 local exiting = ngx.worker.exiting
 local log, ERR = ngx.log, ngx.ERR
@@ -34,9 +33,8 @@ local IDLE_WAIT_S = 0.5 -- an idle pump wakes this often to notice a worker shut
 local _M = {}
 
 local cfg = {
-    target = nil, -- "unix:/path/to/engine.sock"
-    timeout_ms = 100, -- each wait: a request's whole exchange; the pump's connect, send, receive
-    on_connect = nil, -- function(sock) -> true | nil, err: the Hello exchange on a new connection
+    timeout_ms = 100, -- a request's whole wait; the connection's own timeouts are set by `open`
+    open = nil, -- function() -> sock | nil, err: a new engine connection that has said Hello
 }
 
 -- FIFO of { frame = {prefix, body}, sem, data, err, gone } from head to tail.
@@ -45,8 +43,8 @@ local work = semaphore.new(0) -- posted when a frame is queued while the pump wa
 local pumping = false
 local spare, n_spare = {}, 0 -- semaphores of requests that were answered, for reuse
 
-function _M.configure(target, timeout_ms, on_connect)
-    cfg.target, cfg.timeout_ms, cfg.on_connect = target, timeout_ms, on_connect
+function _M.configure(timeout_ms, open)
+    cfg.timeout_ms, cfg.open = timeout_ms, open
 end
 
 local function finish(e, data, err)
@@ -78,20 +76,6 @@ local function take()
     return batch, frames, n
 end
 
-local function connect()
-    local sock = tcp()
-    local t = cfg.timeout_ms
-    sock:settimeouts(t, t, t)
-    local ok, err = sock:connect(cfg.target)
-    if not ok then return nil, "connect: " .. err end
-    ok, err = cfg.on_connect(sock)
-    if not ok then
-        sock:close()
-        return nil, err
-    end
-    return sock
-end
-
 local function read_frame(sock)
     local len, err = sock:receive(4)
     if not len then return nil, err end
@@ -121,12 +105,14 @@ end
 
 -- One batch on the kept connection or a new one. An engine that restarted (or closed the
 -- connection while it was idle) makes the send fail without delivering anything, so the
--- batch goes again once on a new connection, which says Hello first.
+-- batch goes again once on a new connection, which says Hello first. (A send can only fail
+-- part-way if the engine closed the connection in the middle of a large batch, i.e. while
+-- shutting down; frames it read before that are then decided twice: over-counted, never lost.)
 local function deliver(sock, batch, frames, n)
     local fresh, err, unsent, send_err = false, nil, nil, nil
     for _ = 1, 2 do
         if not sock then
-            sock, err = connect()
+            sock, err = cfg.open()
             if not sock then
                 fail_all(batch, 1, n, err)
                 return nil

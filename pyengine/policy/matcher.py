@@ -47,12 +47,9 @@ class RouteIndex:
         """(Selector, policy) pairs in bundle order, for `fairvisor explain`."""
         return self._entries
 
-    def match(self, method: str, host: str, path: str) -> tuple:
-        """The matching policies, in bundle order."""
-        return self.plan(method, host, path)[0]
-
     def plan(self, method: str, host: str, path: str) -> tuple:
-        """(matching policies, their rules flattened when every one is `straight`, else None).
+        """(matching policies in bundle order, their rules flattened when every one is
+        `straight`, else None).
 
         A straight policy (see CompiledPolicy.straight) lets the pipeline run its short loop."""
         key = (method, host, path)

@@ -1,23 +1,14 @@
 """bench/report.py: the generated block of docs/performance.md is replaced, the rest kept byte for byte."""
 
 import datetime
-import importlib.util
 import json
 import pathlib
 
 import pytest
 
-_REPORT = pathlib.Path(__file__).resolve().parents[2] / "bench" / "report.py"
+from .. import bench_scripts
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("fairvisor_bench_report", _REPORT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load()
+report = bench_scripts.load("report")
 BEGIN, END = report.BEGIN, report.END
 
 HEAD = "# Performance\n\nHand-written analysis, kept as is.\n\n## Latest `make bench` run\n\nOne sentence.\n\n"
@@ -160,6 +151,6 @@ def test_main_names_a_missing_input_file(tmp_path, monkeypatch, capsys):
 
 def test_the_repository_document_has_one_generated_block():
     # Checked here so that a doc edit dropping a marker fails now, not at the end of `make bench`.
-    doc = (_REPORT.parents[1] / "docs" / "performance.md").read_text()
+    doc = (bench_scripts.BENCH_DIR.parent / "docs" / "performance.md").read_text()
     out = report.replace_block(doc, "block", "docs/performance.md")
     assert out.split(BEGIN)[0] == doc.split(BEGIN)[0] and out.split(END)[1] == doc.split(END)[1]

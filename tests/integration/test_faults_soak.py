@@ -2,25 +2,15 @@
 
 `make soak` runs the same code for 10 minutes; see docs/reliability.md."""
 
-import importlib.util
-import pathlib
-
 import pytest
+
+from .. import bench_scripts
 
 pytestmark = pytest.mark.integration
 
-_SOAK = pathlib.Path(__file__).resolve().parents[2] / "bench" / "soak.py"
-
-
-def _load_soak():
-    spec = importlib.util.spec_from_file_location("fairvisor_bench_soak", _SOAK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_short_soak_has_no_errors_and_flat_engine_memory_and_fds():
-    soak = _load_soak()
+    soak = bench_scripts.load("soak")
     report = soak.run(duration_s=15, reload_every_s=4, sample_every_s=1, warmup=0.3, log=lambda _line: None)
     assert soak.verdict(report, max_rss_growth_mb=8, max_fd_spread=4) == [], report["summary"]
     assert report["reloads"] >= 3
