@@ -188,11 +188,14 @@ function _M.open_greeted()
     return sock
 end
 
--- One request frame body -> the reply array: through the worker's pipe (fairvisor.pipe), or on a
--- pooled connection of its own in a worker that is shutting down.
-local function send_frame(body)
+-- One request frame body -> the reply array: through the worker's pipe (fairvisor.pipe), waiting
+-- until `deadline` (ngx.now() seconds) at most, or on a pooled connection of its own in a
+-- worker that is shutting down.
+local function send_frame(body, deadline)
     if pipe.usable() then
-        local data, err = pipe.call(body)
+        local left_s = deadline - ngx.now()
+        if left_s < 0.001 then return nil, "timeout" end
+        local data, err = pipe.call(body, left_s)
         if not data then return nil, err end
         return decode_reply(data)
     end
@@ -213,27 +216,34 @@ end
 -- read_body(max_bytes) is called only when the engine asked for the body.
 -- Returns the Verdict array {2, status, headers, body, delay_ms, ...} or nil, err.
 function _M.decide(surface, read_body)
+    -- Engine time only is bounded by FAIRVISOR_ENGINE_TIMEOUT_MS (reading a slow client's body
+    -- is not): one budget for Hello, one for the Decide and its re-described retry.
+    local timeout_s = cfg.timeout_ms / 1000
     local h, reply, err = hello
     if not h then -- first request of this worker, or the first after a failure
-        reply, err = send_frame(HELLO_FRAME)
+        reply, err = send_frame(HELLO_FRAME, ngx.now() + timeout_s)
         if not reply then return nil, err end
         if reply[1] ~= HELLO_REPLY then return nil, "unexpected reply to Hello" end
         h = learn(reply)
     end
     local body
     if read_body and h.needs_body then body = read_body(h.max_body_bytes) end
+    local deadline = ngx.now() + timeout_s
     -- request_id stays empty: $request_id costs ~10 us per request (OpenSSL RAND_bytes).
     local method, uri, host, addr = get_method(), var.request_uri, var.host, var.remote_addr
     for attempt = 1, 2 do
         reply, err = send_frame(mp.encode({ 2, h.generation, surface, method, uri, host, addr, header_values(h),
-            body, "" }, 10))
+            body, "" }, 10), deadline)
         if not reply then return nil, err end
         local tag = reply[1]
         if tag == 2 then return reply end
         if tag ~= HELLO_REPLY or attempt == 2 then break end
         -- Stale generation: the policy changed what to describe. Describe again, once.
         h = learn(reply)
-        if read_body and h.needs_body and not body then body = read_body(h.max_body_bytes) end
+        if read_body and h.needs_body and not body then
+            body = read_body(h.max_body_bytes)
+            deadline = ngx.now() + timeout_s
+        end
     end
     return nil, "unexpected reply to Decide"
 end

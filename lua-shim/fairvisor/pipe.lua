@@ -158,8 +158,8 @@ function _M.usable()
 end
 
 -- Sends one frame body (msgpack bytes) and returns the reply's body, or nil, err on a failure
--- or when no reply came within timeout_ms.
-function _M.call(body)
+-- or when no reply came within wait_s seconds (default: timeout_ms).
+function _M.call(body, wait_s)
     if not pumping then
         local ok, err = timer_at(0, pump)
         if not ok then return nil, "pipe timer: " .. err end
@@ -176,10 +176,11 @@ function _M.call(body)
     tail = tail + 1
     queue[tail] = e
     if work:count() < 0 then work:post(1) end -- the pump is waiting for work
-    local ok, err = sem:wait(cfg.timeout_ms / 1000)
+    wait_s = wait_s or cfg.timeout_ms / 1000
+    local ok, err = sem:wait(wait_s)
     if not ok then
         e.gone = true
-        return nil, "no reply within " .. cfg.timeout_ms .. " ms (" .. err .. ")"
+        return nil, "no reply within " .. wait_s * 1000 .. " ms (" .. err .. ")"
     end
     n_spare = n_spare + 1
     spare[n_spare] = sem
