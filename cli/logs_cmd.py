@@ -112,7 +112,7 @@ def _wanted(rec: dict, reasons, policies, events) -> bool:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line, as stored.")
 def logs(path, state_dir, reasons, policies, events, last, follow, as_json) -> None:
     """Show the decision log: rejections, warnings, throttles, shadow would-rejects, reloads
-    and stream cutoffs. The engine writes it about once a second.
+    and stream cutoffs. The engine writes it about every 0.1 s.
 
     Exit status: 0, or 1 when the log does not exist (without --follow).
     """

@@ -118,6 +118,13 @@ def summarize(source: str, status: int, health: dict, metrics_text: str, rtts_ms
             "decision_log_dropped": int(value(m, "fairvisor_decision_log_dropped_total")),
             "state_keys": int(value(m, "fairvisor_state_keys")),
         },
+        # The shim's pipe: open connections from nginx and how many frames one read carried.
+        "shim": {
+            "connections": int(value(m, "fairvisor_shim_connections")),
+            "frames": int(value(m, "fairvisor_frames_total")),
+            "frames_per_read": round(value(m, "fairvisor_frames_total") / reads, 2)
+            if (reads := value(m, "fairvisor_frame_reads_total")) else None,
+        },
     }
 
 
@@ -145,6 +152,9 @@ def render(s: dict) -> str:
     lines.append(f"counters   reloads {c['reloads_ok']} ok / {c['reloads_refused']} refused, kill switches "
                  f"{c['kill_switches_active']}, would-reject {c['would_reject']}, engine unavailable "
                  f"{c['engine_unavailable']}, log dropped {c['decision_log_dropped']}, state keys {c['state_keys']}")
+    sh = s["shim"]
+    per_read = f", {sh['frames_per_read']:.2f} frames per read" if sh["frames_per_read"] is not None else ""
+    lines.append(f"shim       {sh['connections']} connections, {sh['frames']} frames{per_read}")
     if s["decisions"]:
         lines += ["", table(["ACTION", "REASON", "POLICY", "COUNT"],
                             [[d["action"], d["reason"] or "-", d["policy"] or "-", d["count"]] for d in s["decisions"]],

@@ -83,6 +83,28 @@ def test_status_table_via_env_socket(engine_socket):
     assert "\x1b[" not in result.stdout
 
 
+def test_status_shows_the_shim_pipe_batching(engine_socket):
+    """The engine server's counts (set when /metrics is scraped): connections, frames per read."""
+    engine = busy_engine()
+
+    def server_counts(metrics):  # what EngineServer._report_transport sets
+        metrics.shim_connections.set((), 3)
+        metrics.frames.values[()] = 1200
+        metrics.frame_reads.values[()] = 96
+
+    engine.scrape_hooks.append(server_counts)
+    path = engine_socket(engine)
+    s = json.loads(CliRunner().invoke(main, ["status", "--socket", path, "--json"]).stdout)
+    assert s["shim"] == {"connections": 3, "frames": 1200, "frames_per_read": 12.5}
+    out = CliRunner().invoke(main, ["status", "--socket", path]).stdout
+    assert "shim       3 connections, 1200 frames, 12.50 frames per read" in out.splitlines()
+
+
+def test_status_without_frames_says_no_ratio(engine_socket):
+    s = json.loads(CliRunner().invoke(main, ["status", "--socket", engine_socket(busy_engine()), "--json"]).stdout)
+    assert s["shim"] == {"connections": 0, "frames": 0, "frames_per_read": None}
+
+
 def test_not_ready_exits_1(engine_socket, tmp_path):
     from pyengine.config import from_env
     from pyengine.engine import Engine
