@@ -2,6 +2,8 @@
 
 from urllib.parse import parse_qsl, unquote
 
+import msgspec
+
 from .protocol.messages import SURFACE_DESCRIBED
 
 # Header names the engine needs on the decision-service surface, besides the policy's own.
@@ -52,30 +54,29 @@ def strip_port(host: str) -> str:
     return host
 
 
-class RequestView:
+class RequestView(msgspec.Struct, gc=False):
     """What the policy sees of one request. Header values are decoded on first use only.
 
     `keys` caches limit-key values for this request: several rules keyed on the same
     `jwt:org_id` decode the token once.
     """
 
-    __slots__ = ("method", "path", "query", "host", "remote_addr", "_headers", "_index", "body",
-                 "request_id", "_params", "client_ip", "llm", "keys", "prompt_ratio")
-
-    def __init__(self, target: tuple[str, str, str, str], remote_addr: str,
-                 headers: list, index: dict[str, int], body: bytes | None, request_id: str = ""):
-        # target: (METHOD, normalized path, query, host without port), see describe_target.
-        self.method, self.path, self.query, self.host = target
-        self.remote_addr = remote_addr
-        self._headers = headers
-        self._index = index
-        self.body = body
-        self.request_id = request_id
-        self._params: dict[str, str] | None = None
-        self.client_ip: str | None = None  # filled by the ip extractor on first use
-        self.llm = None  # LLMRequest, parsed on first use by an LLM rule
-        self.keys: dict[str, str | None] = {}
-        self.prompt_ratio = None  # model -> learned prompt chars per token (set by the engine)
+    # A msgspec Struct: one is built per request, and its C __init__ costs a fraction of a Python
+    # one. gc=False is safe: nothing it holds refers back to it.
+    method: str
+    path: str  # normalized (see normalize_path)
+    query: str
+    host: str  # lower-case, without port
+    remote_addr: str
+    _headers: list  # values in the order of `_index`, padded with None to its length
+    _index: dict
+    body: bytes | None
+    request_id: str = ""
+    _params: dict | None = None  # query parameters, parsed on first use
+    client_ip: str | None = None  # filled by the ip extractor on first use
+    llm: object = None  # LLMRequest, parsed on first use by an LLM rule
+    keys: dict = {}  # limit key -> value, filled on first use (msgspec copies the default per instance)
+    prompt_ratio: object = None  # model -> learned prompt chars per token (set by the engine)
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name; None when absent or not requested in hello."""
@@ -168,6 +169,7 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
             if len(_target_cache) >= _TARGET_CACHE_MAX:
                 _target_cache.clear()
             _target_cache[cache_key] = target
-    return RequestView(target, msg.remote_addr.decode("utf-8", "replace"), headers, index, msg.body,
-                       msg.request_id.decode("utf-8", "replace") if msg.request_id else "")
+    method, path, query, host = target
+    return RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
+                       msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "")
 
