@@ -27,9 +27,13 @@ class NullProtocol(asyncio.Protocol):
         self.frames = FrameBuffer()
 
     def data_received(self, data):
+        # Like the real engine: every frame decoded, the replies to one read in one write.
+        replies = []
         for body in self.frames.feed(data):
             msg = decode_request(body)
-            self.transport.write(ALLOW if type(msg) is Decide else HELLO if msg.__struct_config__.tag == 1 else OK)
+            replies.append(ALLOW if type(msg) is Decide else HELLO if msg.__struct_config__.tag == 1 else OK)
+        if replies:
+            self.transport.write(b"".join(replies))
 
 
 async def serve(path: str) -> None:
