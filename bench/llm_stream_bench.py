@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import pathlib
 import statistics
 import subprocess
@@ -25,7 +24,8 @@ import sys
 import tempfile
 import time
 
-from benchlib import WORKERS, plain_proxy_conf, free_port, start_edge, start_nginx, stop_all, wait_listening
+from benchlib import (WORKERS, child_pids, cpu_s, free_port, plain_proxy_conf, start_edge, start_nginx, stop_all,
+                      wait_listening)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.8
@@ -85,15 +85,9 @@ async def drive(port: int, path: str, tokens: int, concurrency: int, duration_s:
             "total_mean_ms": statistics.fmean(total) * 1000}
 
 
-def cpu_s(pids: list[int]) -> float:
+def tree_cpu_s(pids: list[int]) -> float:
     """User + system CPU seconds of the processes and their children (nginx workers)."""
-    total = 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
-        for child in [pid] + [int(c) for c in pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]:
-            fields = pathlib.Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return sum(cpu_s(p) for pid in pids for p in [pid, *child_pids(pid)])
 
 
 def main() -> None:
@@ -128,9 +122,9 @@ def main() -> None:
             for name, port, path, pids in (("plain", plain_port, "/v1/chat/completions", [plain.pid]),
                                            ("edge", edge_port, "/openai/v1/chat/completions", edge_pids)):
                 asyncio.run(drive(port, path, args.tokens, args.concurrency, 1.0))  # warm-up
-                before = cpu_s(pids)
+                before = tree_cpu_s(pids)
                 rows[name] = asyncio.run(drive(port, path, args.tokens, args.concurrency, args.duration))
-                rows[name]["cpu_ms"] = (cpu_s(pids) - before) * 1000 / rows[name]["streams"]
+                rows[name]["cpu_ms"] = (tree_cpu_s(pids) - before) * 1000 / rows[name]["streams"]
         finally:
             stop_all(procs)
 

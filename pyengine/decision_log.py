@@ -13,6 +13,7 @@ import time
 
 import msgspec
 
+from .bounded import remember
 from .policy.rules import MICROS, KEY_SEP, CostRule, LLMRule
 
 log = logging.getLogger("fairvisor.decision_log")
@@ -56,8 +57,8 @@ def rfc3339_ms(epoch_s: float) -> str:
     return f"{_second[1]}.{int((epoch_s - whole) * 1000):03d}Z"
 
 
-# Hashes by raw key: a reject flood repeats few keys, and sha256 is most of a record's cost.
-# Cleared whole when full; long keys (header values can be KiBs) are not kept.
+# Hashes by raw key (pyengine.bounded): a reject flood repeats few keys, and sha256 is most of a
+# record's cost. Long keys (header values can be KiBs) are not kept.
 _HASH_CACHE_MAX = 16384
 _CACHED_KEY_MAX_CHARS = 256
 _hashes: dict[str, str] = {}
@@ -70,9 +71,7 @@ def hash_key(raw: str) -> str:
     if h is None:
         h = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX_CHARS]
         if len(raw) <= _CACHED_KEY_MAX_CHARS:
-            if len(_hashes) >= _HASH_CACHE_MAX:
-                _hashes.clear()
-            _hashes[raw] = h
+            remember(_hashes, _HASH_CACHE_MAX, raw, h)
     return h
 
 

@@ -10,13 +10,15 @@ import re
 
 import jwt as pyjwt
 
+from .bounded import remember
+
 # Decoded JWT payloads by raw token. Clients repeat their token on every request, so the cache
-# hits almost always; it is cleared whole when full to stay bounded without LRU bookkeeping.
+# hits almost always (bounded: pyengine.bounded).
 _JWT_CACHE_MAX = 4096
 _jwt_cache: dict[str, dict | None] = {}
 
-# Entries per TrustedProxies cache; each is cleared whole when full (bounded, no LRU upkeep):
-# at most ~6 MB together, since X-Forwarded-For values longer than 256 characters are not kept.
+# Entries per TrustedProxies memo table (pyengine.bounded): at most ~6 MB together, since
+# X-Forwarded-For values longer than 256 characters are not kept.
 _CACHE_MAX = 16384
 _CACHED_XFF_MAX_CHARS = 256
 
@@ -37,10 +39,7 @@ def jwt_claims(authorization: str | None) -> dict | None:
             claims = None
     except Exception:  # noqa: BLE001 - any malformed token simply has no claims
         claims = None
-    if len(_jwt_cache) >= _JWT_CACHE_MAX:
-        _jwt_cache.clear()
-    _jwt_cache[token] = claims
-    return claims
+    return remember(_jwt_cache, _JWT_CACHE_MAX, token, claims)
 
 
 def claim_text(value) -> str | None:
@@ -73,10 +72,7 @@ class TrustedProxies:
             result = any(ip in net for net in self._nets if net.version == ip.version)
         except ValueError:
             result = False
-        if len(self._cache) >= _CACHE_MAX:
-            self._cache.clear()
-        self._cache[addr] = result
-        return result
+        return remember(self._cache, _CACHE_MAX, addr, result)
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
         """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted.
@@ -88,10 +84,7 @@ class TrustedProxies:
         key = (remote_addr, forwarded_for)
         client = self._walks.get(key)
         if client is None:
-            client = self._walk(remote_addr, forwarded_for)
-            if len(self._walks) >= _CACHE_MAX:
-                self._walks.clear()
-            self._walks[key] = client
+            client = remember(self._walks, _CACHE_MAX, key, self._walk(remote_addr, forwarded_for))
         return client
 
     def _walk(self, remote_addr: str, forwarded_for: str | None) -> str:

@@ -4,6 +4,8 @@ from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
+from .bounded import remember
+
 from .protocol.messages import SURFACE_DESCRIBED
 
 # Header names the engine needs on the decision-service surface, besides the policy's own.
@@ -140,8 +142,7 @@ def describe_target(method: bytes, uri: bytes, host: bytes, strip_prefix: bool) 
 
 # describe_target results by raw (method, uri, host, strip): clients repeat a handful of
 # endpoints, so this saves the decoding and normalising (~4 us) on nearly every request.
-# Cleared whole when full: bounded (< 8K x 1 KiB), and a flood of distinct URIs only costs the
-# misses; longer targets are never cached.
+# Bounded (pyengine.bounded; < 8K x 1 KiB): longer targets are never kept.
 _TARGET_CACHE_MAX = 8192
 _CACHED_TARGET_MAX_BYTES = 1024
 _target_cache: dict[tuple, tuple[str, str, str, str]] = {}
@@ -166,9 +167,7 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
     if target is None:
         target = describe_target(*cache_key)
         if len(uri) + len(host) <= _CACHED_TARGET_MAX_BYTES:
-            if len(_target_cache) >= _TARGET_CACHE_MAX:
-                _target_cache.clear()
-            _target_cache[cache_key] = target
+            remember(_target_cache, _TARGET_CACHE_MAX, cache_key, target)
     method, path, query, host = target
     return RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
                        msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "")

@@ -3,6 +3,7 @@
 import msgspec
 
 from .algorithms.outcome import Outcome
+from .bounded import remember
 from .protocol.messages import SURFACE_DESCRIBED, Verdict
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
@@ -94,19 +95,27 @@ def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes
 # Verdicts of plain allows (no reservation, no delay) and of rejections are a pure function of
 # a few Decision fields and the surface, and repeat a lot under load (a bucket of burst 10 has 11
 # `remaining` values; a reject flood repeats one answer): built once and shared. Shared verdicts
-# are never mutated (only reserving verdicts are, by LLMProxy). Cleared whole when full.
+# are never mutated (only reserving verdicts are, by LLMProxy). Bounded: pyengine.bounded.
 _CACHE_MAX = 8192
 _cache: dict[tuple, Verdict] = {}
 
 
-def _build(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+def _allow_headers(d: Decision) -> list[str]:
     headers: list[str] = []
     if d.outcome is not None:
         rate_limit_headers(d.rule, d.outcome, headers)
+    if d.warning:
+        headers += ("X-Fairvisor-Warning", d.warning)
+    return headers
+
+
+def _build(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     if d.status == 0:
-        if d.warning:
-            headers += ("X-Fairvisor-Warning", d.warning)
+        headers = _allow_headers(d)
         return Verdict(status=0, headers=headers) if headers else ALLOW_EMPTY
+    headers: list[str] = []
+    if d.outcome is not None:
+        rate_limit_headers(d.rule, d.outcome, headers)
     content_type, body = _body(d, surface, llm_format)
     headers += ("X-Fairvisor-Reason", d.reason, "Content-Type", content_type)
     if d.retry_after_s:
@@ -120,10 +129,7 @@ def _shared(d: Decision, surface: int, llm_format: str | None) -> Verdict:
            None if o is None else (o.limit, o.window_s, o.remaining, o.reset_s))
     verdict = _cache.get(key)
     if verdict is None:
-        verdict = _build(d, surface, llm_format)
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        _cache[key] = verdict
+        verdict = remember(_cache, _CACHE_MAX, key, _build(d, surface, llm_format))
     return verdict
 
 
@@ -135,11 +141,7 @@ def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     rid = d.reservation_id
     if d.status or (not rid and not d.delay_ms):
         return _shared(d, surface, llm_format)
-    headers: list[str] = []
-    if d.outcome is not None:
-        rate_limit_headers(d.rule, d.outcome, headers)
-    if d.warning:
-        headers += ("X-Fairvisor-Warning", d.warning)
+    headers = _allow_headers(d)
     if rid and surface == SURFACE_DESCRIBED:
         headers += ("X-Fairvisor-Reservation", rid)
     return Verdict(status=0, headers=headers, delay_ms=d.delay_ms, reservation_id=rid or "")

@@ -1,5 +1,7 @@
 """Selector matching: which policies apply to a (method, host, path), with a bounded route cache."""
 
+from ..bounded import remember
+
 _ROUTE_CACHE_MAX = 8192
 
 
@@ -58,8 +60,4 @@ class RouteIndex:
             return hit
         found = tuple(p for sel, p in self._entries if sel.matches(method, host, path))
         straight = tuple(r for p in found for r in p.rules) if all(p.straight for p in found) else None
-        hit = (found, straight)
-        if len(self._cache) >= _ROUTE_CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = hit
-        return hit
+        return remember(self._cache, _ROUTE_CACHE_MAX, key, (found, straight))

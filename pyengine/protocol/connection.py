@@ -72,15 +72,14 @@ class ConnectionProtocol(asyncio.Protocol):
             self.transport.write(encode_frame(ErrorReply(code=exc.code, message=exc.message)))
             self.transport.close()
             return
+        if not bodies:
+            return
+        stats = self._stats
+        stats.reads += 1
+        stats.frames += len(bodies)
         # Replies to frames that arrived together leave together: one write (syscall) per read.
-        if bodies:
-            stats = self._stats
-            stats.reads += 1
-            stats.frames += len(bodies)
-        if len(bodies) == 1:
-            self.transport.write(self._answer(bodies[0]))
-        elif bodies:
-            self.transport.write(b"".join([self._answer(body) for body in bodies]))
+        answer = self._answer
+        self.transport.write(answer(bodies[0]) if len(bodies) == 1 else b"".join(map(answer, bodies)))
 
     def _answer(self, body) -> bytes:
         try:
