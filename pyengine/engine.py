@@ -172,9 +172,14 @@ class Engine:
         self.store.sweep(now_s, SWEEP_BATCH)
         if getattr(self.store, "evictions", 0) > evicted:
             self.metrics.state_evictions.inc((), self.store.evictions - evicted)
-        expired = self.reservations.expire(now_s)
+        rs = self.reservations
+        early = rs.evicted
+        expired = rs.expire(now_s)
         if expired:
             self.metrics.reservations_expired.inc((), expired)
+        if rs.evicted > early:
+            self.metrics.reservations_evicted.inc((), rs.evicted - early)
+        self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
         self._count_kill_switches(now_s)
         self.decision_log.flush()

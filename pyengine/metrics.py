@@ -124,6 +124,10 @@ class EngineMetrics:
         self.reservations_expired = r.add(Counter("fairvisor_reservations_expired_total",
                                                   "LLM reservations never settled, dropped after their TTL "
                                                   "(they stay charged as reserved)."))
+        self.reservations_evicted = r.add(Counter("fairvisor_reservations_evicted_total",
+                                                  "LLM reservations expired before their TTL because the engine "
+                                                  "held its maximum of open ones (they stay charged as reserved)."))
+        self.reservations_open = r.add(Gauge("fairvisor_reservations_open", "LLM reservations not yet settled."))
         self.state_keys = r.add(Gauge("fairvisor_state_keys", "Limiter state entries held in memory."))
         self.state_evictions = r.add(Counter("fairvisor_state_evictions_total",
                                              "Live limiter state entries evicted because the store held "
@@ -141,11 +145,19 @@ class EngineMetrics:
         self.state_snapshot_errors = r.add(Counter("fairvisor_state_snapshot_errors_total",
                                                    "Durable-state files that failed to write (errno) or were corrupt.",
                                                    ("error",)))
+        self.state_restore_skipped = r.add(Counter("fairvisor_state_restore_skipped_total",
+                                                   "Durable-state entries (bad_value) or files (stray_name) skipped "
+                                                   "at restore; a corrupt file counts as a snapshot error.",
+                                                   ("reason",)))
         # Shim connections and frames (set when scraped by the server): frames / reads is the
         # mean number of frames one read carried, i.e. how well the shim's pipe batches.
         self.shim_connections = r.add(Gauge("fairvisor_shim_connections", "Open connections from nginx workers."))
         self.frames = r.add(Counter("fairvisor_frames_total", "Request frames received from the shim."))
         self.frame_reads = r.add(Counter("fairvisor_frame_reads_total", "Socket reads that carried request frames."))
+        self.shim_connections_closed = r.add(Counter("fairvisor_shim_connections_closed_total",
+                                                     "Shim connections the engine closed: idle, partial_frame "
+                                                     "(stalled mid-frame) or buffer_budget (too many bytes pending).",
+                                                     ("reason",)))
         self.tokens_reserved.inc((), 0)  # unlabelled and known label sets start at 0, so rate() works at once
         self.tokens_settled.inc(("prompt",), 0)
         self.tokens_settled.inc(("completion",), 0)
@@ -154,6 +166,7 @@ class EngineMetrics:
         self.decision_log_dropped.inc((), 0)
         self.engine_unavailable.inc((), 0)
         self.reservations_expired.inc((), 0)
+        self.reservations_evicted.inc((), 0)
         self.kill_switch_active.set((), 0)
 
     def render(self) -> str:

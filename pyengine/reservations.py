@@ -12,6 +12,10 @@ import os
 from .policy.rules import CostRule, LLMRule
 
 DEFAULT_TTL_S = 900.0
+# Open reservations held at most (~400 bytes each: ~0.4 GiB). Past it the oldest expire early,
+# charged as reserved like any expiry: a decision service whose gateway never settles cannot
+# grow the engine without bound, whatever its request rate.
+DEFAULT_MAX_OPEN = 1_000_000
 
 
 class Reservation:
@@ -27,10 +31,13 @@ class Reservation:
 
 
 class Reservations:
-    """Held in insertion order, so expiry pops from the front only."""
+    """Held in insertion order, which is time order (the engine clock never steps back) with one
+    TTL: the due ones are always a prefix, so expiry costs O(expired), whatever the rate."""
 
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S):
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_open: int = DEFAULT_MAX_OPEN):
         self.ttl_s = ttl_s
+        self.max_open = max_open
+        self.evicted = 0  # reservations expired early by max_open, ever (a counter)
         self._open: dict[str, Reservation] = {}
         # A per-process random prefix: ids from before an engine restart never collide.
         self._prefix = os.urandom(4).hex()
@@ -54,14 +61,24 @@ class Reservations:
         return self._open.pop(rid, None)
 
     def expire(self, now_s: float) -> int:
-        dropped = 0
+        """Drop every reservation past its TTL (returns how many), then the oldest beyond
+        `max_open` (counted in `evicted`). Both stay charged as reserved."""
         cutoff = now_s - self.ttl_s
-        for rid in list(itertools.islice(self._open, 10_000)):
-            if self._open[rid].at_s > cutoff:
+        due = []
+        # One iterator over the prefix: popping the front and restarting would rescan the
+        # dict's deleted slots each time (quadratic in a burst of expiries).
+        for rid, r in self._open.items():
+            if r.at_s > cutoff:
                 break
-            del self._open[rid]
-            dropped += 1
-        return dropped
+            due.append(rid)
+        excess = len(self._open) - len(due) - self.max_open
+        if excess > 0:
+            due.extend(itertools.islice(self._open, len(due), len(due) + excess))
+            self.evicted += excess
+        pop = self._open.pop
+        for rid in due:
+            pop(rid)
+        return len(due) - max(excess, 0)
 
 
 def reserved_tokens(r: Reservation) -> int:
