@@ -7,8 +7,10 @@ Layout of `<state_dir>/state/`:
 Every file is written to ``<name>.tmp``, fsynced and renamed, so a reader sees a whole file
 or none. Restore = base, then the deltas with a higher seq in order. A new base is written
 every COMPACT_EVERY_S (and after any failed write, which may have lost a delta); it then
-deletes the files it covers. A file that does not decode is renamed ``<name>.corrupt-<ts>``
-and logged; the engine starts with what remains.
+deletes the files it covers. Restore never fails on what it finds: a file that does not
+decode, or a name flush would not write, is renamed ``<name>.corrupt-<ts>``; an entry of no
+valid value shape is skipped; each is logged and counted, and the engine starts with the rest.
+A failed write removes its ``.tmp``; leftover ones (a crash mid-write) are deleted at start.
 
 Threads: encoding runs on the event loop (it must see one consistent store); writing and
 fsync run on one background thread, one file at a time. A flush while the previous write is
@@ -19,8 +21,11 @@ import concurrent.futures
 import errno
 import fcntl
 import logging
+import math
 import os
+import re
 import time
+from typing import Any
 
 import msgspec
 
@@ -31,9 +36,9 @@ BASE_NAME = "base.msgpack"
 DELTA_PREFIX = "delta-"
 COMPACT_EVERY_S = 60.0
 MAX_DELTAS = 300  # a base is due earlier when this many deltas pile up
-
-# A stored value: a float, or a tuple (which travels as an array); nil = deleted.
-Value = float | list[float | int] | None
+# A delta's name: exactly what flush writes (int() alone would take "1_0", " 1" or other digits).
+_DELTA_RE = re.compile(r"delta-([0-9]{1,19})\.msgpack")
+_ASIDE_MARK = ".corrupt-"
 
 
 class SnapshotFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -41,28 +46,65 @@ class SnapshotFile(msgspec.Struct, forbid_unknown_fields=True):
     kind: str  # "base" | "delta"
     seq: int  # strictly increasing per state dir
     written_at_s: float  # UTC epoch seconds (engine clock) when encoded
-    entries: dict[str, Value]  # state key -> value; a base may hold expired ones (dropped at restore)
+    # state key -> value (pyengine.state.store: a float, or a tuple as an array; nil = deleted).
+    # Read as Any and checked one by one (_checked), so one bad entry costs only itself.
+    entries: dict[str, Any]
 
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(SnapshotFile)
+_BAD = object()  # _checked's answer for a value of no valid shape
+
+
+def _checked(value):
+    """A stored value as the store holds it, None for a deletion, or _BAD.
+
+    Valid: a finite number (the expiry), or a non-empty array of finite numbers whose item 0
+    is the expiry. Anything else (an empty array: a crash on value[0]; a string, a map, a bool,
+    NaN, an infinite expiry) never reaches the store."""
+    if value is None:
+        return None
+    c = value.__class__
+    if c is float or c is int:
+        return float(value) if math.isfinite(value) else _BAD
+    if c is not list or not value:
+        return _BAD
+    for x in value:
+        if (x.__class__ is not float and x.__class__ is not int) or not math.isfinite(x):
+            return _BAD
+    return tuple(value)
 
 
 def _live(value, now_s: float) -> bool:
     return value is not None and (value if value.__class__ is float else value[0]) > now_s
 
 
+def delta_seq(name: str) -> int | None:
+    """The seq of a delta file name, or None when `name` is not one."""
+    m = _DELTA_RE.fullmatch(name)
+    return int(m.group(1)) if m else None
+
+
 def _write_atomic(path: str, data: bytes) -> None:
+    """Write `path` as a whole or not at all (tmp, fsync, rename; 0600). A failed write removes
+    its tmp file before raising: a full disk must not fill up further with half files."""
     tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class Snapshots:
@@ -98,6 +140,15 @@ class Snapshots:
 
     # -- restore -------------------------------------------------------------------------
 
+    def _set_aside(self, path: str, why: str) -> None:
+        aside = f"{path}{_ASIDE_MARK}{int(time.time())}"
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            aside = f"(not renamed: {exc.strerror})"
+        log.error("state snapshot %s is corrupt (%s): set aside as %s; starting without it",
+                  path, why, os.path.basename(aside))
+
     def _read(self, name: str) -> SnapshotFile | None:
         path = os.path.join(self.dir, name)
         try:
@@ -106,42 +157,71 @@ class Snapshots:
             if snap.v != FORMAT_VERSION or snap.kind not in ("base", "delta"):
                 raise msgspec.ValidationError(f"unsupported format v={snap.v} kind={snap.kind!r}")
             return snap
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            aside = f"{path}.corrupt-{int(time.time())}"
-            os.replace(path, aside)
-            log.error("state snapshot %s is corrupt (%s): set aside as %s; starting without it",
-                      path, exc, os.path.basename(aside))
+        except (msgspec.DecodeError, msgspec.ValidationError, OSError) as exc:
+            self._set_aside(path, str(exc))
             self._count("corrupt")
             return None
 
+    def _skipped(self, reason: str, n: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.state_restore_skipped.inc((reason,), n)
+
+    def _scan(self) -> tuple[bool, list[tuple[int, str]]]:
+        """(base present, [(seq, delta name)] in seq order); removes leftover *.tmp files and
+        sets aside files that look like ours but are not named as flush names them."""
+        base, deltas = False, []
+        for name in sorted(os.listdir(self.dir)):
+            path = os.path.join(self.dir, name)
+            if name.endswith(".tmp"):  # a write cut short by a crash; never renamed, never read
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    log.error("cannot remove the leftover %s: %s", path, exc.strerror)
+                continue
+            if name == BASE_NAME:
+                base = True
+                continue
+            seq = delta_seq(name)
+            if seq is not None:
+                deltas.append((seq, name))
+            elif _ASIDE_MARK not in name and (name.startswith(DELTA_PREFIX) or name.endswith(".msgpack")):
+                self._set_aside(path, "not a name the engine writes")
+                self._skipped("stray_name")
+        deltas.sort()
+        return base, deltas
+
     def restore(self, now_s: float) -> int:
-        """Load base + newer deltas into the store; returns the live entries restored."""
+        """Load base + newer deltas into the store; returns the live entries restored. What
+        cannot be read is skipped, set aside and counted, never fatal: a crash here would be a
+        restart loop (and fail-open) for as long as the file stays."""
         if not self.enabled:
             return 0
-        names = sorted(os.listdir(self.dir))
-        for name in names:
-            if name.endswith(".tmp"):  # a write cut short by a crash; never renamed, never read
-                os.unlink(os.path.join(self.dir, name))
+        has_base, deltas = self._scan()
         data: dict = {}
+        bad = 0
         base_seq = -1
-        if BASE_NAME in names:
-            snap = self._read(BASE_NAME)
-            if snap is not None:
+        files = [(None, BASE_NAME)] if has_base else []
+        for seq, name in files + deltas:
+            if seq is not None and seq <= base_seq:
+                continue
+            snap = self._read(name)
+            if snap is None:
+                continue
+            if seq is None:
                 base_seq = snap.seq
-                data.update(snap.entries)
-        deltas = sorted((int(n[len(DELTA_PREFIX):-len(".msgpack")]), n) for n in names
-                        if n.startswith(DELTA_PREFIX) and n.endswith(".msgpack"))
-        for seq, name in deltas:
-            if seq > base_seq:
-                snap = self._read(name)
-                if snap is not None:
-                    data.update(snap.entries)
+            for key, value in snap.entries.items():
+                value = _checked(value)
+                if value is _BAD:
+                    bad += 1
+                else:
+                    data[key] = value
+        if bad:
+            log.error("state restore from %s skipped %d entries of no valid shape", self.dir, bad)
+            self._skipped("bad_value", bad)
         self.seq = max([base_seq] + [s for s, _ in deltas]) + 1
         put = self.store.put
         restored = 0
         for key, value in data.items():
-            if value.__class__ is list:
-                value = tuple(value)
             if _live(value, now_s):
                 put(key, value)
                 restored += 1
@@ -212,8 +292,8 @@ class Snapshots:
     def _write_base(self, data: bytes, seq: int) -> None:
         _write_atomic(os.path.join(self.dir, BASE_NAME), data)
         for name in os.listdir(self.dir):  # deltas the base covers
-            if name.startswith(DELTA_PREFIX) and name.endswith(".msgpack") \
-                    and int(name[len(DELTA_PREFIX):-len(".msgpack")]) <= seq:
+            covered = delta_seq(name)
+            if covered is not None and covered <= seq:
                 os.unlink(os.path.join(self.dir, name))
 
     def wait(self) -> None:
