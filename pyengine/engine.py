@@ -21,6 +21,7 @@ from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .signing import sig_path, verify
+from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
 from .state.snapshot import Snapshots
 from .usage import handle_usage
@@ -80,6 +81,8 @@ class Engine:
         self._reload_requested = False
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
+        self.last_good: LastGoodFile | None = None  # the last accepted bundle on disk, likewise
+        self.policy_source: str | None = None  # "file", or "last_good" when the file was refused at start
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
         self.hello_reply = self._make_hello()
 
@@ -98,21 +101,44 @@ class Engine:
         """Put a bundle in force, or raise PolicyError and keep the one in force."""
         try:
             bundle = load_bundle_bytes(data, source, self.clock.now_s())
-            if self.bundle is not None and bundle.bundle_version <= self.bundle.version:
+            b = self.bundle
+            # Running on the last good bundle, the file put back as it was is accepted again.
+            same = self.policy_source == "last_good" and b is not None and bundle.bundle_version == b.version \
+                and policy_hash(data) == b.hash
+            if b is not None and bundle.bundle_version <= b.version and not same:
                 raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
                                    f"({self.bundle.version}), got {bundle.bundle_version}"])
+            self._check_floor(bundle.bundle_version, data, source)
         except PolicyError as exc:
             self._refused(exc.errors)
             raise
+        self._put_in_force(bundle, data)
+        self.policy_source = "file"
+        if self.last_good is not None and (self.last_good.record is None
+                                           or self.last_good.record.hash != self.bundle.hash):
+            self.last_good.save(data, self.bundle.version, self.bundle.hash, self.clock.now_s())
+
+    def _check_floor(self, version: int, data: bytes, source: str) -> None:
+        """At start (nothing in force yet) the version floor is the last bundle accepted before
+        the restart: the same bundle again, or a higher version (docs/operations.md: rollback)."""
+        rec = self.last_good.record if self.bundle is None and self.last_good is not None else None
+        if rec is None or version > rec.bundle_version or (
+                version == rec.bundle_version and policy_hash(data) == rec.hash):
+            return
+        raise PolicyError([f"{source}: $.bundle_version: must be greater than the last accepted version "
+                           f"({rec.bundle_version}, recorded in {self.last_good.path}) unless it is that same "
+                           f"bundle, got {version}"])
+
+    def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.hello_reply = self._make_hello()
-        self.metrics.reloads.inc(("ok",))
+        self.metrics.reloads.inc((result,))
         self.metrics.policy_info.values.clear()
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
         self._count_kill_switches(self.clock.now_s())
-        self.decision_log.reload(self.clock.now_s(), "ok", compiled.version, compiled.hash)
+        self.decision_log.reload(self.clock.now_s(), result, compiled.version, compiled.hash)
         log.info("policy in force: version=%s hash=%s policies=%d", compiled.version, compiled.hash,
                  len(compiled.policies))
 
@@ -156,13 +182,38 @@ class Engine:
         if self.snapshots is not None:
             self.snapshots.flush(self.clock.now_s())
 
-    def enable_durable_state(self) -> int:
+    def enable_durable_state(self, config_path: str | None = None) -> int:
         """Restore `<state_dir>/state` into this engine's store (which must track dirty keys)
-        and keep it written from now on. Returns the entries restored."""
+        and keep it written from now on; with `config_path`, also keep the last bundle accepted
+        from it (pyengine.state.last_good). Returns the entries restored."""
         self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
         restored = self.snapshots.restore(self.clock.now_s())
         index_tripped(self.store.as_dict().items(), self.tripped)
+        if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
+            self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
+            self.last_good.load()
         return restored
+
+    def start_from_last_good(self, refusal: list[str]) -> bool:
+        """The configured file was refused at start: put the last good bundle in force instead,
+        loudly (ERROR log, fairvisor_policy_reload_total{result="last_good"}, /readyz). The
+        refusal stays in last_errors until a new file is accepted. False when there is none."""
+        lg = self.last_good
+        if lg is None or lg.record is None:
+            return False
+        try:
+            data = lg.bundle_bytes()
+            bundle = load_bundle_bytes(data, "last-good", self.clock.now_s())
+        except PolicyError as exc:
+            for line in exc.errors:
+                log.error("last good policy not usable: %s", line)
+            return False
+        self._put_in_force(bundle, data, "last_good")
+        self.policy_source = "last_good"
+        self.last_errors = refusal
+        log.error("policy file %s REFUSED at start: running on the last good bundle, %s, from %s; "
+                  "fix the file (or see docs/operations.md, rollback)", lg.config_path, describe(lg.record), lg.path)
+        return True
 
     def upkeep(self) -> None:
         """Called by the server about every second: policy file watch and idle-state expiry."""
@@ -305,6 +356,8 @@ class Engine:
                 "uptime_s": int(time.time() - self.started_at_s)}
         if self.last_errors:
             body["last_reload_errors"] = self.last_errors
+        if self.policy_source == "last_good":  # the configured file was refused at start
+            body["policy_source"] = "last_good"
         body["top_rejected_keys"] = self.decision_log.top_rejected()
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
@@ -323,11 +376,13 @@ def build_engine(settings, clock=None) -> Engine:
     # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
     # only what changed each tick instead of the whole store.
     engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
-    engine.enable_durable_state()
+    # The bundled default ships with the code: it has no last good version to fall back to.
+    engine.enable_durable_state(settings.config_file)
     path = settings.config_file or DEFAULT_POLICY_PATH
     try:
         engine.load_file(path)
     except PolicyError as exc:
         for line in exc.errors:
             log.error("policy refused: %s", line)
+        engine.start_from_last_good(exc.errors)
     return engine

@@ -85,7 +85,7 @@ def delta_seq(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def write_atomic(path: str, data: bytes) -> None:
     """Write `path` as a whole or not at all (tmp, fsync, rename; 0600). A failed write removes
     its tmp file before raising: a full disk must not fill up further with half files."""
     tmp = path + ".tmp"
@@ -281,7 +281,7 @@ class Snapshots:
                 v = get(k)
                 entries[k] = v if _live(v, now_s) else None
             snap = SnapshotFile(FORMAT_VERSION, "delta", self.seq, now_s, entries)
-            self._job = self._pool.submit(_write_atomic, os.path.join(self.dir, f"{DELTA_PREFIX}{self.seq:012d}.msgpack"),
+            self._job = self._pool.submit(write_atomic, os.path.join(self.dir, f"{DELTA_PREFIX}{self.seq:012d}.msgpack"),
                                           _encoder.encode(snap))
             self._deltas += 1
         else:
@@ -290,7 +290,7 @@ class Snapshots:
         return True
 
     def _write_base(self, data: bytes, seq: int) -> None:
-        _write_atomic(os.path.join(self.dir, BASE_NAME), data)
+        write_atomic(os.path.join(self.dir, BASE_NAME), data)
         for name in os.listdir(self.dir):  # deltas the base covers
             covered = delta_seq(name)
             if covered is not None and covered <= seq:

@@ -92,12 +92,12 @@ def test_write_failure_is_counted_logged_once_and_healed_by_a_full_base(tmp_path
     metrics = EngineMetrics()
     store, snaps = fresh(tmp_path, metrics)
     snaps.restore(NOW)
-    real = snapmod._write_atomic
+    real = snapmod.write_atomic
 
     def full_disk(path, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(snapmod, "_write_atomic", full_disk)
+    monkeypatch.setattr(snapmod, "write_atomic", full_disk)
     with caplog.at_level(logging.ERROR, logger="fairvisor.state"):
         for i in range(3):
             store.put(f"k{i}", (NOW + 100, i))
@@ -105,7 +105,7 @@ def test_write_failure_is_counted_logged_once_and_healed_by_a_full_base(tmp_path
             snaps.wait()
     assert metrics.state_snapshot_errors.values == {("ENOSPC",): 3}
     assert caplog.text.count("FAILED") == 1
-    monkeypatch.setattr(snapmod, "_write_atomic", real)
+    monkeypatch.setattr(snapmod, "write_atomic", real)
     snaps.flush(NOW)  # a base, since deltas were lost
     snaps.wait()
     snaps._pool.shutdown()
