@@ -154,6 +154,8 @@ class EngineMetrics:
         self.shim_connections = r.add(Gauge("fairvisor_shim_connections", "Open connections from nginx workers."))
         self.frames = r.add(Counter("fairvisor_frames_total", "Request frames received from the shim."))
         self.frame_reads = r.add(Counter("fairvisor_frame_reads_total", "Socket reads that carried request frames."))
+        self.shim_pending_bytes = r.add(Gauge("fairvisor_shim_pending_bytes",
+                                              "Bytes of partial request frames buffered across shim connections."))
         self.shim_connections_closed = r.add(Counter("fairvisor_shim_connections_closed_total",
                                                      "Shim connections the engine closed: idle, partial_frame "
                                                      "(stalled mid-frame) or buffer_budget (too many bytes pending).",

@@ -8,6 +8,7 @@ import stat
 
 from .protocol.connection import ConnectionProtocol, FrameStats
 from .protocol.framing import DEFAULT_MAX_FRAME_BYTES
+from .protocol.limits import ConnectionLimits
 
 log = logging.getLogger("fairvisor.server")
 
@@ -30,12 +31,16 @@ class EngineServer:
     flush its state.
     """
 
-    def __init__(self, engine, socket_path: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+    def __init__(self, engine, socket_path: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 limits: ConnectionLimits | None = None):
         self.engine = engine
         self.socket_path = socket_path
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[ConnectionProtocol] = set()
         self.frame_stats = FrameStats()
+        self.limits = limits or ConnectionLimits()
+        if self.limits.metrics is None:
+            self.limits.metrics = engine.metrics
         engine.scrape_hooks.append(self._report_transport)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
@@ -50,7 +55,8 @@ class EngineServer:
         old_umask = os.umask(0o777 & ~SOCKET_MODE)
         try:
             self._server = await loop.create_unix_server(
-                lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes, self.frame_stats),
+                lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes, self.frame_stats,
+                                           self.limits),
                 path=self.socket_path,
                 backlog=1024,
             )
@@ -60,13 +66,16 @@ class EngineServer:
         self._tasks = [loop.create_task(self._every(UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep")),
                        loop.create_task(self._every(WATCH_INTERVAL_S, self.engine.watch, "watch")),
                        loop.create_task(self._every(LOG_FLUSH_INTERVAL_S, self.engine.decision_log.flush,
-                                                    "decision log flush"))]
+                                                    "decision log flush")),
+                       loop.create_task(self._every(self.limits.reap_interval_s,
+                                                    lambda: self.limits.reap(self.connections), "connection reap"))]
         log.info("engine listening on %s", self.socket_path)
 
     def _report_transport(self, metrics) -> None:
         metrics.shim_connections.set((), len(self.connections))
         metrics.frames.values[()] = self.frame_stats.frames
         metrics.frame_reads.values[()] = self.frame_stats.reads
+        metrics.shim_pending_bytes.set((), self.limits.pending_bytes)
 
     @staticmethod
     async def _every(interval_s: float, fn, what: str) -> None:

@@ -31,7 +31,8 @@ class ConnectionProtocol(asyncio.Protocol):
     go out in request order and no per-request task is created on the hot path.
     """
 
-    def __init__(self, handle, connections: set, max_frame_bytes: int, stats: FrameStats | None = None):
+    def __init__(self, handle, connections: set, max_frame_bytes: int, stats: FrameStats | None = None,
+                 limits=None):
         # Shared server state.
         self._handle = handle  # Request -> Response, never raises for a decodable request
         self._connections = connections
@@ -41,6 +42,11 @@ class ConnectionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reading_paused = False
         self._closing = False
+        # Held-bytes bounds (pyengine.protocol.limits); None: not tracked (unit tests).
+        self._limits = limits
+        self.pending_bytes = 0  # partial-frame bytes buffered, as last accounted to the limits
+        self.partial_since_s: float | None = None  # when the pending partial frame began
+        self.last_read_s = limits.clock() if limits is not None else 0.0
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -52,6 +58,7 @@ class ConnectionProtocol(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self._connections.discard(self)
         self.transport = None
+        self._release()
 
     def pause_writing(self) -> None:
         if not self._reading_paused and self.transport is not None:
@@ -70,8 +77,12 @@ class ConnectionProtocol(asyncio.Protocol):
             # The length prefix is untrustworthy: the stream cannot be resynchronised.
             log.warning("closing shim connection: %s", exc)
             self.transport.write(encode_frame(ErrorReply(code=exc.code, message=exc.message)))
-            self.transport.close()
+            self.close()
             return
+        if self._limits is not None:
+            self._track(bool(bodies))
+            if self._closing:
+                return
         if not bodies:
             return
         stats = self._stats
@@ -89,6 +100,40 @@ class ConnectionProtocol(asyncio.Protocol):
         except Exception:  # noqa: BLE001 - the one boundary where an engine bug becomes a reply
             log.exception("engine error while answering a frame")
             return encode_frame(ErrorReply(code="internal", message="engine error"))
+
+    # -- held bytes (pyengine.protocol.limits) -----------------------------------------------
+
+    def _track(self, completed: bool) -> None:
+        limits = self._limits
+        now_s = self.last_read_s = limits.clock()
+        pending = self._frames.pending_bytes
+        if not pending:
+            self.partial_since_s = None
+        elif completed or not self.pending_bytes:
+            self.partial_since_s = now_s  # a new frame began in this read
+        delta, self.pending_bytes = pending - self.pending_bytes, pending
+        if delta:
+            limits.account(self, delta)
+
+    def _release(self) -> None:
+        """Drop the partial frame now (the transport may take a while to report the close)."""
+        if self.pending_bytes and self._limits is not None:
+            self._limits.account(self, -self.pending_bytes)
+        self.pending_bytes = 0
+        self.partial_since_s = None
+        self._frames = FrameBuffer(self._frames.max_frame_bytes)
+
+    def peers(self):
+        return self._connections
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self.transport is None
+
+    def close(self) -> None:
+        """Close for a limit: the partial frame is released at once."""
+        self.shutdown()
+        self._release()
 
     # -- shutdown ----------------------------------------------------------------------
 
