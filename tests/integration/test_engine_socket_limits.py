@@ -49,6 +49,7 @@ def test_six_peers_holding_partial_16_mib_frames_are_bounded_and_disconnected(st
         # Six peers sent 90 MiB of frames that never complete; the engine holds at most the budget
         # (plus allocator slack), where it used to hold all of it.
         assert grown < PENDING_BUDGET_BYTES * 1.5, f"engine RSS grew by {grown / 2**20:.0f} MiB"
+        print(f"engine RSS grew by {grown / 2**20:.1f} MiB with {PEERS} peers holding partial frames")
         r = edge.decide(xff="10.9.9.9")
         assert r.status == 200 and r.headers.get("X-Fairvisor-Degraded") is None
         # Every stalled peer is disconnected: by the budget at once, or by the partial-frame timeout.
