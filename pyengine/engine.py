@@ -108,7 +108,7 @@ class Engine:
             if b is not None and bundle.bundle_version <= b.version and not same:
                 raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
                                    f"({self.bundle.version}), got {bundle.bundle_version}"])
-            self._check_floor(bundle.bundle_version, data, source)
+            self._check_floor(bundle.bundle_version, source)
         except PolicyError as exc:
             self._refused(exc.errors)
             raise
@@ -118,16 +118,14 @@ class Engine:
                                            or self.last_good.record.hash != self.bundle.hash):
             self.last_good.save(data, self.bundle.version, self.bundle.hash, self.clock.now_s())
 
-    def _check_floor(self, version: int, data: bytes, source: str) -> None:
-        """At start (nothing in force yet) the version floor is the last bundle accepted before
-        the restart: the same bundle again, or a higher version (docs/operations.md: rollback)."""
+    def _check_floor(self, version: int, source: str) -> None:
+        """At start (nothing in force yet) the version floor is the last version accepted before
+        the restart: an equal one is what a plain restart reads, an older one is refused as a
+        reload would refuse it (docs/operations.md: rollback)."""
         rec = self.last_good.record if self.bundle is None and self.last_good is not None else None
-        if rec is None or version > rec.bundle_version or (
-                version == rec.bundle_version and policy_hash(data) == rec.hash):
-            return
-        raise PolicyError([f"{source}: $.bundle_version: must be greater than the last accepted version "
-                           f"({rec.bundle_version}, recorded in {self.last_good.path}) unless it is that same "
-                           f"bundle, got {version}"])
+        if rec is not None and version < rec.bundle_version:
+            raise PolicyError([f"{source}: $.bundle_version: must be at least the last accepted version "
+                               f"({rec.bundle_version}, recorded in {self.last_good.path}), got {version}"])
 
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
