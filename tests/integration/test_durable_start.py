@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import msgspec
 import pytest
@@ -16,6 +17,20 @@ from .test_faults import metric
 pytestmark = pytest.mark.integration
 
 KEY = {"X-Api-Key": "k"}
+
+
+def persisted_charge(edge) -> bool:
+    """Whether a snapshot on disk holds the spent bucket (tps 0.001: full again in ~2000 s)."""
+    state = edge.state_dir / "state"
+    for name in os.listdir(state):
+        if name == "base.msgpack" or (name.startswith("delta-") and name.endswith(".msgpack")):
+            try:
+                entries = msgspec.msgpack.decode((state / name).read_bytes())["entries"]
+            except (OSError, msgspec.DecodeError):
+                continue  # replaced while read
+            if any(isinstance(v, float) and v > time.time() + 1000 for v in entries.values()):
+                return True
+    return False
 
 
 def kill_engine(edge) -> None:
@@ -29,6 +44,7 @@ def kill_engine(edge) -> None:
 def test_truncated_policy_then_kill_minus_nine_keeps_deciding_under_the_old_policy(start_edge):
     edge = start_edge(token_bucket_policy("header:x-api-key", tps=0.001, burst=2, version=7))
     assert [edge.decide(headers=KEY).status for _ in range(3)] == [200, 200, 429]
+    wait_until(lambda: persisted_charge(edge), 5.0, "the charge on disk")  # a kill loses up to 0.5 s
     policy_file = edge.runtime_dir.parent.parent / "policy.json"
     policy_file.write_bytes(policy_file.read_bytes()[:40])  # truncated in place: refused, correctly
     os.kill(edge.engine_pid(), signal.SIGHUP)
@@ -54,8 +70,7 @@ def test_malformed_snapshot_then_kill_minus_nine_the_engine_starts_and_enforces(
     edge = start_edge(token_bucket_policy("header:x-api-key", tps=0.001, burst=2))
     assert [edge.decide(headers=KEY).status for _ in range(3)] == [200, 200, 429]
     state = edge.state_dir / "state"
-    wait_until(lambda: any(n.startswith("delta-") or n == "base.msgpack" for n in os.listdir(state)), 5.0,
-               "a snapshot with the charge")
+    wait_until(lambda: persisted_charge(edge), 5.0, "the charge on disk")
     # A decodable entry with an empty array, and a stray delta name: each used to crash the
     # engine at start, so the supervisor restarted it forever and nginx failed open meanwhile.
     bad = {"v": 1, "kind": "delta", "seq": 10**11, "written_at_s": 0.0, "entries": {"victim": []}}
