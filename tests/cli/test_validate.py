@@ -64,7 +64,7 @@ def test_stdin(runner):
 def test_stdin_errors_are_named_stdin(runner):
     result = runner.invoke(main, ["validate", "-"], input=b'{"bundle_version": 0, "policies": []}')
     assert result.exit_code == 1
-    assert result.stderr == "<stdin>: $.bundle_version: expected `int` >= 1\n"
+    assert result.stderr == "<stdin>: $.bundle_version: must be an integer > 0 (got 0)\n"
 
 
 def test_missing_file_is_a_usage_error(runner, tmp_path):
