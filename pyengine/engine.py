@@ -134,6 +134,12 @@ class Engine:
         except PolicyError as exc:
             self._refused(exc.errors)
             raise
+        if self.bundle is not None and policy_hash(data) == self.bundle.hash:
+            # The bundle in force again (a SIGHUP or touch without an edit, or an edit undone):
+            # nothing to reload and nothing refused, so the file on disk is no longer in error.
+            self.last_errors = []
+            log.info("policy unchanged: version=%s hash=%s", self.bundle.version, self.bundle.hash)
+            return
         self.load_bytes(data, os.path.basename(path))
 
     def _refused(self, errors: list[str]) -> None:

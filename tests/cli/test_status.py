@@ -115,6 +115,29 @@ def test_not_ready_exits_1(engine_socket, tmp_path):
     assert result.stdout.splitlines()[:2] == [f"Fairvisor  not_ready  via socket {path}", "reason     no_policy_loaded"]
 
 
+def test_a_refused_file_on_disk_exits_2_until_the_file_is_good_again(engine_socket, tmp_path):
+    from pyengine.config import from_env
+    from pyengine.engine import Engine
+
+    policy = tmp_path / "policy.json"
+    good = json.dumps(one_rule_bundle(RULE, version=3))
+    policy.write_text(good)
+    engine = Engine(from_env({}, decision_log="off"))
+    engine.load_file(str(policy))
+    path = engine_socket(engine)
+    policy.write_text(good.replace('"burst": 2', '"burst": 0'))
+    engine.request_reload()
+    engine.watch()
+    result = CliRunner().invoke(main, ["status", "--socket", path])
+    assert result.exit_code == 2
+    assert ("refused    policy.json: $.policies[0].spec.rules[0].algorithm_config.burst:"
+            " must be a number > 0 (got 0)") in result.stdout.splitlines()
+    policy.write_text(good)  # the edit undone: the bundle in force is the file again
+    engine.request_reload()
+    engine.watch()
+    assert CliRunner().invoke(main, ["status", "--socket", path]).exit_code == 0
+
+
 def test_unreachable_exits_3(tmp_path):
     result = CliRunner().invoke(main, ["status", "--socket", str(tmp_path / "none.sock"), "--json"])
     assert result.exit_code == 3
