@@ -11,7 +11,7 @@ from .output import echo_json, paint, table
 
 PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1
-EXIT_FILE_REFUSED = 2  # ready on the last good bundle, but the policy file on disk was refused
+EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on disk was refused
 EXIT_UNREACHABLE = 3
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -182,8 +182,8 @@ def status(url, socket_path, state_dir, timeout_s, as_json) -> None:
     """Show health, the policy version and hash, uptime, decisions by action and reason,
     top rejected keys and the engine round-trip latency.
 
-    Exit status: 0 ready, 1 not ready (no valid policy), 2 ready but the policy file on disk
-    was refused (the last good bundle is in force), 3 unreachable.
+    Exit status: 0 ready, 1 not ready (no valid policy), 4 ready but the policy file on disk
+    was refused (the last good bundle is in force), 3 unreachable, 2 usage.
     """
     try:
         if url:

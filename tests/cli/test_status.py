@@ -115,7 +115,7 @@ def test_not_ready_exits_1(engine_socket, tmp_path):
     assert result.stdout.splitlines()[:2] == [f"Fairvisor  not_ready  via socket {path}", "reason     no_policy_loaded"]
 
 
-def test_a_refused_file_on_disk_exits_2_until_the_file_is_good_again(engine_socket, tmp_path):
+def test_a_refused_file_on_disk_exits_4_until_the_file_is_good_again(engine_socket, tmp_path):
     from pyengine.config import from_env
     from pyengine.engine import Engine
 
@@ -129,7 +129,7 @@ def test_a_refused_file_on_disk_exits_2_until_the_file_is_good_again(engine_sock
     engine.request_reload()
     engine.watch()
     result = CliRunner().invoke(main, ["status", "--socket", path])
-    assert result.exit_code == 2
+    assert result.exit_code == 4
     assert ("refused    policy.json: $.policies[0].spec.rules[0].algorithm_config.burst:"
             " must be a number > 0 (got 0)") in result.stdout.splitlines()
     policy.write_text(good)  # the edit undone: the bundle in force is the file again
