@@ -107,7 +107,8 @@ AGENT_GUARD = {
 TEMPLATES = {"api": API, "llm": LLM, "agent-guard": AGENT_GUARD}
 
 _COMMON_ENV = """\
-# Fairvisor edge settings (contract §5). Every variable has an equal `fairvisor run` flag.
+# Fairvisor edge settings, for `fairvisor run --env-file THIS_FILE` (or systemd's EnvironmentFile).
+# Every variable has an equal flag, and a flag wins: `fairvisor run --help` lists them all.
 FAIRVISOR_CONFIG_FILE={policy}
 FAIRVISOR_LISTEN=0.0.0.0:8080
 # open: let traffic through (X-Fairvisor-Degraded) when the engine does not answer; closed: 503.
@@ -117,7 +118,7 @@ FAIRVISOR_STATE_DIR=/var/lib/fairvisor
 FAIRVISOR_TRUSTED_PROXIES=127.0.0.0/8,::1
 FAIRVISOR_WORKER_PROCESSES=auto
 FAIRVISOR_LOG_LEVEL=info
-# Decision log (docs/observability.md): default <state dir>/decisions.jsonl; "off" disables it.
+# Decision log (`fairvisor logs --help` reads it): default <state dir>/decisions.jsonl; "off" disables it.
 FAIRVISOR_DECISION_LOG=/var/lib/fairvisor/decisions.jsonl
 FAIRVISOR_DECISION_LOG_MAX_MB=64
 # hashed (sha256 prefix) or raw tenant keys in the decision log and `fairvisor status`.
