@@ -27,6 +27,7 @@ from pyengine.policy.schema import (
     KillSwitch,
     Mode,
     ModelPrice,
+    OnMissingKey,
     Period,
     Policy,
     Rule,
@@ -52,6 +53,7 @@ _ENUM_CHOICES: dict[str, tuple[str, ...]] = {
     "mode": get_args(Mode),
     "period": get_args(Period),
     "action": get_args(StageAction),
+    "on_missing_key": get_args(OnMissingKey),
 }
 
 
