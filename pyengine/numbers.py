@@ -12,6 +12,7 @@ import math
 
 POLICY_MAX = 1e12  # largest rate, burst, budget, token count or price a policy may set
 POLICY_MIN_RATE_PER_S = 1e-6  # slowest refill: one token per ~11.6 days
+POLICY_MIN_BUDGET = 1e-6  # smallest budget: one micro-unit, the unit budgets are counted in
 CLIENT_MAX = 1e15  # any client amount above this (or infinite) counts as this
 CLIENT_MAX_TOKENS = 10**15  # the same bound for integer token counts
 

@@ -155,5 +155,5 @@ def index_tripped(store_items, tripped: dict) -> None:
             parsed = keys.parse(key)
         except keys.KeyFormatError:
             continue
-        if parsed.namespace == keys.BREAKER and len(parsed.fields) == 2 and parsed.fields[0] is not None:
+        if parsed.namespace == keys.BREAKER:
             tripped[key] = parsed.fields[0]

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from pyengine.numbers import POLICY_MAX, POLICY_MIN_RATE_PER_S
+from pyengine.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
 from pyengine.policy.schema import (
     Bundle,
     CircuitBreaker,
@@ -217,8 +217,12 @@ def _check_bounds(cfg, path: str, errors: Errors) -> None:
     assert isinstance(cfg, _BOUNDED)
     for name in cfg.__struct_fields__:
         value = getattr(cfg, name)
+        if name == "burst_tokens" and value == getattr(cfg, "tokens_per_minute"):
+            continue  # defaulted from tokens_per_minute, whose own error says it
         if value.__class__ in (int, float) and math.isfinite(value) and value > POLICY_MAX:
             errors.append((f"{path}.{name}", f"must be <= {POLICY_MAX:.0e} (got {value:g})"))
+    if isinstance(cfg, CostBasedConfig) and cfg.budget < POLICY_MIN_BUDGET:
+        errors.append((f"{path}.budget", f"must be >= {POLICY_MIN_BUDGET:.0e}, one micro-unit (got {cfg.budget:g})"))
     if isinstance(cfg, TokenBucketConfig) and cfg.tokens_per_second is not None \
             and cfg.tokens_per_second < POLICY_MIN_RATE_PER_S:
         errors.append((f"{path}.tokens_per_second",

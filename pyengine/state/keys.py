@@ -132,7 +132,22 @@ def parse(key: str) -> ParsedKey:
             raise KeyFormatError(f"field at {i} runs past the end")
         fields.append(key[colon + 1:end])
         i = end
+    _check_shape(namespace, fields)
     return ParsedKey(modifiers, namespace, tuple(fields))
+
+
+def _check_shape(namespace: str, fields: list) -> None:
+    """Field counts the builders make: R policy, rule, then values or one ABSENT; L and B
+    policy, value; K switch id. ABSENT stands only where a rule's values would."""
+    n = len(fields)
+    if namespace == RULE:
+        ok = n >= 3 and None not in fields[:2] and (None not in fields[2:] or fields[2:] == [None])
+    elif namespace == KILL_HITS:
+        ok = n == 1 and fields[0] is not None
+    else:
+        ok = n == 2 and None not in fields
+    if not ok:
+        raise KeyFormatError(f"{n} fields do not fit namespace {namespace}")
 
 
 def is_state_key(key) -> bool:
@@ -153,7 +168,7 @@ def is_shadow(key: str) -> bool:
 def rule_values(key: str) -> tuple:
     """The limit-key values of a rule key (enforce or shadow); () for the shared missing-key counter."""
     parsed = parse(key)
-    if parsed.namespace != RULE or len(parsed.fields) < 2:
+    if parsed.namespace != RULE:
         raise KeyFormatError("not a rule key")
     return tuple(v for v in parsed.fields[2:] if v is not None)
 
@@ -161,13 +176,13 @@ def rule_values(key: str) -> tuple:
 def policy_of(key: str) -> str:
     """The policy id every namespace but K carries as its first field."""
     parsed = parse(key)
-    if parsed.namespace == KILL_HITS or not parsed.fields or parsed.fields[0] is None:
+    if parsed.namespace == KILL_HITS:
         raise KeyFormatError("no policy id")
     return parsed.fields[0]
 
 
 def kill_switch_id(key: str) -> str:
     parsed = parse(key)
-    if parsed.namespace != KILL_HITS or len(parsed.fields) != 1 or parsed.fields[0] is None:
+    if parsed.namespace != KILL_HITS:
         raise KeyFormatError("not a kill-switch key")
     return parsed.fields[0]

@@ -24,6 +24,7 @@ REJECT_100 = "a reject action at threshold_percent 100 is required"
 EXPECTED: dict[str, list[str]] = {
     "algorithm_config_not_object": [f'{CFG}: expected `object`, got `array`'],
     "bundle_version_zero": ['$.bundle_version: expected `int` >= 1'],
+    "budget_below_minimum": [f'{CFG}.budget: must be >= 1e-06, one micro-unit (got 1e-09)'],
     "burst_below_rate": [
         f'{SPEC}.rules[1].algorithm_config.burst: must be >= tokens_per_second (5)',
     ],
@@ -109,6 +110,14 @@ EXPECTED: dict[str, list[str]] = {
     "nested_too_deeply": ['$: invalid JSON: nested too deeply'],
     "not_an_object": ['$: expected `object`, got `array`'],
     "number_out_of_range": ['$: invalid JSON: number out of range'],
+    "number_above_policy_max": [
+        f'{SPEC}.loop_detection.window_seconds: must be <= 1e+12 (got 1e+300)',
+        f'{SPEC}.circuit_breaker.auto_reset_after_minutes: must be <= 1e+12 (got 1e+300)',
+        f'{CFG}.burst: must be <= 1e+12 (got 1e+13)',
+        f'{SPEC}.rules[1].algorithm_config.tokens_per_minute: must be <= 1e+12 (got 2e+12)',
+    ],
+    "on_missing_key_unknown": [f'{R0}.on_missing_key: must be one of "skip", "reject" or "shared" (got "allow")'],
+    "rate_below_minimum": [f'{CFG}.tokens_per_second: must be >= 1e-06 tokens per second (got 1e-300)'],
     "pricing_empty_model_name": ['$.pricing[""]: model name must not be empty'],
     "pricing_negative": ['$.pricing["gpt-4o"].output_usd_per_mtok: expected `float` >= 0.0'],
     "selector_empty_methods": [
