@@ -135,7 +135,7 @@ FAIRVISOR_LOG_LEVEL=info
 # Decision log (docs/observability.md): default <state dir>/decisions.jsonl; "off" disables it.
 FAIRVISOR_DECISION_LOG=/var/lib/fairvisor/decisions.jsonl
 FAIRVISOR_DECISION_LOG_MAX_MB=64
-# hashed (sha256 prefix) or raw tenant keys in the decision log and `fairvisor status`.
+# hashed (keyed with a per-install secret) or raw tenant keys in the decision log and `fairvisor status`.
 FAIRVISOR_LOG_KEYS=hashed
 """
 

@@ -2,8 +2,11 @@
 
 import json
 
+import msgspec
 import pytest
 
+from pyengine.explain import explain_request
+from pyengine.protocol.messages import SURFACE_DESCRIBED, Decide
 from pyengine.state import keys
 
 from .helpers import described, hdr, make_engine, one_rule_bundle, rule_key
@@ -65,3 +68,16 @@ def test_straight_and_general_paths_agree():
     for engine in (straight, general):
         assert described(engine).status == 429
         assert described(engine, headers={"X-Tenant": "t"}).status == 0
+
+
+def test_explain_says_which_key_was_missing_and_what_the_rule_did():
+    for setting, status in (("reject", "reject"), ("shared", "allow")):
+        engine = make_engine(one_rule_bundle(tenant_rule(setting)))
+        hello = engine.hello_reply
+        headers = {"x-original-method": b"GET", "x-original-uri": b"/"}
+        msg = Decide(generation=hello.generation, surface=SURFACE_DESCRIBED, method=b"POST", uri=b"/v1/decision",
+                     host=b"h", remote_addr=b"127.0.0.1", headers=[headers.get(h) for h in hello.headers])
+        msg = msgspec.msgpack.decode(msgspec.msgpack.encode(msg), type=Decide)
+        entry = explain_request(engine, msg)["policies"][0]["rules"][0]
+        assert entry["status"] == status and "missing key: header:x-tenant" in entry["why"], entry
+        assert setting in entry["why"]
