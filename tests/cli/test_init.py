@@ -5,8 +5,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from cli.templates import TEMPLATES
+from pyengine.cli.main import main
+from pyengine.cli.templates import TEMPLATES
 
 
 @pytest.mark.parametrize("template, policies, rules", [("api", 1, 2), ("llm", 1, 3), ("agent-guard", 1, 2)])
