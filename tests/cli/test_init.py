@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from pyengine.cli.main import main
+from pyengine.cli.templates import TEMPLATES
 
 
 @pytest.mark.parametrize("template, summary", [("api", "1 policy, 2 rules"), ("llm", "1 policy, 3 rules"),
@@ -67,3 +68,13 @@ def test_stdout_and_usage_errors(tmp_path):
     assert result.exit_code == 0 and json.loads(result.stdout)["policies"][0]["id"] == "api"
     assert runner.invoke(main, ["init", "--template=nope"]).exit_code == 2
     assert runner.invoke(main, ["init"]).exit_code == 2
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_rule_a_client_can_leave_unkeyed_says_what_happens(name):
+    """ip:address is always known; any other key may be missing, and the default would skip the rule."""
+    for p in TEMPLATES[name]["policies"]:
+        spec = p["spec"]
+        for rule in spec["rules"] + ([spec["fallback_limit"]] if "fallback_limit" in spec else []):
+            if rule["limit_keys"] != ["ip:address"]:
+                assert rule.get("on_missing_key") in ("skip", "reject", "shared"), (name, rule["name"])

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from pyengine.cli.main import main
 from pyengine.cli.status_cmd import parse_metrics, value
-from pyengine.decision_log import hash_key
 from pyengine.protocol.framing import HEADER_BYTES, decode_request, encode_frame
 from tests.engine.helpers import described, make_engine, one_rule_bundle
 
@@ -56,7 +55,8 @@ def engine_socket(tmp_path):
 
 
 def test_status_json_over_the_socket(engine_socket):
-    path = engine_socket(busy_engine())
+    engine = busy_engine()
+    path = engine_socket(engine)
     result = CliRunner().invoke(main, ["status", "--socket", path, "--json"])
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
@@ -66,20 +66,21 @@ def test_status_json_over_the_socket(engine_socket):
         {"action": "allow", "reason": "", "policy": "p1", "count": 3},
         {"action": "reject", "reason": "rate_limit_exceeded", "policy": "p1", "count": 3},
     ]
-    assert s["health"]["top_rejected_keys"] == [{"policy": "p1", "key": hash_key("10.0.0.1"), "rejections": 3}]
+    assert s["health"]["top_rejected_keys"] == [{"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.1"), "rejections": 3}]
     assert s["latency_ms"]["samples"] == 5 and 0 < s["latency_ms"]["median"] <= s["latency_ms"]["max"]
     assert s["counters"]["reloads_ok"] == 1 and s["counters"]["state_keys"] == 2
 
 
 def test_status_table_via_env_socket(engine_socket):
-    path = engine_socket(busy_engine())
+    engine = busy_engine()
+    path = engine_socket(engine)
     result = CliRunner().invoke(main, ["status"], env={"FAIRVISOR_ENGINE_SOCKET": path})
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Fairvisor  ok  via socket ")
     assert lines[1].startswith("policy     version 7  hash ")
     assert ["reject", "rate_limit_exceeded", "p1", "3"] in [line.split() for line in lines]
-    assert ["p1", hash_key("10.0.0.1"), "3"] in [line.split() for line in lines]
+    assert ["p1", engine.decision_log.hasher.digest("10.0.0.1"), "3"] in [line.split() for line in lines]
     assert "\x1b[" not in result.stdout
 
 
