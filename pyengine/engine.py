@@ -104,11 +104,7 @@ class Engine:
         """Put a bundle in force, or raise PolicyError and keep the one in force."""
         try:
             bundle = load_bundle_bytes(data, source, self.clock.now_s())
-            b = self.bundle
-            # Running on the last good bundle, the file put back as it was is accepted again.
-            same = self.policy_source == "last_good" and b is not None and bundle.bundle_version == b.version \
-                and policy_hash(data) == b.hash
-            if b is not None and bundle.bundle_version <= b.version and not same:
+            if self.bundle is not None and bundle.bundle_version <= self.bundle.version:
                 raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
                                    f"({self.bundle.version}), got {bundle.bundle_version}"])
             self._check_floor(bundle.bundle_version, source)
@@ -162,8 +158,10 @@ class Engine:
             raise
         if self.bundle is not None and policy_hash(data) == self.bundle.hash:
             # The bundle in force again (a SIGHUP or touch without an edit, or an edit undone):
-            # nothing to reload and nothing refused, so the file on disk is no longer in error.
+            # nothing to reload and nothing refused, so the file on disk is no longer in error
+            # (and, after a start on the last good bundle, the file is what is in force).
             self.last_errors = []
+            self.policy_source = "file"
             log.info("policy unchanged: version=%s hash=%s", self.bundle.version, self.bundle.hash)
             return
         self.load_bytes(data, os.path.basename(path))
