@@ -1,11 +1,14 @@
 """The request body an LLM rule can read: decompressed with a hard bound, or a byte count to reserve from.
 
 An LLM rule never treats an unread body as free (docs/llm.md, "Bodies the engine cannot read").
-The shim sends at most `max_body_bytes` of the body and the body's real length; a body cut
-short, compressed past the bound or in an encoding the engine does not decode is not parsed as
-JSON. What is known instead is a number of bytes the prompt came from, and every prompt
-character came from at least one body byte, so bytes / (chars per token) is never less than
-the estimate the whole, readable body would have given.
+The shim sends at most `max_body_bytes` of the body and the body's real length.
+- An uncompressed body cut short (or not JSON) is not parsed; what is known instead is how many
+  bytes the prompt came from, and every prompt character came from at least one body byte, so
+  bytes / (chars per token) is never less than the estimate the whole body would have given.
+- A gzip or deflate body is decompressed with a hard output bound. One that does not decode
+  whole within it (cut short, corrupt, larger than the bound, a second gzip member) or that
+  uses another encoding (br, zstd, ...) has no size the engine could bound: it is `unbounded`,
+  and the rule refuses it as a prompt over any limit.
 """
 
 import zlib
@@ -20,7 +23,7 @@ _DEFLATE = ("gzip", "x-gzip", "deflate")
 
 class Body:
     """What the rule can use: `data` to parse (None = unreadable) and `known_bytes`, a lower bound
-    on the decoded body length. `unbounded`: the size cannot be bounded at all (unknown encoding)."""
+    on the decoded body length. `unbounded`: nothing bounds the decoded length (see above)."""
 
     __slots__ = ("data", "known_bytes", "unbounded")
 
@@ -39,17 +42,15 @@ def read_body(body: bytes | None, body_bytes: int, encoding: str | None) -> Body
     coding = (encoding or "").strip().lower()
     if coding in _IDENTITY:
         return Body(None if truncated else body, total)
-    if coding not in _DEFLATE:
-        return Body(None, total, unbounded=True)  # br, zstd, "gzip, br", anything else
-    decoded, complete = _inflate(body, coding)
-    known = max(total, len(decoded))
-    if truncated or not complete:
-        return Body(None, known)
-    return Body(decoded, known)
+    # br, zstd, "gzip, br", anything else; or compressed and cut short.
+    decoded = _inflate(body, coding) if coding in _DEFLATE and not truncated else None
+    if decoded is None:
+        return Body(None, total, unbounded=True)
+    return Body(decoded, max(total, len(decoded)))
 
 
-def _inflate(body: bytes, coding: str) -> tuple[bytes, bool]:
-    """(output, whether it is the whole decoded body within MAX_DECODED_BYTES)."""
+def _inflate(body: bytes, coding: str) -> bytes | None:
+    """The whole decoded body, or None when it does not decode whole within MAX_DECODED_BYTES."""
     # HTTP "deflate" is the zlib format, but some clients send raw deflate: try both.
     for wbits in ((_GZIP_WBITS,) if coding != "deflate" else (zlib.MAX_WBITS, -zlib.MAX_WBITS)):
         d = zlib.decompressobj(wbits)
@@ -57,7 +58,7 @@ def _inflate(body: bytes, coding: str) -> tuple[bytes, bool]:
             out = d.decompress(body, MAX_DECODED_BYTES)
         except zlib.error:
             continue
-        # Complete: the stream ended with no output waiting past the bound, and nothing follows
+        # Whole: the stream ended with no output waiting past the bound, and nothing follows
         # it (a second gzip member would be read by the upstream, not by us).
-        return out, d.eof and not d.unconsumed_tail and not d.unused_data
-    return b"", False
+        return out if d.eof and not d.unconsumed_tail and not d.unused_data else None
+    return None
