@@ -53,7 +53,7 @@ class LLMProxy:
             # The client left before the response headers, but the upstream got the request
             # (-1: an older shim did not say; assume it did) and may have run it: the prompt at least.
             return self._charge(r, msg, "aborted", r.prompt_estimate_tokens, msg.counted_tokens, True, now_s)
-        if not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens):
+        if msg.status == 0 or (not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens)):
             refund_all(r, now_s)  # not reached, or it failed (connect error, 4xx/5xx): nothing consumed
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})

@@ -216,18 +216,15 @@ def test_a_gemini_function_call_counts_its_name_and_whole_args():
 # ---- what each settlement charges (findings 3, 4, 11) -------------------------------------
 
 
-def tpm_left(engine) -> int:
-    return engine.bundle.policies[0].rules[0].limiter.peek("llm\x1ftpm\x1ft", engine.clock.now_s())
-
-
 def settle(engine, **fields) -> int:
     """Reserve 100 prompt + 200 completion, settle with `fields`; returns the tokens charged."""
-    before = tpm_left(engine)
     v = decide(engine, headers=T, method="POST", uri=CHAT, body=chat(max_tokens=200))
     assert v.status == 0
+    rule, key, reserved = engine.reservations.get(v.reservation_id).charges[0]
+    left = rule.limiter.peek(key, engine.clock.now_s())
     msg = {"status": 200, "counted_tokens": 0, "cut": False, **fields}
     assert engine.handle(Settle(reservation_id=v.reservation_id, **msg)).status == 200
-    return before - tpm_left(engine)
+    return reserved + left - rule.limiter.peek(key, engine.clock.now_s())
 
 
 def test_unreadable_usage_keeps_the_whole_reservation():
@@ -247,6 +244,7 @@ def test_leaving_before_the_headers_charges_the_prompt_once_the_upstream_had_it(
     assert settle(engine, status=0, client_aborted=True, upstream_bytes_sent=812) == 100
     assert settle(engine, status=0, client_aborted=True, upstream_bytes_sent=-1) == 100  # not told
     assert settle(engine, status=0, client_aborted=True, upstream_bytes_sent=0) == 0  # never reached
+    assert settle(engine, status=0, client_aborted=True, upstream_bytes_sent=0, counted_tokens=9) == 0
     assert settle(engine, status=0, upstream_bytes_sent=812) == 0  # nginx answered itself
     assert settle(engine, status=502, upstream_bytes_sent=0) == 0
     assert settle(engine, status=503, upstream_bytes_sent=812) == 0  # it failed: nothing consumed
