@@ -164,7 +164,7 @@ def _parse_generic(body: bytes, req: LLMRequest) -> bool:
     return True
 
 
-def client_tokens(header: str | None) -> int | None:
+def estimate_tokens(header: str | None) -> int | None:
     """`X-Token-Estimate` as a token count: decimal digits only, clamped to MAX_TOKENS; None for
     anything else (absent, negative, fractional, NaN, words). Never raises."""
     if not header:
@@ -204,7 +204,7 @@ def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None
     else:  # each prompt character came from at least one of these bytes
         req.prompt_tokens = min(int(b.known_bytes / ratio + 0.999), MAX_TOKENS)
     if body is None:
-        est = client_tokens(estimate_header)
+        est = estimate_tokens(estimate_header)
         if est is not None and est > req.prompt_tokens:
             req.prompt_tokens = est
     return req

@@ -1,5 +1,6 @@
 """`fairvisor validate` and `fairvisor version` through click's CliRunner."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
 from pyengine import __version__
+from pyengine.cli.main import main
+
+RULE = {"name": "r", "limit_keys": ["ip:address"], "algorithm": "token_bucket",
+        "algorithm_config": {"tokens_per_second": 1, "burst": 2}}
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 
@@ -23,8 +27,8 @@ def runner() -> CliRunner:
 
 
 @pytest.mark.parametrize("name, summary", [
-    ("minimal_api.json", "Valid: 1 policies, 1 rules\n"),
-    ("five_rules.json", "Valid: 1 policies, 5 rules\n"),
+    ("minimal_api.json", "Valid: 1 policy, 1 rule\n"),
+    ("five_rules.json", "Valid: 1 policy, 5 rules\n"),
     ("full_features.json", "Valid: 2 policies, 4 rules\n"),
 ])
 def test_valid_file(runner, name, summary):
@@ -58,13 +62,13 @@ def test_stdin(runner):
     with open(fixture("policies", "five_rules.json"), "rb") as f:
         data = f.read()
     result = runner.invoke(main, ["validate", "-"], input=data)
-    assert (result.exit_code, result.stdout) == (0, "Valid: 1 policies, 5 rules\n")
+    assert (result.exit_code, result.stdout) == (0, "Valid: 1 policy, 5 rules\n")
 
 
 def test_stdin_errors_are_named_stdin(runner):
     result = runner.invoke(main, ["validate", "-"], input=b'{"bundle_version": 0, "policies": []}')
     assert result.exit_code == 1
-    assert result.stderr == "<stdin>: $.bundle_version: expected `int` >= 1\n"
+    assert result.stderr == "<stdin>: $.bundle_version: must be an integer > 0 (got 0)\n"
 
 
 def test_missing_file_is_a_usage_error(runner, tmp_path):
@@ -92,6 +96,49 @@ def test_version(runner):
     assert (result.exit_code, result.stdout) == (0, f"fairvisor {__version__}\n")
 
 
+def test_version_flag_prints_what_version_prints(runner):
+    result = runner.invoke(main, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"fairvisor {__version__}\n")
+
+
+@pytest.mark.parametrize("bundle, summary", [
+    ('{"bundle_version": 1, "policies": []}', "Valid: 0 policies, 0 rules\n"),
+    (json.dumps({"bundle_version": 1, "policies": [
+        {"id": "a", "spec": {"selector": {"pathPrefix": "/"}, "rules": [RULE]}},
+        {"id": "b", "spec": {"selector": {"pathPrefix": "/b"}, "rules": [RULE, {**RULE, "name": "r2"}]}}]}),
+     "Valid: 2 policies, 3 rules\n"),
+])
+def test_summary_plurals(runner, bundle, summary):
+    assert runner.invoke(main, ["validate", "-"], input=bundle).stdout == summary
+
+
+def test_json_output_when_valid(runner):
+    result = runner.invoke(main, ["validate", "--json", fixture("policies", "five_rules.json")])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"valid": True, "policies": 1, "rules": 5, "errors": []}
+
+
+def test_json_output_lists_every_error_with_its_path(runner):
+    bad = json.dumps({"bundle_version": 1, "policies": [
+        {"id": "a", "spec": {"selector": {"pathPrefix": "api"}, "rules": [{**RULE, "limit_keys": ["ip"]}]}}]})
+    result = runner.invoke(main, ["validate", "--json", "-"], input=bad)
+    assert (result.exit_code, result.stderr) == (1, "")
+    out = json.loads(result.stdout)
+    assert (out["valid"], out["policies"], out["rules"]) == (False, 0, 0)
+    assert out["errors"] == [
+        {"path": "$.policies[0].spec.selector.pathPrefix", "message": 'must start with "/"'},
+        {"path": "$.policies[0].spec.rules[0].limit_keys[0]",
+         "message": 'invalid limit key "ip" (expected jwt:<claim>, header:<name>, query:<name>,'
+                    ' ip:address, ip:country or ua:bot)'},
+    ]
+
+
+def test_json_output_for_unparsable_input(runner):
+    result = runner.invoke(main, ["validate", "--json", "-"], input=b"{")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["errors"] == [{"path": "$", "message": "invalid JSON at line 1, column 2"}]
+
+
 def test_help_lists_commands(runner):
     result = runner.invoke(main, ["--help"])
     assert result.exit_code == 0
@@ -100,6 +147,7 @@ def test_help_lists_commands(runner):
 
 def test_group_import_stays_light():
     """`fairvisor --help` must not pay for the engine: commands import it lazily."""
-    code = "import sys, cli.main; print(sorted(m for m in sys.modules if m.startswith('pyengine')))"
+    code = ("import sys, pyengine.cli.main; print(sorted(m for m in sys.modules"
+            " if m.startswith('pyengine') and not m.startswith('pyengine.cli')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "['pyengine']"

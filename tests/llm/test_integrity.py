@@ -13,7 +13,7 @@ from pyengine.clock import FakeClock
 from pyengine.devtools import llm_formats as fmt
 from pyengine.llm.body import MAX_DECODED_BYTES, read_body
 from pyengine.llm.providers import ADAPTERS, Anthropic, Gemini, OpenAI
-from pyengine.llm.request import MAX_CHOICES, client_tokens, parse_llm_request
+from pyengine.llm.request import MAX_CHOICES, estimate_tokens, parse_llm_request
 from pyengine.llm.sse import MAX_TOKENS, keyed_object
 from pyengine.protocol.messages import SURFACE_DESCRIBED, Settle
 
@@ -104,7 +104,7 @@ def test_the_engine_asks_for_content_encoding_and_never_rewrites_an_unread_body(
     ("", None), (None, None), ("٣", None), ("9" * 5000, MAX_TOKENS), (str(MAX_TOKENS + 1), MAX_TOKENS),
 ])
 def test_client_estimates_are_clamped_and_never_negative(header, tokens):
-    assert client_tokens(header) == tokens
+    assert estimate_tokens(header) == tokens
 
 
 def test_the_estimate_header_counts_only_where_the_body_is_not_seen():
