@@ -73,6 +73,10 @@ class CompiledBundle:
         self.pricing = dict(bundle.pricing)
         self.global_shadow = bundle.global_shadow
         self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
+        ko = bundle.kill_switch_override
+        # Kill switches are skipped until this time (UTC epoch s; inf = no expiry); None = never.
+        self.kill_switch_override_until_s = (None if ko is None or not ko.enabled else
+                                             _epoch_s(ko.expires_at) if ko.expires_at else float("inf"))
         needed: dict[str, None] = {}  # ordered set of header names
         if settings.mode == "decision_service":
             needed.update(dict.fromkeys(DESCRIBED_HEADERS))
@@ -131,6 +135,11 @@ class CompiledBundle:
         self.header_names = list(needed)
         self.header_index = {name: i for i, name in enumerate(self.header_names)}
         self.needs_body = needs_body
+
+    def kill_switches_overridden(self, now_s: float) -> bool:
+        """An enabled, unexpired `kill_switch_override`: every kill switch is skipped."""
+        until = self.kill_switch_override_until_s
+        return until is not None and now_s < until
 
     def global_shadow_active(self, now_s: float) -> bool:
         gs = self.global_shadow
