@@ -8,6 +8,7 @@ import msgspec
 
 from .clock import SystemClock
 from .decision_log import DecisionLog
+from . import jitter
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
@@ -270,6 +271,8 @@ class Engine:
             view.prompt_ratio = self.llm_proxy.estimator.prompt.get
         now_s = self.clock.now_s()
         d = self.pipeline.decide(bundle, view, now_s)
+        if d.retry_after_s > 1 and self.settings.retry_jitter:
+            jitter.apply(d, view)  # per-client Retry-After spread (pyengine.jitter)
         if d.reserved:
             r = self.reservations.open(d.reserved, now_s, view.llm)
             d.reservation_id = r.id
