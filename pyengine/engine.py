@@ -8,7 +8,7 @@ import msgspec
 
 from .clock import SystemClock
 from .decision_log import DecisionLog
-from . import jitter
+from . import debug_session, jitter
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
@@ -16,8 +16,9 @@ from .metrics import EngineMetrics
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Decide, ErrorReply, Health, Hello,
-                                HelloReply, Metrics, Reply, Settle, Usage)
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
+                                Hello, HelloReply, Metrics, Reply, Settle, Usage)
+from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
@@ -82,6 +83,13 @@ class Engine:
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
+        # Debug sessions (pyengine.debug_session): None when FAIRVISOR_DEBUG_SESSION_SECRET is unset,
+        # so the decision path checks one attribute, not the settings, per request.
+        self.debug = debug_session.DebugSessions(settings.debug_session_secret) \
+            if settings.debug_session_secret else None
+        self.hide_reason = settings.hide_reason
+        # decide(msg) -> the reply to one Decide frame.
+        self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason else self.decide_untraced
         self.hello_reply = self._make_hello()
 
     # -- policy ------------------------------------------------------------------------
@@ -244,6 +252,10 @@ class Engine:
             if msg.cut:
                 self.decision_log.cutoff(self.clock.now_s(), msg.reservation_id, msg.counted_tokens)
             return Reply(status=200, content_type="application/json", body="{}")
+        if t is DebugSession:
+            if self.debug is None:
+                return debug_session.NOT_FOUND
+            return self.debug.endpoint(msg.kind, msg.method.decode("latin-1"), msg.secret, self.clock.now_s())
         if t is Usage:
             status, body = handle_usage(msg.body, self.reservations, self.bundle, self.clock.now_s(), self.metrics)
             return Reply(status=status, content_type="application/json", body=body)
@@ -256,7 +268,31 @@ class Engine:
         if msg.settle_lost_delta > 0:
             self.metrics.llm_settlements.inc(("lost",), msg.settle_lost_delta)
 
-    def decide(self, msg: Decide):
+    def _decide_debuggable(self, msg: Decide):
+        """Engine.decide when debug sessions or FAIRVISOR_HIDE_REASON are on (bound once in
+        __init__, so the plain path pays nothing for either)."""
+        if self.debug is not None and self._debug_cookie(msg):
+            out, verdict, latency_us = explain_trace(self, msg)
+            if verdict.__class__ is HelloReply:
+                return verdict
+            return debug_session.with_headers(verdict, debug_session.debug_headers(out, latency_us))
+        verdict = self.decide_untraced(msg)
+        if self.hide_reason and verdict.status:
+            verdict = debug_session.without_reason(verdict)
+        return verdict
+
+    def _debug_cookie(self, msg: Decide) -> bool:
+        """Whether the request carries a valid debug-session cookie (the shim sends Cookie only
+        when debug sessions are on: CompiledBundle's header list)."""
+        b = self.bundle
+        if b is None or msg.generation != self.generation:
+            return False
+        i = b.header_index.get("cookie")
+        raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
+
+    def decide_untraced(self, msg: Decide):
+        """The decision itself: what every request gets (debug sessions add a trace around it)."""
         if msg.generation != self.generation:
             return self.hello_reply  # the shim re-describes the request with the new header list
         start = time.perf_counter()

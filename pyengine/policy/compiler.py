@@ -80,6 +80,8 @@ class CompiledBundle:
         needed: dict[str, None] = {}  # ordered set of header names
         if settings.mode == "decision_service":
             needed.update(dict.fromkeys(DESCRIBED_HEADERS))
+        if settings.debug_session_secret:
+            needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
         needs_body = False
 
         def extractor(limit_key: str):
