@@ -8,7 +8,7 @@ import msgspec
 
 from .clock import SystemClock
 from .decision_log import DecisionLog
-from . import debug_session, jitter
+from . import debug_session, jitter, metrics_edge
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
@@ -64,6 +64,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(max_keys=settings.max_state_keys)
         self.metrics = EngineMetrics()
+        metrics_edge.register(self)  # fairvisor/edge's metric names too
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
         self.pipeline = Pipeline(_Sink(self.metrics, self))
@@ -119,6 +120,7 @@ class Engine:
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc(("ok",))
         self.metrics.policy_info.values.clear()
+        self.metrics.ratelimit_remaining.values.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
         self._count_kill_switches(self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), "ok", compiled.version, compiled.hash)
@@ -308,7 +310,7 @@ class Engine:
         now_s = self.clock.now_s()
         d = self.pipeline.decide(bundle, view, now_s)
         if d.retry_after_s > 1 and self.settings.retry_jitter:
-            jitter.apply(d, view)  # per-client Retry-After spread (pyengine.jitter)
+            jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
         if d.reserved:
             r = self.reservations.open(d.reserved, now_s, view.llm)
             d.reservation_id = r.id
@@ -318,6 +320,8 @@ class Engine:
             self.llm_proxy.attach(verdict, d.reservation_id, view)
         m = self.metrics
         self.last_decision = d
+        if d.outcome is not None:
+            m.ratelimit_remaining.values[(d.policy_id, d.rule)] = d.outcome.remaining
         if d.status:
             m.decisions.inc(("reject", d.reason, d.policy_id or ""))
             self.decision_log.decision("reject", d, bundle, view, now_s)

@@ -38,18 +38,19 @@ def jittered_s(base_s: int, identity: str, window_s: int = 0) -> int:
     return max(1, base_s + int(unit(identity) * spread))
 
 
-def identity_of(d, view) -> str:
+def identity_of(d, view, client_ip) -> str:
     """Who is being told to wait: the rejection's policy, rule and reason, the limit-key values
-    the request was charged under, and the client address (the one nginx saw when no ip key ran).
+    the request was charged under, and the client address (`client_ip(view)`: the bundle's
+    ip:address extractor, so behind trusted proxies it is the real client).
     Unit separators keep the parts apart; each part is a client string decoded from bytes."""
     keys = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(view.keys.items()) if v is not None)
-    client = view.client_ip or view.remote_addr
+    client = client_ip(view) or ""
     return "\x1d".join((d.policy_id or "", d.rule or "", d.reason or "", keys, client))
 
 
-def apply(d, view) -> None:
+def apply(d, view, client_ip) -> None:
     """Jitter a rejecting Decision's Retry-After in place (the one call site: Engine.decide)."""
     if d.retry_after_s <= 1:
         return  # floor(u * 0.5 * 1) is always 0
     window_s = d.outcome.window_s if d.reason == "budget_exhausted" and d.outcome is not None else 0
-    d.retry_after_s = jittered_s(d.retry_after_s, identity_of(d, view), window_s)
+    d.retry_after_s = jittered_s(d.retry_after_s, identity_of(d, view, client_ip), window_s)

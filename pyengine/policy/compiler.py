@@ -65,6 +65,8 @@ class CompiledBundle:
 
     def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None):
         proxies = TrustedProxies(settings.trusted_proxies)
+        # The client address behind trusted proxies, for whoever needs it outside a rule (jitter).
+        self.client_ip = make_extractor("ip:address", proxies)
         self.store = store
         self.tripped = {} if tripped is None else tripped
         self.version = bundle.bundle_version

@@ -85,3 +85,9 @@ def test_ip_and_ua_keys_from_upstream_headers(start_edge):
     assert edge.decide(uri="/api/x", headers={"User-Agent": "ClaudeBot/1.0"}).status == 429
     assert edge.decide(uri="/api/x", headers={"User-Agent": "Googlebot/2.1"}).status == 200
     assert edge.decide(uri="/api/x", headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}).status == 200
+    # The same decisions under both metric names (fairvisor/edge's labels included).
+    text = edge.get("/metrics").body.decode()
+    assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="edge-keys",' \
+           'policy_id="edge-keys"}' in text
+    assert 'fairvisor_ratelimit_remaining{policy="edge-keys",rule=' in text
+    assert "fairvisor_build_info{" in text and "fairvisor_config_info{" in text
