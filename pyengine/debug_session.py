@@ -105,6 +105,17 @@ def debug_headers(trace: dict, latency_us: int) -> list[str]:
             "X-Fairvisor-Debug-Reason", reason or "none", "X-Fairvisor-Debug-Latency-Us", str(latency_us)]
 
 
+def loggable(trace: dict, log_keys: str) -> dict:
+    """The explain trace for the debug log: without the response body, and without raw key
+    values unless FAIRVISOR_LOG_KEYS=raw (like the decision log)."""
+    out = {k: v for k, v in trace.items() if k != "verdict"}
+    out["verdict"] = {k: v for k, v in trace["verdict"].items() if k not in ("body", "headers")}
+    if log_keys != "raw":
+        out["policies"] = [{**p, "rules": [{k: v for k, v in r.items() if k != "key"} for r in p.get("rules", [])]}
+                           for p in trace["policies"]]
+    return out
+
+
 def with_headers(verdict: Verdict, extra: list[str]) -> Verdict:
     """A copy with `extra` headers appended (verdicts may be shared: never mutate one)."""
     return msgspec.structs.replace(verdict, headers=verdict.headers + extra)

@@ -89,8 +89,11 @@ class Engine:
         self.debug = debug_session.DebugSessions(settings.debug_session_secret) \
             if settings.debug_session_secret else None
         self.hide_reason = settings.hide_reason
+        # FAIRVISOR_LOG_LEVEL=debug: one trace line per decision, decided once here.
+        self.trace_log = settings.log_level.lower() == "debug"
         # decide(msg) -> the reply to one Decide frame.
-        self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason else self.decide_untraced
+        self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
+            else self.decide_untraced
         self.hello_reply = self._make_hello()
 
     # -- policy ------------------------------------------------------------------------
@@ -271,17 +274,20 @@ class Engine:
             self.metrics.llm_settlements.inc(("lost",), msg.settle_lost_delta)
 
     def _decide_debuggable(self, msg: Decide):
-        """Engine.decide when debug sessions or FAIRVISOR_HIDE_REASON are on (bound once in
-        __init__, so the plain path pays nothing for either)."""
-        if self.debug is not None and self._debug_cookie(msg):
-            out, verdict, latency_us = explain_trace(self, msg)
-            if verdict.__class__ is HelloReply:
-                return verdict
+        """Engine.decide when debug sessions, FAIRVISOR_HIDE_REASON or the debug log level are on
+        (bound once in __init__, so the plain path pays nothing for any of them)."""
+        session = self.debug is not None and self._debug_cookie(msg)
+        if not (session or self.trace_log):
+            verdict = self.decide_untraced(msg)
+            return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
+        out, verdict, latency_us = explain_trace(self, msg)
+        if verdict.__class__ is HelloReply:
+            return verdict
+        if self.trace_log:
+            log.debug("decision trace: %s", _json.encode(debug_session.loggable(out, self.settings.log_keys)).decode())
+        if session:
             return debug_session.with_headers(verdict, debug_session.debug_headers(out, latency_us))
-        verdict = self.decide_untraced(msg)
-        if self.hide_reason and verdict.status:
-            verdict = debug_session.without_reason(verdict)
-        return verdict
+        return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
 
     def _debug_cookie(self, msg: Decide) -> bool:
         """Whether the request carries a valid debug-session cookie (the shim sends Cookie only
@@ -337,9 +343,10 @@ class Engine:
     def health(self) -> Reply:
         b = self.bundle
         if b is None:
-            body = {"status": "not_ready", "reason": "no_policy_loaded", "errors": self.last_errors}
+            # "ready": fairvisor/edge's probes look for that word; ours read "status" (docs/migrating.md).
+            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": self.last_errors}
             return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "policy_version": b.version, "policy_hash": b.hash,
+        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
                 "uptime_s": int(time.time() - self.started_at_s)}
         if self.last_errors:
             body["last_reload_errors"] = self.last_errors

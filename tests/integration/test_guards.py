@@ -129,7 +129,7 @@ def test_shadow_responses_are_identical_to_no_policy_while_metrics_count(start_e
     # shadow state too, so their shadow rate charges were undone and the bucket (burst 2) never ran dry.
     assert 'fairvisor_would_reject_total{policy="trial",reason="loop_detected"} 4' in text
     assert 'reason="rate_limit_exceeded"' not in text
-    assert 'fairvisor_decisions_total{action="would_reject",reason="loop_detected",policy="trial"} 4' in text
+    assert 'fairvisor_decisions_total{action="would_reject",reason="loop_detected",policy="trial",policy_id="trial"} 4' in text
     # A distinct request per call: no loop, so the shadow rate rule would refuse from the third.
     for i in range(3):
         assert edge.decide(uri=f"/api/{i}", headers={"X-Org": "globex"}).headers.get("X-Fairvisor-Reason") is None
