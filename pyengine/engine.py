@@ -123,7 +123,7 @@ class Engine:
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc(("ok",))
         self.metrics.policy_info.values.clear()
-        self.metrics.ratelimit_remaining.values.clear()  # rules of the old bundle
+        self.metrics.last_outcome.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
         self._count_kill_switches(self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), "ok", compiled.version, compiled.hash)
@@ -327,7 +327,7 @@ class Engine:
         m = self.metrics
         self.last_decision = d
         if d.outcome is not None:
-            m.ratelimit_remaining.values[(d.policy_id, d.rule)] = d.outcome.remaining
+            m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
         if d.status:
             m.decisions.inc(("reject", d.reason, d.policy_id or ""))
             self.decision_log.decision("reject", d, bundle, view, now_s)

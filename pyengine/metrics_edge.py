@@ -1,14 +1,15 @@
 """fairvisor/edge's metric names, exported beside ours so its dashboards and alerts keep working.
 
-Each is derived when /metrics is scraped, from what the engine already counts, except
-`fairvisor_ratelimit_remaining`, which Engine.decide feeds with one dict store per limited
-decision. Labels are bounded: policy ids, rule names, fixed words; never a tenant's key, and not
+Each is derived when /metrics is scraped, from what the engine already counts, except the
+remaining gauges, which Engine.decide feeds with one dict store per limited decision
+(`last_outcome`), and the unused-reservation counter, counted at settlement. Labels are bounded: policy ids, rule names, fixed words; never a tenant's key, and not
 fairvisor/edge's `route` (the request path is unbounded). The mapping table is in
 docs/observability.md.
 """
 
 from . import __version__
-from .metrics import Gauge, _labels, _num
+from .metrics import Counter, Gauge, _labels, _num
+from .policy.rules import LLMRule
 
 
 class _Derived(Gauge):
@@ -27,10 +28,22 @@ def register(engine) -> None:
     """Add the fairvisor/edge names to `engine.metrics` (called once by the Engine)."""
     m = engine.metrics
     r = m.registry
-    # (policy, rule) -> units left after the last decision that rule's numbers described.
-    m.ratelimit_remaining = r.add(Gauge("fairvisor_ratelimit_remaining",
-                                        "Units left on the rule the last limited decision reported (RateLimit-Remaining).",
-                                        ("policy", "rule")))
+    # (policy id, rule name) -> the Outcome of the last decision whose RateLimit headers that rule
+    # gave (Engine.decide); cleared on reload. Bounded by the rules in force.
+    m.last_outcome = {}
+    m.reservation_unused = r.add(Counter("fairvisor_token_reservation_unused_total",
+                                         "Reserved LLM tokens given back at settlement (reserved minus actual)."))
+    m.reservation_unused.inc((), 0)
+
+    def remaining():
+        return [(k, o.remaining) for k, o in m.last_outcome.items()]
+
+    def tokens_remaining():
+        b = engine.bundle
+        llm = {(p.id, rule.name) for p in b.policies for rule in p.rules + ((p.fallback,) if p.fallback else ())
+               if isinstance(rule, LLMRule)} if b is not None else set()
+        return [((pid, name, "tpm" if o.window_s == 60 else "tpd"), o.remaining)
+                for (pid, name), o in m.last_outcome.items() if (pid, name) in llm]
 
     def consumed():
         settled = sum(m.tokens_settled.values.values())
@@ -55,6 +68,12 @@ def register(engine) -> None:
         b = engine.bundle
         return [((str(b.version), b.hash), 1)] if b is not None else []
 
+    r.add(_Derived("fairvisor_ratelimit_remaining",
+                   "Units left on the rule the last limited decision reported (its RateLimit-Remaining).",
+                   ("policy", "rule"), remaining))
+    r.add(_Derived("fairvisor_tokens_remaining",
+                   "Tokens left on an LLM rule at its last decision; window: the tighter of tpm and tpd.",
+                   ("policy", "rule", "window"), tokens_remaining))
     r.add(_Derived("fairvisor_tokens_consumed_total", "LLM tokens: reserved before requests, actual once settled.",
                    ("type",), consumed, kind="counter"))
     r.add(_Derived("fairvisor_token_estimation_accuracy_ratio",

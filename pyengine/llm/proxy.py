@@ -5,7 +5,7 @@ import logging
 import msgspec
 
 from ..protocol.messages import Reply, Settle
-from ..reservations import completion_allowance, refund_all, settle
+from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
 from .estimator import Estimator
 from .providers import ADAPTERS
 
@@ -51,6 +51,7 @@ class LLMProxy:
         m = self.metrics
         if not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens):
             refund_all(r, now_s)  # no usable answer: nothing was consumed
+            m.reservation_unused.inc((), reserved_tokens(r))
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
         usage = self.adapter.usage(msg.tail)
@@ -63,6 +64,7 @@ class LLMProxy:
             completion = msg.counted_tokens
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
         settle(r, prompt, completion, r.model, now_s)
+        m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))
         m.tokens_settled.inc(("prompt",), prompt)
         m.tokens_settled.inc(("completion",), completion)
         if usage.prompt_tokens:

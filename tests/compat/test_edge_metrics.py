@@ -6,7 +6,9 @@ from pyengine import __version__
 from pyengine.clock import FakeClock
 from pyengine.protocol.messages import Metrics
 
-from tests.engine.helpers import described, make_engine, one_rule_bundle
+from tests.engine.helpers import decide, described, make_engine, one_rule_bundle
+from tests.engine.test_llm_usage import BUNDLE as LLM_BUNDLE
+from tests.engine.test_llm_usage import ORG, chat, usage
 
 RULE = {"name": "per-key", "limit_keys": ["header:x-api-key"], "algorithm": "token_bucket",
         "algorithm_config": {"tokens_per_second": 0.001, "burst": 3}}
@@ -71,3 +73,16 @@ def test_token_metrics_are_derived_from_ours():
     assert sample(text, 'fairvisor_tokens_consumed_total{type="actual"}') == 200
     assert sample(text, "fairvisor_token_estimation_accuracy_ratio") == 1.0
     assert "# TYPE fairvisor_tokens_consumed_total counter" in text
+
+
+def test_tokens_remaining_and_unused_reservations_from_llm_decisions():
+    engine = make_engine(LLM_BUNDLE, clock=FakeClock())
+    v = decide(engine, headers=ORG, method="POST", uri="/v1/chat/completions", body=chat(max_tokens=500))
+    assert v.reservation_id  # 300 tokens reserved; RateLimit says the TPM rule has 700 left
+    usage(engine, reservation_id=v.reservation_id, prompt_tokens=90, completion_tokens=10)
+    text = scrape(engine)
+    assert sample(text, 'fairvisor_tokens_remaining{policy="llm",rule="tpm",window="tpm"}') == 700
+    assert sample(text, 'fairvisor_ratelimit_remaining{policy="llm",rule="tpm"}') == 700
+    assert sample(text, "fairvisor_token_reservation_unused_total") == 200  # 300 reserved, 100 used
+    assert sample(text, 'fairvisor_tokens_consumed_total{type="reserved"}') == 300
+    assert sample(text, 'fairvisor_tokens_consumed_total{type="actual"}') == 100
