@@ -101,7 +101,8 @@ class TokenBucketLLMConfig(_Schema):
 class StagedAction(_Schema):
     """One budget stage: at threshold_percent of the budget, warn, throttle or reject."""
 
-    threshold_percent: Annotated[float, Meta(gt=0, le=100)]
+    # 0 is allowed (fairvisor/edge: "between 0 and 100"): a warn stage at 0 warns from the start.
+    threshold_percent: Annotated[float, Meta(ge=0, le=100)]
     action: StageAction
     # Only for "throttle", where it is required (checked later).
     delay_ms: Annotated[int, Meta(ge=0, le=MAX_THROTTLE_DELAY_MS)] | None = None
