@@ -191,7 +191,7 @@ class Edge:
 
     def __init__(self, work: pathlib.Path, engine_argv, policy: pathlib.Path | None):
         """engine_argv(socket_path) -> the engine's command line."""
-        from cli.nginx_conf import render, prepare_runtime_dir
+        from pyengine.cli.nginx_conf import render, prepare_runtime_dir
         from pyengine.config import from_env
 
         self.port, self.baseline_port = free_port(), free_port()
@@ -212,7 +212,7 @@ class Edge:
         (runtime / "nginx.conf").write_text(conf[:-1] + baseline + "}\n")
         self.engine = subprocess.Popen(engine_argv(self.settings.engine_socket), env=env,
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from cli.run_cmd import engine_answers
+        from pyengine.cli.run_cmd import engine_answers
 
         wait_for(lambda: engine_answers(self.settings.engine_socket), 30, "the engine")
         self.nginx = subprocess.Popen(["nginx", "-p", str(runtime), "-c", str(runtime / "nginx.conf"),

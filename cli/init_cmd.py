@@ -5,8 +5,8 @@ import os
 
 import click
 
-from cli.output import fail
-from cli.templates import TEMPLATES, env_example
+from .output import fail
+from .templates import TEMPLATES, env_example
 
 ENV_EXAMPLE = "edge.env.example"
 

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from cli.output import paint
+from .output import paint
 
 FOLLOW_POLL_S = 0.2  # how often --follow looks for new lines
 ROTATED = 3  # decisions.jsonl.3 (oldest) .. .1, as pyengine/decision_log.py keeps them

@@ -2,16 +2,16 @@
 
 import click
 
-from cli.lazy import LazyGroup
+from .lazy import LazyGroup
 
 # Commands in their own modules, imported only when run (see cli/lazy.py).
 _LAZY = {
-    "init": "cli.init_cmd:init",
-    "test": "cli.test_cmd:test",
-    "explain": "cli.test_cmd:explain",
-    "status": "cli.status_cmd:status",
-    "logs": "cli.logs_cmd:logs",
-    "nginx-include": "cli.include_cmd:nginx_include",
+    "init": ".init_cmd:init",
+    "test": ".test_cmd:test",
+    "explain": ".test_cmd:explain",
+    "status": ".status_cmd:status",
+    "logs": ".logs_cmd:logs",
+    "nginx-include": ".include_cmd:nginx_include",
 }
 
 
@@ -40,13 +40,13 @@ def validate(file: str) -> None:
     Prints "Valid: N policies, M rules" and exits 0, or prints every error as
     "<file>: <json path>: <message>" on stderr and exits 1.
     """
-    from cli.validate_cmd import run_validate
+    from .validate_cmd import run_validate
 
     raise SystemExit(run_validate(file))
 
 
 # run, engine, nginx-conf (cli/run_cmd.py imports only stdlib and click at load time).
-from cli.run_cmd import COMMANDS as _RUN_COMMANDS  # noqa: E402
+from .run_cmd import COMMANDS as _RUN_COMMANDS  # noqa: E402
 
 for _command in _RUN_COMMANDS:
     main.add_command(_command)

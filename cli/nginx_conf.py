@@ -7,9 +7,7 @@ import pathlib
 import re
 from urllib.parse import urlsplit
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-TEMPLATE_DIR = ROOT / "nginx"
-LUA_SHIM_DIR = ROOT / "lua-shim"
+from pyengine.resources import LUA_SHIM_DIR, NGINX_DIR as TEMPLATE_DIR
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates: trusted upstream CAs
 DEBIAN_LUA_PATH = "/usr/share/lua/5.1/?.lua;"  # resty.core from Debian's lua-resty-core
 

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from cli.output import echo_json, paint, table
+from .output import echo_json, paint, table
 
 PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1

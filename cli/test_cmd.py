@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from cli.output import echo_json, fail, paint, table
+from .output import echo_json, fail, paint, table
 
 
 def _read(path: str) -> bytes:

@@ -22,6 +22,7 @@ from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
+from .resources import DEFAULT_POLICY
 from .signing import sig_path, verify
 from .state.memory import MemoryStore
 from .state.snapshot import Snapshots
@@ -30,7 +31,7 @@ from .verdict import Decision, render
 
 log = logging.getLogger("fairvisor.engine")
 
-DEFAULT_POLICY_PATH = os.path.join(os.path.dirname(__file__), "default_policy.json")
+DEFAULT_POLICY_PATH = str(DEFAULT_POLICY)
 MAX_BODY_BYTES = 1024 * 1024  # what the shim may send of a request body (bytes)
 SWEEP_BATCH = 20_000  # state entries examined per upkeep tick
 _json = msgspec.json.Encoder()

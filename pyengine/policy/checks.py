@@ -162,14 +162,13 @@ def _check_rule(rule: Rule, path: str, errors: Errors) -> None:
         seen.add(key)
     if rule.match is not None:
         written = rule.match
-        # Scalars compare as their string form ("string-equivalent", as fairvisor/edge does).
-        rule.match = {canonical_key(k): _match_text(v) for k, v in written.items()}
+        rule.match = {canonical_key(k): v for k, v in written.items()}
         for raw_key, value in written.items():
             key, key_path = canonical_key(raw_key), f"{path}.match{_index(raw_key)}"
             if key not in seen:
                 errors.append((key_path, f"{_q(key)} is not one of the rule's limit_keys"))
             else:
-                _check_key_value(key, _match_text(value), key_path, errors)
+                _check_key_value(key, value, key_path, errors)
     cfg = rule.algorithm_config
     cfg_path = f"{path}.algorithm_config"
     if isinstance(cfg, TokenBucketConfig):
@@ -243,14 +242,6 @@ def _check_key_value(key: str, value: str, path: str, errors: Errors) -> None:
         choices = " or ".join(quoted) if len(quoted) == 2 else f"one of {', '.join(quoted)}"
         errors.append((path, f"must be {choices} ({key} has no other value)"
                        if len(quoted) > 2 else f"must be {choices}"))
-
-
-def _match_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return _num(value)
-    return str(value)
 
 
 def _fold_completion_alias(cfg: TokenBucketLLMConfig, path: str, errors: Errors) -> None:

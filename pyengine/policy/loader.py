@@ -8,54 +8,27 @@ itself stops at the first error within a single conversion). Every error is a st
 `policy.json: $.policies[0].spec.rules[1].algorithm_config.burst: must be >= tokens_per_second (5)`.
 """
 
-import ast
 import hashlib
 import json
 import os
-import re
 import sys
-from typing import Any, TypeVar, get_args
+from typing import Any, TypeVar
 
 import msgspec
 
 from pyengine.errors import PolicyError
 from pyengine.policy.checks import check_bundle
-from pyengine.policy.schema import (
-    CONFIG_TYPES,
-    Algorithm,
-    Bundle,
-    Estimator,
-    FallbackRule,
-    KillSwitch,
-    Mode,
-    ModelPrice,
-    Period,
-    Policy,
-    Rule,
-    StageAction,
-)
+from pyengine.policy.schema import CONFIG_TYPES, Bundle, FallbackRule, KillSwitch, ModelPrice, Policy, Rule
+from pyengine.policy.shape_errors import child_path, locate
 
 T = TypeVar("T")
 Errors = list[tuple[str, str]]
 
 STDIN_SOURCE = "<stdin>"
 
-# msgspec appends the location as " - at `$.a.b`" (or " - at `key` in `$.a`" for dict keys).
-_AT_RE = re.compile(r"^(?P<msg>.*) - at `(?P<key>key` in `)?(?P<path>\$[^`]*)`$", re.DOTALL)
-_FIELD_RE = re.compile(r"^Object (?P<what>contains unknown|missing required) field `(?P<f>.*)`$",
-                       re.DOTALL)
-_IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_BYTE_RE = re.compile(r"\(byte (\d+)\)$")
-_ENUM_RE = re.compile(r"^Invalid enum value (?P<got>.*)$", re.DOTALL)
-# msgspec does not say which values an enum allows; every Literal field name is listed here
-# (loop_detection.action takes the same three values as a staged action).
-_ENUM_CHOICES: dict[str, tuple[str, ...]] = {
-    "algorithm": get_args(Algorithm),
-    "mode": get_args(Mode),
-    "period": get_args(Period),
-    "action": get_args(StageAction),
-    "estimator": get_args(Estimator),
-}
+
+class _NotJSONConstant(ValueError):
+    """NaN/Infinity: Python's json accepts them, JSON (and msgspec) does not."""
 
 
 MAX_USD_PER_MTOK = 1_000_000  # USD per million tokens
@@ -100,29 +73,41 @@ def count_rules(bundle: Bundle) -> int:
 # --- pass 1: JSON syntax -------------------------------------------------------------------
 
 def _parse_json(data: bytes, errors: Errors) -> Any:
+    """Decode with msgspec; every message is ours, from our own checks of `data`."""
     try:
-        return msgspec.json.decode(data)
-    except msgspec.ValidationError as e:  # e.g. "Number out of range" for 1e400
-        errors.append(("$", f"invalid JSON: {_strip_location(str(e))}"))
-    except msgspec.DecodeError as e:
-        errors.append(("$", f"invalid JSON: {_with_line_column(str(e), data)}"))
-    except UnicodeDecodeError:  # raised by msgspec for bad bytes inside a string
-        errors.append(("$", "invalid JSON: not valid UTF-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        errors.append(("$", f"invalid JSON: not valid UTF-8 (byte {e.start})"))
+        return None
+    if not text.strip():
+        errors.append(("$", "invalid JSON: the document is empty"))
+        return None
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.ValidationError:  # the only one an untyped decode raises: e.g. 1e400
+        errors.append(("$", "invalid JSON: number out of range"))
+    except msgspec.DecodeError:
+        errors.append(("$", f"invalid JSON{_syntax_error_at(text)}"))
     except RecursionError:
         errors.append(("$", "invalid JSON: nested too deeply"))
     return None
 
 
-def _with_line_column(message: str, data: bytes) -> str:
-    """Add line and column to msgspec's "(byte N)" so an editor can jump to the problem."""
-    message = _lower_first(message.removeprefix("JSON is "))
-    m = _BYTE_RE.search(message)
-    if not m:
-        return message
-    offset = int(m.group(1))
-    line = data.count(b"\n", 0, offset) + 1
-    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-    return f"{message[:m.start()]}(line {line}, column {column})"
+def _syntax_error_at(text: str) -> str:
+    """Where the syntax error is, found by Python's json (its positions, not its wording)."""
+    try:
+        json.loads(text, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as e:
+        return f" at line {e.lineno}, column {e.colno}"
+    except _NotJSONConstant as e:
+        return f": {e.args[0]} is not a JSON value"
+    except RecursionError:
+        return ": nested too deeply"
+    return ""  # msgspec refused what Python's json accepts: no position to give
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJSONConstant(name)
 
 
 # --- pass 2: structure ---------------------------------------------------------------------
@@ -144,11 +129,11 @@ def _structure(doc: Any, errors: Errors) -> Bundle | None:
     for model, price in (raw_pricing or {}).items():
         if model == "":
             errors.append(('$.pricing[""]', "model name must not be empty"))
-        pricing[model] = _convert(price, ModelPrice, f"$.pricing{_index(model)}", errors)
+        pricing[model] = _convert(price, ModelPrice, child_path("$.pricing", model), errors)
         for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
             value = getattr(pricing[model], field, 0)
             if value > MAX_USD_PER_MTOK:  # a cost beyond it overflows to inf (found by fuzzing)
-                errors.append((f"$.pricing{_index(model)}.{field}",
+                errors.append((child_path(child_path("$.pricing", model), field),
                                f"must be at most {MAX_USD_PER_MTOK}, got {value}"))
     if bundle is None or errors:
         return None
@@ -215,58 +200,7 @@ def _convert(obj: Any, typ: type[T], path: str, errors: Errors) -> T | None:
     try:
         return msgspec.convert(obj, typ)
     except msgspec.ValidationError as e:
-        errors.append(_locate(str(e), path))
+        errors.append(locate(e, obj, typ, path))
     except RecursionError:
         errors.append((path, "nested too deeply"))
     return None
-
-
-def _locate(message: str, base: str) -> tuple[str, str]:
-    """Turn msgspec's "<msg> - at `$.x`" into (base + ".x", "<msg>"), path first.
-
-    Unknown and missing fields point at the field itself: `$.policies[0].ruls: unknown field`.
-    """
-    path = base
-    m = _AT_RE.match(message)
-    if m:
-        message = m.group("msg")
-        path = base + m.group("path")[1:]
-        if m.group("key"):
-            message = f"invalid key: {_lower_first(message)}"
-    field = _FIELD_RE.match(message)
-    if field:
-        name = field.group("f")
-        path += f".{name}" if _IDENT_RE.match(name) else _index(name)
-        unknown = field.group("what") == "contains unknown"
-        return path, "unknown field" if unknown else "required field missing"
-    enum = _ENUM_RE.match(message)
-    choices = _ENUM_CHOICES.get(path.rsplit(".", 1)[-1])
-    if enum and choices:
-        return path, f"must be {_one_of(choices)} (got {_requote(enum.group('got'))})"
-    return path, _lower_first(message)
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    quoted = [json.dumps(c) for c in choices]
-    return f"one of {', '.join(quoted[:-1])} or {quoted[-1]}"
-
-
-def _requote(python_repr: str) -> str:
-    """msgspec quotes the bad value Python-style ('x'); messages quote JSON-style ("x")."""
-    try:
-        return json.dumps(ast.literal_eval(python_repr), ensure_ascii=False)
-    except (ValueError, SyntaxError):
-        return python_repr
-
-
-def _strip_location(message: str) -> str:
-    m = _AT_RE.match(message)
-    return _lower_first(m.group("msg") if m else message)
-
-
-def _lower_first(text: str) -> str:
-    return text[:1].lower() + text[1:]
-
-
-def _index(key: str) -> str:
-    return f"[{json.dumps(key, ensure_ascii=False)}]"

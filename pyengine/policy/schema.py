@@ -146,8 +146,7 @@ class Rule(_Schema):
     limit_keys: Annotated[list[str], Meta(min_length=1)]  # compound key, in this order
     algorithm: Algorithm
     algorithm_config: _AlgorithmConfigField
-    # limit key -> required value; scalars are compared as their string (checks canonicalises)
-    match: dict[str, str | int | float | bool] | None = None
+    match: dict[str, str] | None = None  # limit key -> required value
 
 
 class LoopDetection(_Schema):

@@ -5,7 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from pyengine.cli.main import main
 
 
 @pytest.mark.parametrize("template, policies, rules", [("api", 1, 2), ("llm", 1, 3), ("agent-guard", 1, 2)])

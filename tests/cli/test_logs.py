@@ -5,8 +5,8 @@ import os
 
 from click.testing import CliRunner
 
-from cli.logs_cmd import follow_records
-from cli.main import main
+from pyengine.cli.logs_cmd import follow_records
+from pyengine.cli.main import main
 
 RECS = [
     {"ts": "2026-01-01T00:00:00.000Z", "event": "reload", "reason": "ok", "version": 1, "hash": "abc"},

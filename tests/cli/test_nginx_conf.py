@@ -7,8 +7,8 @@ import subprocess
 import click
 import pytest
 
-from cli.nginx_conf import RenderError, lua_string, nginx_string, prepare_runtime_dir, render
-from cli.run_cmd import flags_env
+from pyengine.cli.nginx_conf import RenderError, lua_string, nginx_string, prepare_runtime_dir, render
+from pyengine.cli.run_cmd import flags_env
 from pyengine.config import from_env
 
 
@@ -101,7 +101,7 @@ def test_every_fairvisor_setting_has_a_run_flag():
     import inspect
 
     import pyengine.config as config
-    from cli.run_cmd import _FLAG_VARS, run
+    from pyengine.cli.run_cmd import _FLAG_VARS, run
 
     read_by_settings = set(re.findall(r'"(FAIRVISOR_[A-Z_]+?)_?"', inspect.getsource(config.from_env)))
     read_by_settings.discard("FAIRVISOR_UPSTREAM_HEADER")  # the prefix: --upstream-header

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from cli.nginx_conf import prepare_runtime_dir, render
-from cli.run_cmd import flags_env
+from pyengine.cli.nginx_conf import prepare_runtime_dir, render
+from pyengine.cli.run_cmd import flags_env
 from pyengine.config import ConfigError, from_env
 
 

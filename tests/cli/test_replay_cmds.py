@@ -6,7 +6,7 @@ import os
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from pyengine.cli.main import main
 
 REPLAY = os.path.join(os.path.dirname(__file__), "..", "fixtures", "replay")
 POLICY = os.path.join(REPLAY, "policy.json")

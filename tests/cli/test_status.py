@@ -8,8 +8,8 @@ import threading
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from cli.status_cmd import parse_metrics, value
+from pyengine.cli.main import main
+from pyengine.cli.status_cmd import parse_metrics, value
 from pyengine.decision_log import hash_key
 from pyengine.protocol.framing import HEADER_BYTES, decode_request, encode_frame
 from tests.engine.helpers import described, make_engine, one_rule_bundle

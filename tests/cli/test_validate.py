@@ -7,7 +7,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from pyengine.cli.main import main
 from pyengine import __version__
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
@@ -64,7 +64,7 @@ def test_stdin(runner):
 def test_stdin_errors_are_named_stdin(runner):
     result = runner.invoke(main, ["validate", "-"], input=b'{"bundle_version": 0, "policies": []}')
     assert result.exit_code == 1
-    assert result.stderr == "<stdin>: $.bundle_version: expected `int` >= 1\n"
+    assert result.stderr == "<stdin>: $.bundle_version: must be an integer > 0 (got 0)\n"
 
 
 def test_missing_file_is_a_usage_error(runner, tmp_path):
@@ -100,6 +100,7 @@ def test_help_lists_commands(runner):
 
 def test_group_import_stays_light():
     """`fairvisor --help` must not pay for the engine: commands import it lazily."""
-    code = "import sys, cli.main; print(sorted(m for m in sys.modules if m.startswith('pyengine')))"
+    code = ("import sys, pyengine.cli.main; print(sorted(m for m in sys.modules"
+            " if m.startswith('pyengine') and not m.startswith('pyengine.cli')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "['pyengine']"

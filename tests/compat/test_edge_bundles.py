@@ -90,8 +90,8 @@ def test_disabled_guard_blocks_need_no_numbers_and_add_no_guard():
     assert assistant.id == "assistant" and assistant.guards is None
 
 
-def test_nameless_fallback_is_called_fallback_limit_and_scalar_match_values_compare_as_text():
-    doc = one_rule_bundle(rule(["jwt:tier"], match={"jwt:tier": 2}))
+def test_nameless_fallback_is_called_fallback_limit_and_a_numeric_claim_matches_its_text():
+    doc = one_rule_bundle(rule(["jwt:tier"], match={"jwt:tier": "2"}))
     doc["policies"][0]["spec"]["fallback_limit"] = {"limit_keys": ["ip:address"], "algorithm": "token_bucket",
                                                     "algorithm_config": {"tokens_per_second": 5, "burst": 5}}
     engine = make_engine(doc)

@@ -4,7 +4,7 @@ import asyncio
 import os
 import stat
 
-from cli.nginx_conf import write
+from pyengine.cli.nginx_conf import write
 from pyengine.config import from_env
 from pyengine.server import SOCKET_MODE, EngineServer
 

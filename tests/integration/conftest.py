@@ -79,7 +79,8 @@ class Response:
 class Edge:
     """One `fairvisor run` process tree; every process is ended by its own PID."""
 
-    def __init__(self, tmp: pathlib.Path, flags: list[str], env: dict | None = None, workers: int = 2):
+    def __init__(self, tmp: pathlib.Path, flags: list[str], env: dict | None = None, workers: int = 2,
+                 command: list[str] = FAIRVISOR, cwd: pathlib.Path | None = None):
         self.port = free_port()
         self.state_dir = tmp / "state"
         self.runtime_dir = self.state_dir / "nginx"
@@ -88,9 +89,9 @@ class Edge:
         child_env.update(env or {})
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            FAIRVISOR + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
+            command + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
                          "--worker-processes", str(workers), *flags],
-            stdout=self._log, stderr=subprocess.STDOUT, env=child_env)
+            stdout=self._log, stderr=subprocess.STDOUT, env=child_env, cwd=cwd)
         self._conn: http.client.HTTPConnection | None = None
 
     # -- process handling --------------------------------------------------------------

@@ -11,7 +11,7 @@ POLICY = {
         "spec": {
             "selector": {"pathPrefix": "/api/"},
             "rules": [
-                {"name": "tor-exits", "limit_keys": ["ip:tor"], "match": {"ip:tor": True},
+                {"name": "tor-exits", "limit_keys": ["ip:tor"], "match": {"ip:tor": "true"},
                  "algorithm": "token_bucket", "algorithm_config": {"rps": 0.001, "burst": 1}},
                 {"name": "hosting-asn", "limit_keys": ["ip:type", "ip:asn"], "match": {"ip:type": "hosting"},
                  "algorithm": "token_bucket", "algorithm_config": {"tokens_per_second": 0.001, "burst": 2}},

@@ -109,7 +109,7 @@ def test_stalled_engine_times_out_into_fail_mode(start_edge):
 
 def test_restarted_engine_with_a_new_policy_is_greeted_before_deciding(start_edge):
     """Generations start over in a new engine process: the shim must not reuse its old HelloReply."""
-    from cli.run_cmd import engine_answers
+    from pyengine.cli.run_cmd import engine_answers
 
     edge = start_edge(token_bucket_policy("ip:address", tps=1, burst=5, version=1))
     assert edge.decide(xff="10.0.0.7").status == 200  # the shim caches generation 1, keyed on the address

@@ -322,7 +322,7 @@ def test_deleted_policy_file_keeps_the_last_good_bundle(start_edge):
 
 
 def test_upstream_timeout_setting_is_validated_and_rendered():
-    from cli.nginx_conf import render
+    from pyengine.cli.nginx_conf import render
     from pyengine.config import ConfigError, from_env
 
     base = {"FAIRVISOR_MODE": "reverse_proxy", "FAIRVISOR_BACKEND_URL": "http://127.0.0.1:9"}

@@ -147,7 +147,7 @@ def test_kill_minus_nine_mid_budget_loses_at_most_one_second(start_edge):
     killed_at = time.monotonic()
     os.kill(old_pid, signal.SIGKILL)
     socket_path = str(edge.state_dir / "engine.sock")
-    from cli.run_cmd import engine_answers
+    from pyengine.cli.run_cmd import engine_answers
     wait_until(lambda: edge.engine_pid() not in (None, old_pid) and engine_answers(socket_path), 10.0,
                "the restarted engine")
     probe = edge.decide(headers=headers)

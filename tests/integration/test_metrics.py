@@ -2,7 +2,7 @@
 
 import pytest
 
-from cli.status_cmd import parse_metrics, value
+from pyengine.cli.status_cmd import parse_metrics, value
 
 from .conftest import token_bucket_policy
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cli.nginx_conf import prepare_runtime_dir, render
+from pyengine.cli.nginx_conf import prepare_runtime_dir, render
 from pyengine.config import from_env
 from pyengine.protocol.framing import decode_request, encode_frame
 from pyengine.protocol.messages import Decide, Hello, HelloReply, Reply, Settle, Verdict

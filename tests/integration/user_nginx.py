@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from cli.run_cmd import engine_answers
+from pyengine.cli.run_cmd import engine_answers
 
 from .conftest import FAIRVISOR, Response, token_bucket_policy, wait_until
 

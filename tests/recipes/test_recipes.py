@@ -6,7 +6,7 @@ import pathlib
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from pyengine.cli.main import main
 from pyengine.clock import FakeClock
 from pyengine.protocol.messages import Usage
 from tests.engine.helpers import decide, described, hdr, make_engine, unsigned_jwt
