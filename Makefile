@@ -1,5 +1,5 @@
 # Fairvisor: `make run` starts the edge on the bundled default policy; `make test` runs every test.
-.PHONY: bootstrap bootstrap-run run demo test test-fast test-latest test-docker lock bench soak clean fuzz
+.PHONY: bootstrap bootstrap-run run demo test test-fast test-latest test-docker lock wheel bench soak clean fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -35,6 +35,11 @@ test-latest:
 # Refreshes requirements.lock and requirements-test.lock from PyPI (scripts/lock; docs/install.md).
 lock:
 	scripts/lock
+
+# dist/fairvisor-<version>-py3-none-any.whl, built with the locked setuptools (docs/install.md).
+wheel: bootstrap-run
+	rm -rf build
+	$(VENV)/bin/pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # Builds the real image (docker/build-local.sh) and drives it over HTTP; needs a docker daemon or dockerd.
 test-docker: bootstrap

@@ -1,4 +1,4 @@
-"""`fairvisor init`: write a starter policy that passes `validate`, plus an edge.env.example."""
+"""`fairvisor init`: write a starter policy that passes `validate`, plus its <name>.env.example."""
 
 import json
 import os
@@ -8,7 +8,13 @@ import click
 from .output import fail
 from .templates import TEMPLATES, env_example
 
-ENV_EXAMPLE = "edge.env.example"
+ENV_EXAMPLE_SUFFIX = ".env.example"
+
+
+def env_example_path(policy_path: str) -> str:
+    """policy.json -> policy.env.example, beside it: one per policy, so two never collide."""
+    stem, ext = os.path.splitext(policy_path)
+    return (stem if ext == ".json" else policy_path) + ENV_EXAMPLE_SUFFIX
 
 
 @click.command("init")
@@ -17,7 +23,7 @@ ENV_EXAMPLE = "edge.env.example"
                    "agent-guard: per-agent tokens, budget, loop detection and a spend breaker.")
 @click.option("--out", "out", default="policy.json", show_default=True, type=click.Path(dir_okay=False),
               help="Policy file to write ('-' prints it to stdout, without the env example). "
-                   "edge.env.example goes next to it.")
+                   "Its settings go next to it, e.g. policy.json -> policy.env.example.")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(template: str, out: str, force: bool) -> None:
     """Scaffold a policy bundle from a template.
@@ -28,7 +34,7 @@ def init(template: str, out: str, force: bool) -> None:
     if out == "-":
         click.echo(text, nl=False)
         return
-    env_path = os.path.join(os.path.dirname(out) or ".", ENV_EXAMPLE)
+    env_path = env_example_path(out)
     existing = [p for p in (out, env_path) if os.path.exists(p)]
     if existing and not force:
         verb = "exists" if len(existing) == 1 else "exist"
@@ -39,3 +45,4 @@ def init(template: str, out: str, force: bool) -> None:
         f.write(env_example(template, os.path.abspath(out)))
     click.echo(f"Wrote {out} ({template} template) and {env_path}.")
     click.echo(f"Next: fairvisor validate {out} && fairvisor run --config {out}")
+    click.echo(f"Settings: edit {env_path}, then fairvisor run --env-file {env_path}")

@@ -2,6 +2,8 @@
 
 import click
 
+from pyengine import __version__  # pyengine/__init__.py holds only the version: a cheap import
+
 from .lazy import LazyGroup
 
 # Commands in their own modules, imported only when run (see cli/lazy.py).
@@ -16,6 +18,8 @@ _LAZY = {
 
 
 @click.group(cls=LazyGroup, lazy=_LAZY, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="fairvisor", message="%(prog)s %(version)s",
+                      help="Print the Fairvisor version and exit.")
 def main() -> None:
     """Fairvisor: policy and spend control for API and LLM traffic at the edge.
 
@@ -26,23 +30,24 @@ def main() -> None:
 
 @main.command()
 def version() -> None:
-    """Print the Fairvisor version."""
-    from pyengine import __version__
-
+    """Print the Fairvisor version (also: fairvisor --version)."""
     click.echo(f"fairvisor {__version__}")
 
 
 @main.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-def validate(file: str) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"valid", "policies", "rules", "errors": [{"path", "message"}]} on stdout.')
+def validate(file: str, as_json: bool) -> None:
     """Check a policy bundle file (or - for stdin).
 
     Prints "Valid: N policies, M rules" and exits 0, or prints every error as
-    "<file>: <json path>: <message>" on stderr and exits 1.
+    "<file>: <json path>: <message>" on stderr and exits 1. With --json, both go to stdout
+    as one JSON object, with the same exit status.
     """
     from .validate_cmd import run_validate
 
-    raise SystemExit(run_validate(file))
+    raise SystemExit(run_validate(file, as_json=as_json))
 
 
 # run, engine, nginx-conf (cli/run_cmd.py imports only stdlib and click at load time).

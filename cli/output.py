@@ -35,6 +35,11 @@ def table(headers: list[str], rows: list[list], colour_column: int | None = None
     return "\n".join([line(headers, header=True)] + [line(r) for r in cells])
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """"1 policy", "2 policies", "0 rules": the count with the word it takes."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
 def echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2))
 

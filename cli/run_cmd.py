@@ -45,9 +45,13 @@ _FLAG_VARS = {
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+# Flags only nginx's config reads: `fairvisor engine` accepts them but its --help hides them.
+_NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
+                         "upstream_timeout_ms", "worker_processes", "strip_request_headers",
+                         "upstream_headers"})
 
 
-def settings_options(f):
+def settings_options(f, hide: frozenset = frozenset()):
     """The flags shared by run, engine and nginx-conf; each overrides its FAIRVISOR_* variable."""
     flags = [
         ("--mode", "decision_service | reverse_proxy"),
@@ -74,11 +78,14 @@ def settings_options(f):
         ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
         ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
     ]
+    f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+                     help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)
     f = click.option("--upstream-header", "upstream_headers", multiple=True, metavar="NAME=VALUE",
+                     hidden="upstream_headers" in hide,
                      help=f"header injected towards the upstream; repeatable [{_UPSTREAM_PREFIX}<Name>]")(f)
     for flag, help_text in reversed(flags):
-        var = _FLAG_VARS[flag[2:].replace("-", "_")]
-        f = click.option(flag, default=None, help=f"{help_text} [{var}]")(f)
+        name = flag[2:].replace("-", "_")
+        f = click.option(flag, default=None, hidden=name in hide, help=f"{help_text} [{_FLAG_VARS[name]}]")(f)
     return f
 
 
@@ -100,7 +107,9 @@ def resolve(flags: dict):
     """(settings, env): the env also carries the resolved socket and state dir, for the engine."""
     from pyengine.config import ConfigError, from_env
 
-    env = flags_env(flags)
+    from .env_file import environment
+
+    env = flags_env(flags, environment(flags.get("env_file")))
     try:
         settings = from_env(env)
     except ConfigError as exc:
@@ -287,8 +296,12 @@ def run(**flags) -> None:
     sys.exit(sup.run())
 
 
+def engine_options(f):
+    return settings_options(f, hide=_NGINX_ONLY)
+
+
 @click.command("engine")
-@settings_options
+@engine_options
 def engine(**flags) -> None:
     """Run the engine alone in the foreground (for a user-managed nginx)."""
     _, env = resolve(flags)

@@ -11,6 +11,7 @@ from .output import echo_json, paint, table
 
 PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1
+EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on disk was refused
 EXIT_UNREACHABLE = 3
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -140,6 +141,7 @@ def render(s: dict) -> str:
     if s["ready"]:
         lines.append(f"policy     version {h.get('policy_version')}  hash {h.get('policy_hash')}")
         lines.append(f"uptime     {_duration(h.get('uptime_s', 0))}")
+        lines += [f"refused    {e}" for e in h.get("last_reload_errors", ())]
     else:
         lines.append(f"reason     {h.get('reason', '')}")
         lines += [f"error      {e}" for e in h.get("errors", ())]
@@ -180,7 +182,8 @@ def status(url, socket_path, state_dir, timeout_s, as_json) -> None:
     """Show health, the policy version and hash, uptime, decisions by action and reason,
     top rejected keys and the engine round-trip latency.
 
-    Exit status: 0 ready, 1 not ready (no valid policy), 3 unreachable.
+    Exit status: 0 ready, 1 not ready (no valid policy), 4 ready but the policy file on disk
+    was refused (the last good bundle is in force), 3 unreachable, 2 usage.
     """
     try:
         if url:
@@ -200,4 +203,6 @@ def status(url, socket_path, state_dir, timeout_s, as_json) -> None:
         echo_json(s)
     else:
         click.echo(render(s))
-    raise SystemExit(0 if s["ready"] else EXIT_NOT_READY)
+    if not s["ready"]:
+        raise SystemExit(EXIT_NOT_READY)
+    raise SystemExit(EXIT_FILE_REFUSED if s["health"].get("last_reload_errors") else 0)

@@ -1,4 +1,8 @@
-"""Starter policies for `fairvisor init`: each passes `validate` and shows one way of working."""
+"""Starter policies for `fairvisor init`: each passes `validate` and shows one way of working.
+
+Every rule keyed on something a client may leave out says what happens then (on_missing_key,
+docs/policy.md): the default, "skip", would let such a request past that rule unlimited.
+"""
 
 API = {
     "bundle_version": 1,
@@ -8,9 +12,12 @@ API = {
             "selector": {"pathPrefix": "/api/"},
             "mode": "enforce",
             "rules": [{
+                # skip: this rule applies only to the partner's key (`match`); every other
+                # request, with or without a key, falls back to the per-ip rule below.
                 "name": "per-api-key",
                 "limit_keys": ["header:x-api-key"],
                 "match": {"header:x-api-key": "partner-gold"},
+                "on_missing_key": "skip",
                 "algorithm": "token_bucket",
                 "algorithm_config": {"tokens_per_second": 50, "burst": 100},
             }],
@@ -34,8 +41,11 @@ LLM = {
             "mode": "enforce",
             "rules": [
                 {
+                    # reject: an LLM call without an org claim would pass the token and money
+                    # limits (the per-ip rule alone is no spend limit), so it is refused.
                     "name": "org-tpm",
                     "limit_keys": ["jwt:org_id"],
+                    "on_missing_key": "reject",
                     "algorithm": "token_bucket_llm",
                     "algorithm_config": {"tokens_per_minute": 60000, "tokens_per_day": 2000000,
                                          "max_prompt_tokens": 32000, "default_max_completion": 1000},
@@ -43,6 +53,7 @@ LLM = {
                 {
                     "name": "org-daily-usd",
                     "limit_keys": ["jwt:org_id"],
+                    "on_missing_key": "reject",
                     "algorithm": "cost_based",
                     "algorithm_config": {
                         "budget": 50, "period": "1d", "cost_key": "llm_usd",
@@ -77,14 +88,18 @@ AGENT_GUARD = {
             "mode": "enforce",
             "rules": [
                 {
+                    # shared: agents that send no X-Agent-Id still work, but together they get
+                    # one agent's allowance, not one each and not an unlimited one.
                     "name": "agent-tpm",
                     "limit_keys": ["header:x-agent-id"],
+                    "on_missing_key": "shared",
                     "algorithm": "token_bucket_llm",
                     "algorithm_config": {"tokens_per_minute": 20000, "max_tokens_per_request": 16000},
                 },
                 {
                     "name": "agent-daily-usd",
                     "limit_keys": ["header:x-agent-id"],
+                    "on_missing_key": "shared",
                     "algorithm": "cost_based",
                     "algorithm_config": {
                         "budget": 10, "period": "1d", "cost_key": "llm_usd",
@@ -107,7 +122,8 @@ AGENT_GUARD = {
 TEMPLATES = {"api": API, "llm": LLM, "agent-guard": AGENT_GUARD}
 
 _COMMON_ENV = """\
-# Fairvisor edge settings (contract §5). Every variable has an equal `fairvisor run` flag.
+# Fairvisor edge settings, for `fairvisor run --env-file THIS_FILE` (or systemd's EnvironmentFile).
+# Every variable has an equal flag, and a flag wins: `fairvisor run --help` lists them all.
 FAIRVISOR_CONFIG_FILE={policy}
 FAIRVISOR_LISTEN=0.0.0.0:8080
 # open: let traffic through (X-Fairvisor-Degraded) when the engine does not answer; closed: 503.
@@ -117,10 +133,10 @@ FAIRVISOR_STATE_DIR=/var/lib/fairvisor
 FAIRVISOR_TRUSTED_PROXIES=127.0.0.0/8,::1
 FAIRVISOR_WORKER_PROCESSES=auto
 FAIRVISOR_LOG_LEVEL=info
-# Decision log (docs/observability.md): default <state dir>/decisions.jsonl; "off" disables it.
+# Decision log (`fairvisor logs --help` reads it): default <state dir>/decisions.jsonl; "off" disables it.
 FAIRVISOR_DECISION_LOG=/var/lib/fairvisor/decisions.jsonl
 FAIRVISOR_DECISION_LOG_MAX_MB=64
-# hashed (sha256 prefix) or raw tenant keys in the decision log and `fairvisor status`.
+# hashed (keyed with a per-install secret) or raw tenant keys in the decision log and `fairvisor status`.
 FAIRVISOR_LOG_KEYS=hashed
 """
 

@@ -33,7 +33,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_processes: str = "auto"  # FAIRVISOR_WORKER_PROCESSES ("auto" or a count)
     bundle_key: str | None = None  # FAIRVISOR_BUNDLE_KEY: HMAC-SHA256 key; set = unsigned bundles refused
     decision_log: str = ""  # FAIRVISOR_DECISION_LOG; default: <state_dir>/decisions.jsonl; "off" = none
-    log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (sha256 prefix) or "raw" tenant keys
+    log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (keyed hash, pyengine.key_hash) or "raw" tenant keys
     decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
     backend_tls_verify: bool = True  # FAIRVISOR_BACKEND_TLS_VERIFY: "off" skips upstream certificate checks
     max_state_keys: int = 5_000_000  # FAIRVISOR_MAX_STATE_KEYS: limiter state entries before eviction

@@ -6,21 +6,21 @@ upkeep once a second and at shutdown). A full buffer drops new records and count
 `fairvisor_decision_log_dropped_total` rather than ever making a request wait.
 """
 
-import hashlib
 import logging
 import os
 import time
 
 import msgspec
 
-from .bounded import remember
-from .policy.rules import MICROS, KEY_SEP, CostRule, LLMRule
+from .key_hash import KeyHasher, install
+from .numbers import client_tokens
+from .policy.rules import MICROS, CostRule, LLMRule
+from .state import keys
 
 log = logging.getLogger("fairvisor.decision_log")
 
 MAX_BUFFERED = 20_000  # records held between flushes (every 0.1 s): room for 200k rejects/s
 BACKUPS = 3  # rotated files kept: decisions.jsonl.1 (newest) .. .3
-HASH_HEX_CHARS = 16  # sha256 prefix shown for hashed keys: 64 bits, collisions negligible
 TOP_KEYS_CAPACITY = 64  # counters of the rejected-keys summary (Misra-Gries)
 RAW_KEY_JOIN = "|"  # compound key values are shown joined by this
 
@@ -34,13 +34,13 @@ class LogRecord(msgspec.Struct, omit_defaults=True, gc=False):
     policy: str = ""
     rule: str = ""
     reason: str = ""
-    key: str = ""  # the request's limit-key value(s): sha256 prefix or raw (FAIRVISOR_LOG_KEYS)
+    key: str = ""  # the request's limit-key value(s): keyed hash or raw (FAIRVISOR_LOG_KEYS, pyengine.key_hash)
     status: int = 0  # HTTP status answered (rejects)
     retry_after_s: int = 0
     delay_ms: int = 0  # throttles
     tokens: int = 0  # LLM tokens the request asked for: prompt estimate + completion reserved
     cost_micros: int = 0  # budget units x 1e6 the request would cost (micro-USD for llm_usd)
-    detail: str = ""  # e.g. a kill switch's reason
+    detail: str = ""  # operator-only text, e.g. a kill switch's reason (never sent to the client)
     version: int = 0  # reloads: bundle_version put in force
     hash: str = ""  # reloads: policy hash
     errors: list[str] = []  # refused reloads
@@ -57,22 +57,13 @@ def rfc3339_ms(epoch_s: float) -> str:
     return f"{_second[1]}.{int((epoch_s - whole) * 1000):03d}Z"
 
 
-# Hashes by raw key (pyengine.bounded): a reject flood repeats few keys, and sha256 is most of a
-# record's cost. Long keys (header values can be KiBs) are not kept.
-_HASH_CACHE_MAX = 16384
-_CACHED_KEY_MAX_CHARS = 256
-_hashes: dict[str, str] = {}
-
-
-def hash_key(raw: str) -> str:
-    """Pseudonymous, stable across restarts so a key can be followed over days (not anonymous:
-    low-entropy keys such as IPv4 addresses can be brute-forced from the hash)."""
-    h = _hashes.get(raw)
-    if h is None:
-        h = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_HEX_CHARS]
-        if len(raw) <= _CACHED_KEY_MAX_CHARS:
-            remember(_hashes, _HASH_CACHE_MAX, raw, h)
-    return h
+def shown_values(state_key: str | None) -> str:
+    """A rule key's values as people read them (joined by RAW_KEY_JOIN); "" without a key, and
+    keys.ABSENT for the shared counter of requests that had none (on_missing_key "shared")."""
+    if not state_key:
+        return ""
+    values = keys.rule_values(state_key)
+    return RAW_KEY_JOIN.join(values) if values else keys.ABSENT
 
 
 class TopKeys:
@@ -114,14 +105,15 @@ def _amounts(rule, view) -> tuple[int, int]:
     req = view.llm
     tokens = 0
     if req is not None:
-        completion = rule.completion_tokens(req) if isinstance(rule, LLMRule) else (req.max_output_tokens or 0)
+        completion = rule.completion_tokens(req) if isinstance(rule, LLMRule) else client_tokens(req.max_output_tokens)
         tokens = req.prompt_tokens + completion
     cost = 0
     if isinstance(rule, CostRule):
         if rule.llm_usd:
             price = rule.price(req.model) if req is not None else None
             if price is not None:
-                cost = rule.usd_micros(price, req.prompt_tokens, req.max_output_tokens or rule.default_completion)
+                cost = rule.usd_micros(price, req.prompt_tokens,
+                                       client_tokens(req.max_output_tokens) or rule.default_completion)
         else:
             cost = int(round(rule.cost(view) * MICROS))
     return tokens, cost
@@ -132,9 +124,10 @@ class DecisionLog:
     (`memory=True`, used by `fairvisor test`) or discard them (FAIRVISOR_DECISION_LOG=off)."""
 
     def __init__(self, path: str | None, key_mode: str = "hashed", max_bytes: int = 64 << 20,
-                 metrics=None, memory: bool = False):
+                 metrics=None, memory: bool = False, hasher: KeyHasher | None = None):
         self.path = path
         self.hashed = key_mode != "raw"
+        self.hasher = hasher if hasher is not None else KeyHasher(None, self.hashed)
         self.max_bytes = max_bytes
         self.metrics = metrics
         self.enabled = path is not None or memory
@@ -149,7 +142,9 @@ class DecisionLog:
     @classmethod
     def from_settings(cls, settings, metrics) -> "DecisionLog":
         path = None if settings.decision_log == "off" else settings.decision_log
-        return cls(path, settings.log_keys, settings.decision_log_max_mb << 20, metrics)
+        hasher = KeyHasher(settings.state_dir, settings.log_keys != "raw")
+        install(hasher)  # engine log lines show keys like the decision log does
+        return cls(path, settings.log_keys, settings.decision_log_max_mb << 20, metrics, hasher=hasher)
 
     # -- recording (decision path: no I/O, no hashing) -----------------------------------
 
@@ -170,8 +165,7 @@ class DecisionLog:
         rule = self._rule(bundle, d.policy_id, d.rule) if d.rule else None
         key = ""
         if rule is not None:
-            state_key = rule.state_key(view)  # cached per request: no second extraction
-            key = state_key[len(rule.prefix):].replace(KEY_SEP, RAW_KEY_JOIN) if state_key else ""
+            key = shown_values(rule.state_key(view))  # values cached per request: no second extraction
         if event == "reject" and key:
             self.top_keys.add((d.policy_id, key))
         if not self.enabled:
@@ -194,8 +188,7 @@ class DecisionLog:
         rule = self._rule(bundle, policy_id, rule_name)
         key, tokens, cost = "", 0, 0
         if rule is not None:
-            at = state_key.find(rule.prefix)  # global shadow puts a marker before the prefix
-            key = state_key[at + len(rule.prefix):].replace(KEY_SEP, RAW_KEY_JOIN) if at >= 0 else ""
+            key = shown_values(state_key)
             tokens, cost = _amounts(rule, view)
         self._add(now_s, LogRecord(ts="", event="would_reject", request_id=view.request_id, policy=policy_id,
                                    rule=rule_name, reason=reason, key=key, tokens=tokens, cost_micros=cost))
@@ -214,7 +207,7 @@ class DecisionLog:
     # -- output (upkeep and shutdown) -----------------------------------------------------
 
     def shown_key(self, raw: str) -> str:
-        return hash_key(raw) if self.hashed and raw else raw
+        return self.hasher.show(raw)
 
     def drain(self) -> list[LogRecord]:
         """Take every pending record, finished (timestamp set, key hashed when configured)."""
@@ -223,7 +216,7 @@ class DecisionLog:
         for now_s, rec in pending:
             rec.ts = rfc3339_ms(now_s)
             if rec.key and self.hashed:
-                rec.key = hash_key(rec.key)
+                rec.key = self.hasher.digest(rec.key)
             out.append(rec)
         return out
 

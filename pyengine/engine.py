@@ -9,6 +9,7 @@ import msgspec
 from .clock import SystemClock
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
+from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
@@ -17,7 +18,7 @@ from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
-                                Hello, HelloReply, Metrics, Reply, Settle, Usage)
+                                Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
@@ -66,6 +67,7 @@ class Engine:
         self.store = store if store is not None else MemoryStore(max_keys=settings.max_state_keys)
         self.metrics = EngineMetrics()
         metrics_edge.register(self)  # fairvisor/edge's metric names too
+        self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
         self.pipeline = Pipeline(_Sink(self.metrics, self))
@@ -148,6 +150,12 @@ class Engine:
         except PolicyError as exc:
             self._refused(exc.errors)
             raise
+        if self.bundle is not None and policy_hash(data) == self.bundle.hash:
+            # The bundle in force again (a SIGHUP or touch without an edit, or an edit undone):
+            # nothing to reload and nothing refused, so the file on disk is no longer in error.
+            self.last_errors = []
+            log.info("policy unchanged: version=%s hash=%s", self.bundle.version, self.bundle.hash)
+            return
         self.load_bytes(data, os.path.basename(path))
 
     def _refused(self, errors: list[str]) -> None:
@@ -237,7 +245,18 @@ class Engine:
     def handle(self, msg):
         t = type(msg)
         if t is Decide:
-            return self.decide(msg)
+            return self.decide(msg)  # answers engine_error itself (all-or-nothing, the right surface)
+        try:
+            return self._handle_other(t, msg)
+        except Exception:  # noqa: BLE001 - our bug: counted, logged, answered; the engine keeps serving
+            where = _WHERE.get(t, "frame")
+            self.errors.record(where)
+            if t in (Usage, Health, Metrics):
+                body = _json.encode({"status": 500, "title": "Internal Server Error", "reason": "engine_error"})
+                return Reply(status=500, content_type="application/problem+json", body=body.decode())
+            return ErrorReply(code="engine_error", message=f"engine error in {where}")
+
+    def _handle_other(self, t, msg):
         if t is Hello:
             if msg.protocol_version != PROTOCOL_VERSION:
                 return ErrorReply(code="version_mismatch",
@@ -304,42 +323,58 @@ class Engine:
         """The decision itself: what every request gets (debug sessions add a trace around it)."""
         if msg.generation != self.generation:
             return self.hello_reply  # the shim re-describes the request with the new header list
-        start = time.perf_counter()
-        bundle = self.bundle
-        if bundle is None:
-            d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
+        d = None
+        try:
+            start = time.perf_counter()
+            bundle = self.bundle
+            if bundle is None:
+                d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
+                verdict = render(d, msg.surface, self.settings.llm_format)
+                self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
+                return verdict
+            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            if self.llm_proxy is not None:
+                view.prompt_ratio = self.llm_proxy.estimator.prompt.get
+            now_s = self.clock.now_s()
+            d = self.pipeline.decide(bundle, view, now_s)
+            if d.retry_after_s > 1 and self.settings.retry_jitter:
+                jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
+            if d.reserved:
+                r = self.reservations.open(d.reserved, now_s, view.llm)
+                d.reservation_id = r.id
+                self.metrics.tokens_reserved.inc((), reserved_tokens(r))
             verdict = render(d, msg.surface, self.settings.llm_format)
-            self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
+            if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
+                self.llm_proxy.attach(verdict, d.reservation_id, view)
+            m = self.metrics
+            self.last_decision = d
+            if d.outcome is not None:
+                m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
+            if d.status:
+                m.decisions.inc(("reject", d.reason, d.policy_id or ""))
+                self.decision_log.decision("reject", d, bundle, view, now_s)
+            elif d.warning:
+                action = "throttle" if d.delay_ms else "warn"
+                m.decisions.inc((action, d.warning, d.policy_id or ""))
+                self.decision_log.decision(action, d, bundle, view, now_s)
+            else:
+                m.decisions.inc(("allow", "", d.policy_id or ""))
+            m.duration.observe(time.perf_counter() - start)
             return verdict
-        view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
-        if self.llm_proxy is not None:
-            view.prompt_ratio = self.llm_proxy.estimator.prompt.get
-        now_s = self.clock.now_s()
-        d = self.pipeline.decide(bundle, view, now_s)
-        if d.retry_after_s > 1 and self.settings.retry_jitter:
-            jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
-        if d.reserved:
-            r = self.reservations.open(d.reserved, now_s, view.llm)
-            d.reservation_id = r.id
-            self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-        verdict = render(d, msg.surface, self.settings.llm_format)
-        if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-            self.llm_proxy.attach(verdict, d.reservation_id, view)
-        m = self.metrics
-        self.last_decision = d
-        if d.outcome is not None:
-            m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
-        if d.status:
-            m.decisions.inc(("reject", d.reason, d.policy_id or ""))
-            self.decision_log.decision("reject", d, bundle, view, now_s)
-        elif d.warning:
-            action = "throttle" if d.delay_ms else "warn"
-            m.decisions.inc((action, d.warning, d.policy_id or ""))
-            self.decision_log.decision(action, d, bundle, view, now_s)
-        else:
-            m.decisions.inc(("allow", "", d.policy_id or ""))
-        m.duration.observe(time.perf_counter() - start)
-        return verdict
+        except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
+            return self._engine_error(msg, d)
+
+    def _engine_error(self, msg: Decide, d: Decision | None) -> Verdict:
+        """Reject the request whose decision raised: undo what an allow charged (the pipeline
+        undid its own charges already), count, log; the engine goes on serving."""
+        self.errors.record("decide")
+        if d is not None and d.status == 0:
+            if d.reservation_id:
+                self.reservations.take(d.reservation_id)
+            _undo_quietly(d.charged, self.clock.now_s())
+        self.last_decision = ENGINE_ERROR
+        self.metrics.decisions.inc(("reject", "engine_error", ""))
+        return render(ENGINE_ERROR, msg.surface, self.settings.llm_format)
 
     def health(self) -> Reply:
         b = self.bundle
@@ -353,6 +388,19 @@ class Engine:
             body["last_reload_errors"] = self.last_errors
         body["top_rejected_keys"] = self.decision_log.top_rejected()
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
+
+def _undo_quietly(charged, now_s: float) -> None:
+    """Undo an allow's charges after a later failure; a failing undo is counted by the caller's
+    record and must not hide the engine_error answer."""
+    for rule, key, amount in reversed(charged or ()):
+        try:
+            rule.undo(key, amount, now_s, now_s)
+        except Exception:  # noqa: BLE001 - already answering engine_error
+            log.debug("undo after engine error failed", exc_info=True)
+
+
+_WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello"}
 
 
 def _stat_of(path: str):

@@ -9,12 +9,19 @@ class PolicyError(FairvisorError):
     """A policy bundle was refused. Caught by the loader's callers (start-up, reload, `validate`).
 
     `errors` holds every problem found, each already formatted as
-    ``<file>: <json path>: <message>`` so callers print them verbatim.
+    ``<file>: <json path>: <message>`` so callers print them verbatim. `located` holds the same
+    as (json path, message) pairs when the raiser had them apart (the loader), for JSON output.
     """
 
-    def __init__(self, errors: list[str]):
+    def __init__(self, errors: list[str], located: list[tuple[str, str]] | None = None):
         self.errors = list(errors)
+        self.located = located
         super().__init__("\n".join(self.errors))
+
+    @classmethod
+    def at(cls, source: str, located: list[tuple[str, str]]) -> "PolicyError":
+        """From (json path, message) pairs found in `source` (a file name or <stdin>)."""
+        return cls([f"{source}: {path}: {message}" for path, message in located], list(located))
 
 
 class ProtocolError(FairvisorError):

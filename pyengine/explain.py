@@ -8,9 +8,10 @@ from `Engine.decide` afterwards, so it is the engine's own answer, not this modu
 
 import time
 
-from .policy.compiler import SHADOW_MARK
-from .policy.rules import KEY_SEP, key_value
+from .decision_log import shown_values
+from .policy.rules import key_value
 from .request import view_from_decide
+from .state import keys
 
 _ALGORITHM = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based"}
 
@@ -89,14 +90,21 @@ def _walk_rules(policy, view, now_s, shadow_mark: bool, stopped: str | None) -> 
             continue
         key = rule.state_key(view)
         if key is not None:
-            e["key"] = key[len(rule.prefix):].replace(KEY_SEP, "|")
+            e["key"] = shown_values(key)
         if stopped is not None or rejected:  # the pipeline never looks at this rule
             e.update(status="not_reached", why=stopped or "an earlier rule of this policy rejected")
             continue
         if key is None:
-            e.update(status="skipped", why=f"missing key: {_missing_key(rule, view)}")
+            if rule.reject_missing:
+                e.update(status="reject", why=f"missing key: {_missing_key(rule, view)} (on_missing_key: reject)",
+                         outcome={"allowed": False, "reason": "missing_limit_key"})
+                rejected = True
+            else:
+                e.update(status="skipped", why=f"missing key: {_missing_key(rule, view)}")
             continue
-        state_key = SHADOW_MARK + key if shadow_mark else key
+        if key == rule.missing_key:
+            e["why"] = f"missing key: {_missing_key(rule, view)} (on_missing_key: shared counter)"
+        state_key = keys.shadow(key) if shadow_mark else key
         outcome, amount = rule.apply(view, state_key, now_s)
         if outcome.allowed:
             rule.undo(state_key, amount, now_s, now_s)  # peek only: leave the state as it was

@@ -124,6 +124,9 @@ class EngineMetrics:
         self.reloads = r.add(Counter("fairvisor_policy_reload_total", "Policy loads by result.", ("result",)))
         self.engine_unavailable = r.add(Counter("fairvisor_engine_unavailable_total",
                                                 "Requests nginx answered by fail mode (reported by the shim)."))
+        self.engine_errors = r.add(Counter("fairvisor_engine_errors_total",
+                                           "Exceptions inside the engine, by where (decide: the request was "
+                                           "rejected with engine_error, never allowed).", ("where",)))
         self.rule_skipped = r.add(Counter("fairvisor_rule_skipped_total", "Rules skipped: a limit key was missing.",
                                           ("policy", "rule")))
         self.llm_settlements = r.add(Counter("fairvisor_llm_settlements_total",

@@ -2,15 +2,18 @@
 
 Order (contract §1): kill switches first; then, per matching policy in bundle order, its rules
 whose `match` holds (or its fallback). The first enforcing rule that rejects ends the request;
-every charge made before it is undone, so a rejected request is never charged. Shadow policies
-(and every policy under an active global shadow) count in their own state and never change
-the Decision; their would-be rejections go to metrics and the decision log.
+every charge made before it is undone, so a rejected request is never charged; so is every
+charge made before an exception (the engine then answers engine_error, pyengine.engine_errors).
+Shadow policies (and every policy under an active global shadow) count in their own state and
+never change the Decision; their would-be rejections go to metrics and the decision log.
+A rule without a key value for this request is skipped, counted on its shared key, or refuses
+the request (missing_limit_key), as its on_missing_key says.
 """
 
 import math
 
 from .guards.kill_hits import record_hit
-from .policy.compiler import SHADOW_MARK
+from .state import keys
 from .verdict import Decision
 
 KILL_SWITCH_RETRY_S = 3600
@@ -28,9 +31,13 @@ def _rejected(outcome, rule) -> Decision:
                     outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
 
 
+def _missing(rule) -> Decision:
+    return Decision(status=429, reason="missing_limit_key", rule=rule.name, policy_id=rule.policy_id)
+
+
 def _allowed(charged: list, best, warning, delay_ms: int) -> Decision:
     """best: (ratio, rule, outcome) of the most restrictive allowing rule, or None."""
-    d = Decision(warning=warning, delay_ms=delay_ms)
+    d = Decision(warning=warning, delay_ms=delay_ms, charged=charged)
     if best is not None:
         d.rule = best[1].name
         d.policy_id = best[1].policy_id
@@ -49,27 +56,34 @@ def _decide_straight(rules: tuple, view, now_s: float, sink) -> Decision:
     best = None
     warning = None
     delay_ms = 0
-    for rule in rules:
-        if rule.match and not rule.matches(view):
-            continue
-        key = rule.state_key(view)
-        if key is None:
-            sink.skipped(rule.policy_id, rule.name)
-            continue
-        outcome, amount = rule.apply(view, key, now_s)
-        if not outcome.allowed:
-            _undo(charged, now_s, now_s)
-            return _rejected(outcome, rule)
-        charged.append((rule, key, amount))
-        limit = outcome.limit
-        if limit:
-            ratio = outcome.remaining / limit
-            if best is None or ratio < best[0]:
-                best = (ratio, rule, outcome)
-        if outcome.warning is not None and _SEVERITY[outcome.warning] > _SEVERITY[warning]:
-            warning = outcome.warning
-        if outcome.delay_ms > delay_ms:
-            delay_ms = outcome.delay_ms
+    try:
+        for rule in rules:
+            if rule.match and not rule.matches(view):
+                continue
+            key = rule.state_key(view)
+            if key is None:
+                if rule.reject_missing:
+                    _undo(charged, now_s, now_s)
+                    return _missing(rule)
+                sink.skipped(rule.policy_id, rule.name)
+                continue
+            outcome, amount = rule.apply(view, key, now_s)
+            if not outcome.allowed:
+                _undo(charged, now_s, now_s)
+                return _rejected(outcome, rule)
+            charged.append((rule, key, amount))
+            limit = outcome.limit
+            if limit:
+                ratio = outcome.remaining / limit
+                if best is None or ratio < best[0]:
+                    best = (ratio, rule, outcome)
+            if outcome.warning is not None and _SEVERITY[outcome.warning] > _SEVERITY[warning]:
+                warning = outcome.warning
+            if outcome.delay_ms > delay_ms:
+                delay_ms = outcome.delay_ms
+    except BaseException:
+        _undo(charged, now_s, now_s)  # all-or-nothing holds for our own bugs too
+        raise
     return _allowed(charged, best, warning, delay_ms)
 
 
@@ -89,6 +103,7 @@ class Pipeline:
                 if ks.expires_at_s is not None:
                     retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
                 record_hit(bundle.store, ks, now_s)
+                # The switch's reason is for operators (decision log), never for the client.
                 return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
@@ -105,64 +120,76 @@ class Pipeline:
         warning = None
         delay_ms = 0
 
-        for policy in policies:
-            shadow = policy.shadow or global_shadow
-            if shadow and shadow_failed:
-                continue
-            guards = policy.guards
-            if guards is not None:
-                first = len(shadow_charged if shadow else charged)
-            for rule in (policy.rules if policy.plain else policy.applicable(view)):
-                key = rule.state_key(view)
-                if key is None:
-                    sink.skipped(policy.id, rule.name)
+        try:
+            for policy in policies:
+                shadow = policy.shadow or global_shadow
+                if shadow and shadow_failed:
                     continue
-                if shadow and not policy.shadow:
-                    key = SHADOW_MARK + key  # global shadow: keep enforce counters untouched
-                outcome, amount = rule.apply(view, key, now_s)
-                if shadow:
-                    if outcome.allowed:
-                        shadow_charged.append((rule, key, amount))
+                guards = policy.guards
+                if guards is not None:
+                    first = len(shadow_charged if shadow else charged)
+                for rule in (policy.rules if policy.plain else policy.applicable(view)):
+                    key = rule.state_key(view)
+                    if key is None:
+                        if rule.reject_missing:
+                            if shadow:
+                                sink.would_reject(policy.id, rule.name, "missing_limit_key", "", view)
+                                shadow_failed = True
+                                break
+                            _undo(charged, now_s, now_s)
+                            _undo(shadow_charged, now_s, now_s)
+                            return _missing(rule)
+                        sink.skipped(policy.id, rule.name)
                         continue
-                    sink.would_reject(policy.id, rule.name, outcome.reason, key, view)
-                    shadow_failed = True
-                    break
-                if not outcome.allowed:
-                    _undo(charged, now_s, now_s)
-                    _undo(shadow_charged, now_s, now_s)
-                    return _rejected(outcome, rule)
-                charged.append((rule, key, amount))
-                if outcome.limit:
-                    ratio = outcome.remaining / outcome.limit
-                    if best is None or ratio < best[0]:
-                        best = (ratio, rule, outcome)
-                if outcome.warning is not None and _SEVERITY[outcome.warning] > _SEVERITY[warning]:
-                    warning = outcome.warning
-                if outcome.delay_ms > delay_ms:
-                    delay_ms = outcome.delay_ms
-
-            # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
-            if guards is not None and not (shadow and shadow_failed):
-                hit = guards.check(view, SHADOW_MARK if shadow and not policy.shadow else "",
-                                   shadow_charged if shadow else charged, first, now_s)
-                if hit is not None:
-                    if hit.reason == "loop_detected":
-                        sink.loop_detected(policy.id, shadow)
+                    if shadow and not policy.shadow:
+                        key = keys.shadow(key)  # global shadow: keep enforce counters untouched
+                    outcome, amount = rule.apply(view, key, now_s)
                     if shadow:
-                        if hit.reject:
-                            sink.would_reject(policy.id, hit.guard, hit.reason, hit.key, view)
-                            shadow_failed = True
-                    elif hit.reject:
+                        if outcome.allowed:
+                            shadow_charged.append((rule, key, amount))
+                            continue
+                        sink.would_reject(policy.id, rule.name, outcome.reason, key, view)
+                        shadow_failed = True
+                        break
+                    if not outcome.allowed:
                         _undo(charged, now_s, now_s)
                         _undo(shadow_charged, now_s, now_s)
-                        return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=policy.id,
-                                        retry_after_s=hit.retry_after_s)
-                    else:
-                        if _SEVERITY[hit.warning] > _SEVERITY[warning]:
-                            warning = hit.warning
-                        if hit.delay_ms > delay_ms:
-                            delay_ms = hit.delay_ms
+                        return _rejected(outcome, rule)
+                    charged.append((rule, key, amount))
+                    if outcome.limit:
+                        ratio = outcome.remaining / outcome.limit
+                        if best is None or ratio < best[0]:
+                            best = (ratio, rule, outcome)
+                    if outcome.warning is not None and _SEVERITY[outcome.warning] > _SEVERITY[warning]:
+                        warning = outcome.warning
+                    if outcome.delay_ms > delay_ms:
+                        delay_ms = outcome.delay_ms
 
+                # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
+                if guards is not None and not (shadow and shadow_failed):
+                    hit = guards.check(view, shadow and not policy.shadow,
+                                       shadow_charged if shadow else charged, first, now_s)
+                    if hit is not None:
+                        if hit.reason == "loop_detected":
+                            sink.loop_detected(policy.id, shadow)
+                        if shadow:
+                            if hit.reject:
+                                sink.would_reject(policy.id, hit.guard, hit.reason, hit.key, view)
+                                shadow_failed = True
+                        elif hit.reject:
+                            _undo(charged, now_s, now_s)
+                            _undo(shadow_charged, now_s, now_s)
+                            return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=policy.id,
+                                            retry_after_s=hit.retry_after_s)
+                        else:
+                            if _SEVERITY[hit.warning] > _SEVERITY[warning]:
+                                warning = hit.warning
+                            if hit.delay_ms > delay_ms:
+                                delay_ms = hit.delay_ms
+        except BaseException:
+            _undo(charged, now_s, now_s)  # all-or-nothing holds for our own bugs too
+            _undo(shadow_charged, now_s, now_s)
+            raise
         if shadow_failed:
             _undo(shadow_charged, now_s, now_s)
         return _allowed(charged, best, warning, delay_ms)

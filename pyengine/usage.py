@@ -2,7 +2,9 @@
 
 import msgspec
 
+from .numbers import client_tokens
 from .reservations import Reservations, reserved_tokens, settle
+from .state import keys
 
 
 class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,6 +36,9 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         return _problem(400, str(exc))
     if report.prompt_tokens < 0 or report.completion_tokens < 0:
         return _problem(400, "token counts must be >= 0")
+    # Client numbers, clamped before any arithmetic (pyengine.numbers).
+    report.prompt_tokens = client_tokens(report.prompt_tokens)
+    report.completion_tokens = client_tokens(report.completion_tokens)
     if (report.reservation_id is None) == (report.key is None):
         return _problem(400, "give exactly one of reservation_id and key")
     if report.reservation_id is not None:
@@ -66,7 +71,7 @@ def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, mod
         for rule in policy.rules + ((policy.fallback,) if policy.fallback else ()):
             if not rule.reserves or len(rule.key_fns) != 1:
                 continue
-            state_key = rule.prefix + key
+            state_key = keys.one_value(rule.prefix, key)
             if isinstance(rule, LLMRule):
                 rule.settle(state_key, 0, prompt_tokens + completion_tokens, now_s, now_s)
                 n += 1

@@ -23,7 +23,7 @@ class Decision(msgspec.Struct, gc=False):
     with keyword defaults; gc=False is safe because nothing it holds refers back to it.
     """
 
-    status: int = 0  # 0 allow, 429 reject, 503 not ready
+    status: int = 0  # 0 allow, 429 reject, 503 not ready or engine_error
     reason: str | None = None  # contract §4 reason code on reject
     rule: str | None = None  # rule name the headers describe
     policy_id: str | None = None
@@ -31,8 +31,9 @@ class Decision(msgspec.Struct, gc=False):
     retry_after_s: int = 0
     warning: str | None = None  # X-Fairvisor-Warning value
     delay_ms: int = 0
-    detail: str | None = None  # human text, e.g. a kill switch's reason
+    detail: str | None = None  # operator-only text (a kill switch's reason): decision log, never the client
     reserved: list | None = None  # [(rule, state key, amount)] of rules settled after the response
+    charged: list | None = None  # every (rule, state key, amount) an allow charged, for undo on engine_error
     reservation_id: str | None = None
 
 
@@ -58,14 +59,15 @@ _MESSAGES = {
     "loop_detected": "Identical requests repeated: agent loop detected",
     "circuit_breaker_open": "Spend circuit breaker is open",
     "unknown_model_price": "No price is configured for this model",
+    "missing_limit_key": "The request lacks a value this limit is keyed on",
     "no_policy_loaded": "No policy is loaded",
+    "engine_error": "The rate-limit engine failed on this request; it was not let through",
 }
 
 
 def _message(d: Decision) -> str:
+    # Built from the reason code only: d.detail is for operators and never reaches a client.
     text = _MESSAGES.get(d.reason, d.reason or "Rejected")
-    if d.detail:
-        text = f"{text}: {d.detail}"
     if d.retry_after_s:
         text = f"{text}. Retry after {d.retry_after_s} s."
     return text
@@ -73,14 +75,17 @@ def _message(d: Decision) -> str:
 
 def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes]:
     msg = _message(d)
+    unavailable = d.status == 503  # no policy, or engine_error: the providers' server-side error types
     if surface != SURFACE_DESCRIBED and llm_format == "openai":
-        etype = "insufficient_quota" if d.reason == "budget_exhausted" else "rate_limit_error"
+        etype = "server_error" if unavailable else \
+            "insufficient_quota" if d.reason == "budget_exhausted" else "rate_limit_error"
         return "application/json", _json.encode({"error": {"message": msg, "type": etype, "code": d.reason}})
     if surface != SURFACE_DESCRIBED and llm_format == "anthropic":
-        return "application/json", _json.encode({"type": "error", "error": {"type": "rate_limit_error", "message": msg}})
+        etype = "api_error" if unavailable else "rate_limit_error"
+        return "application/json", _json.encode({"type": "error", "error": {"type": etype, "message": msg}})
     if surface != SURFACE_DESCRIBED and llm_format == "gemini":
         return "application/json", _json.encode(
-            {"error": {"code": d.status, "message": msg, "status": "RESOURCE_EXHAUSTED"}})
+            {"error": {"code": d.status, "message": msg, "status": "UNAVAILABLE" if unavailable else "RESOURCE_EXHAUSTED"}})
     problem = {
         "type": PROBLEM_TYPE,
         "title": _TITLES.get(d.status, "Rejected"),
@@ -125,7 +130,7 @@ def _build(d: Decision, surface: int, llm_format: str | None) -> Verdict:
 
 def _shared(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     o = d.outcome
-    key = (d.status, d.rule, d.warning, d.reason, d.policy_id, d.retry_after_s, d.detail, surface, llm_format,
+    key = (d.status, d.rule, d.warning, d.reason, d.policy_id, d.retry_after_s, surface, llm_format,
            None if o is None else (o.limit, o.window_s, o.remaining, o.reset_s))
     verdict = _cache.get(key)
     if verdict is None:

@@ -5,11 +5,11 @@ import math
 from pyengine.algorithms.cost_based import CostBudget
 from pyengine.algorithms.outcome import Outcome
 from pyengine.algorithms.token_bucket import TokenBucket
+from pyengine.state import keys
 from pyengine.state.store import Store
 
-# The TPD counter of `key` is stored under `key + TPD_KEY_SUFFIX`; the TPM bucket under `key`.
-# The pipeline's key encoding must never produce a key ending in this suffix.
-TPD_KEY_SUFFIX = "\x00tpd"
+# The TPM bucket is stored under `key`, the TPD counter under keys.day(key) (pyengine.state.keys).
+_day = keys.day
 
 
 class LLMTokenLimiter:
@@ -63,7 +63,7 @@ class LLMTokenLimiter:
         tpd = self.tpd
         if tpd is None:
             return self.tpm.acquire(key, tokens, now_s)
-        day_key = key + TPD_KEY_SUFFIX
+        day_key = _day(key)
         day = tpd.acquire(day_key, tokens, now_s)
         if not day.allowed:
             return day
@@ -88,17 +88,17 @@ class LLMTokenLimiter:
         elif excess > 0:
             self.tpm.charge(key, excess, now_s)
             if self.tpd is not None:
-                self.tpd.charge(key + TPD_KEY_SUFFIX, excess, now_s)
+                self.tpd.charge(_day(key), excess, now_s)
 
     def refund(self, key: str, tokens: int, reserved_at_s: float, now_s: float) -> None:
         """Give back `tokens` reserved at `reserved_at_s` (full rollback, or settle's unused part)."""
         self.tpm.refund(key, tokens, now_s)
         if self.tpd is not None:
-            self.tpd.refund(key + TPD_KEY_SUFFIX, tokens, reserved_at_s, now_s)
+            self.tpd.refund(_day(key), tokens, reserved_at_s, now_s)
 
     def peek(self, key: str, now_s: float) -> int:
         """Whole tokens a request could use now: the lower of TPM and TPD headroom, >= 0."""
         available = math.floor(self.tpm.peek(key, now_s))
         if self.tpd is not None:
-            available = min(available, self.tpd.peek(key + TPD_KEY_SUFFIX, now_s))
+            available = min(available, self.tpd.peek(_day(key), now_s))
         return available if available > 0 else 0

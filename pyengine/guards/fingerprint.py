@@ -53,14 +53,24 @@ def body_part(body: bytes | None) -> bytes:
     return b"chat\x00" + _last(messages, _USER_ROLES) + b"\x00" + _last(messages, _TOOL_ROLES)
 
 
+def _part(h, data: bytes) -> None:
+    # Length-prefixed, so no part can run into the next: (path "/a\x00x", value "y") and
+    # (path "/a", value "x\x00y") are different requests.
+    h.update(len(data).to_bytes(8, "big"))
+    h.update(data)
+
+
 def fingerprint(method: str, path: str, key_values, body: bytes | None) -> str:
     """Hex digest over method, path, the policy's key values (None != "") and the body part."""
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    h.update(method.encode())
-    h.update(b"\x00")
-    h.update(path.encode("utf-8", "surrogatepass"))
+    _part(h, method.encode("utf-8", "surrogatepass"))
+    _part(h, path.encode("utf-8", "surrogatepass"))
     for v in key_values:
-        h.update(b"\x00-" if v is None else b"\x00=" + v.encode("utf-8", "surrogatepass"))
-    h.update(b"\x00\x00")
+        if v is None:
+            h.update(b"-")
+        else:
+            h.update(b"=")
+            _part(h, v.encode("utf-8", "surrogatepass"))
+    h.update(b".")
     h.update(body_part(body))
     return h.hexdigest()

@@ -2,21 +2,20 @@
 
 import hashlib
 
-from ..policy.rules import KEY_SEP
+from ..state import keys
 
-KILL_MARK = "\x00ks"  # state-key marker; never the start of a policy id
 ID_HEX_CHARS = 12  # the switch id shown in metrics: a digest, never the tenant value itself
 UNDATED_TTL_S = 30 * 86_400  # a switch without expires_at keeps its count 30 days past its last hit
 
 
 def switch_id(scope_key: str, scope_value: str, route: str | None) -> str:
     """Stable across reloads and restarts while the switch's scope stays the same."""
-    raw = "\x00".join((scope_key, scope_value, route or ""))
+    raw = keys.values_key("", (scope_key, scope_value, route or ""))  # length-prefixed: unambiguous
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:ID_HEX_CHARS]
 
 
 def hits_key(scope_key: str, scope_value: str, route: str | None) -> str:
-    return KILL_MARK + KEY_SEP + switch_id(scope_key, scope_value, route)
+    return keys.kill_hits(switch_id(scope_key, scope_value, route))
 
 
 def record_hit(store, ks, now_s: float) -> None:
@@ -32,5 +31,5 @@ def hit_counts(store, switches, now_s: float) -> dict[str, int]:
     out = {}
     for ks in switches:
         value = store.get(ks.hits_key)
-        out[ks.hits_key.rsplit(KEY_SEP, 1)[1]] = value[1] if value is not None and value[0] > now_s else 0
+        out[keys.kill_switch_id(ks.hits_key)] = value[1] if value is not None and value[0] > now_s else 0
     return out

@@ -2,17 +2,14 @@
 
 import logging
 
-from ..policy.rules import KEY_SEP, MICROS, CostRule, LLMRule, key_value
+from ..key_hash import shown
+from ..policy.rules import MICROS, CostRule, LLMRule, key_value
+from ..state import keys
 from .breaker import CLOSED, HALF_OPEN, OPEN, SpendBreaker
 from .fingerprint import fingerprint
 from .loop import LoopDetector
 
 log = logging.getLogger("fairvisor.guards")
-
-# State-key markers: "<policy><SEP><marker><SEP>...". Rule names never start with NUL (the
-# loader refuses control characters in names), so these never meet a rule's counters.
-LOOP_MARK = "\x00loop"
-BREAKER_MARK = "\x00cb"
 
 LOOP = "loop_detection"  # the name guards carry where rules carry theirs (logs, metrics)
 BREAKER = "circuit_breaker"
@@ -54,14 +51,13 @@ class PolicyGuards:
     none and pays nothing). Also stands in the pipeline's charge list for the breaker spend it
     counted, so a later refusal undoes that spend like any rule charge."""
 
-    __slots__ = ("policy_id", "name", "reserves", "key_fns", "loop", "loop_action", "loop_prefix",
-                 "breaker", "breaker_prefix", "primary", "meter", "meter_factor", "tripped", "alert")
+    __slots__ = ("policy_id", "name", "reserves", "key_fns", "loop", "loop_action", "loop_prefixes",
+                 "breaker", "breaker_prefixes", "primary", "meter", "meter_factor", "tripped", "alert")
 
     def __init__(self, policy_id: str, spec, rules, shadow: bool, store, tripped: dict):
         self.policy_id = policy_id
         self.name = BREAKER
         self.reserves = False
-        base = ("~" if shadow else "") + policy_id + KEY_SEP
         # The policy's key values, in first-use order over its rules (fallback included).
         seen: dict[str, object] = {}
         for r in rules:
@@ -73,7 +69,8 @@ class PolicyGuards:
         if ld is not None and ld.enabled:
             self.loop = LoopDetector(store, ld.window_seconds, ld.threshold_identical_requests)
             self.loop_action = ld.action
-            self.loop_prefix = base + LOOP_MARK + KEY_SEP
+            # [under no global shadow, under a global shadow] (a shadow policy is always shadow).
+            self.loop_prefixes = (keys.loop_prefix(policy_id, shadow), keys.loop_prefix(policy_id, True))
         cb = spec.circuit_breaker
         self.breaker = None
         self.alert = cb is not None and cb.alert
@@ -82,17 +79,18 @@ class PolicyGuards:
             self.meter, self.meter_factor = meter_of(rules)
             self.breaker = SpendBreaker(store, cb.spend_rate_threshold_per_minute / self.meter_factor,
                                         cb.auto_reset_after_minutes * 60)
-            self.breaker_prefix = base + BREAKER_MARK + KEY_SEP
+            self.breaker_prefixes = (keys.breaker_prefix(policy_id, shadow), keys.breaker_prefix(policy_id, True))
             # The primary key: the first limit key of the policy's first rule.
             self.primary = rules[0].key_fns[0] if rules else None
 
-    def check(self, view, mark: str, charges: list, first: int, now_s: float) -> GuardHit | None:
-        """Run the guards for one request whose rules charged `charges[first:]`. `mark` is
-        the shadow marker under a global shadow ("" otherwise)."""
+    def check(self, view, global_shadow: bool, charges: list, first: int, now_s: float) -> GuardHit | None:
+        """Run the guards for one request whose rules charged `charges[first:]`;
+        `global_shadow`: an enforce policy counted in shadow state."""
         hit = None
         if self.loop is not None:
             values = [key_value(view, lk, fn) for lk, fn in self.key_fns]
-            key = mark + self.loop_prefix + fingerprint(view.method, view.path, values, view.body)
+            key = keys.one_value(self.loop_prefixes[global_shadow],
+                                 fingerprint(view.method, view.path, values, view.body))
             if self.loop.hit(key, now_s):
                 action = self.loop_action
                 if action == "reject":
@@ -105,7 +103,7 @@ class PolicyGuards:
             value = key_value(view, *self.primary)
             if value is None:
                 return hit  # like a rule whose key is missing: skipped, never refused
-            key = mark + self.breaker_prefix + value
+            key = keys.one_value(self.breaker_prefixes[global_shadow], value)
             spend = 0
             meter = self.meter
             for i in range(first, len(charges)):
@@ -119,7 +117,7 @@ class PolicyGuards:
                     # `alert: true` (fairvisor/edge's field): the opening is an ERROR line flagged alert=true.
                     log.log(logging.ERROR if self.alert else logging.WARNING,
                             "circuit breaker opened: policy=%s key=%s spend_per_min=%.6g threshold=%.6g alert=%s",
-                            self.policy_id, value, (self.breaker.rate(key, now_s) + spend) * self.meter_factor,
+                            self.policy_id, shown(value), (self.breaker.rate(key, now_s) + spend) * self.meter_factor,
                             self.breaker.threshold * self.meter_factor, "true" if self.alert else "false")
                 return GuardHit(BREAKER, key, True, "circuit_breaker_open", retry_s)
             if spend:
@@ -146,7 +144,7 @@ def breaker_counts(bundle, tripped: dict, store, now_s: float) -> dict[str, list
         state = CLOSED if breaker is None else breaker.state_of(store.get(key), now_s)[0]
         if state == CLOSED:
             del tripped[key]
-        elif not key.startswith("~"):
+        elif not keys.is_shadow(key):
             counts[pid][0 if state == OPEN else 1] += 1
     return counts
 
@@ -154,7 +152,11 @@ def breaker_counts(bundle, tripped: dict, store, now_s: float) -> dict[str, list
 def index_tripped(store_items, tripped: dict) -> None:
     """Rebuild the non-closed index from restored state (the caller drops stale ones later)."""
     for key, value in store_items:
-        parts = key.split(KEY_SEP, 2)
-        if len(parts) == 3 and parts[1] == BREAKER_MARK and value.__class__ is tuple and len(value) == 6 \
-                and value[1] in (OPEN, HALF_OPEN):
-            tripped[key] = parts[0].lstrip("~")
+        if value.__class__ is not tuple or len(value) != 6 or value[1] not in (OPEN, HALF_OPEN):
+            continue
+        try:
+            parsed = keys.parse(key)
+        except keys.KeyFormatError:
+            continue
+        if parsed.namespace == keys.BREAKER:
+            tripped[key] = parsed.fields[0]

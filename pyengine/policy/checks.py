@@ -14,10 +14,13 @@ from datetime import datetime, timezone
 import msgspec
 
 from pyengine.keys import KEY_VALUES
+from pyengine.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
 from pyengine.policy.schema import (
     Bundle,
+    CircuitBreaker,
     CostBasedConfig,
     KillSwitch,
+    LoopDetection,
     Policy,
     PolicySpec,
     Rule,
@@ -76,6 +79,10 @@ def _check_policy(policy: Policy, path: str, errors: Errors) -> None:
     spec = policy.spec
     _check_selector(spec.selector, f"{path}.spec.selector", errors)
     _check_guards(spec, f"{path}.spec", errors)
+    if spec.loop_detection is not None:
+        _check_bounds(spec.loop_detection, f"{path}.spec.loop_detection", errors)
+    if spec.circuit_breaker is not None:
+        _check_bounds(spec.circuit_breaker, f"{path}.spec.circuit_breaker", errors)
     # State is keyed by (policy id, rule name): the fallback shares the namespace.
     named = [(rule, f"{path}.spec.rules[{j}]") for j, rule in enumerate(spec.rules)]
     if spec.fallback_limit is not None:
@@ -171,6 +178,7 @@ def _check_rule(rule: Rule, path: str, errors: Errors) -> None:
                 _check_key_value(key, value, key_path, errors)
     cfg = rule.algorithm_config
     cfg_path = f"{path}.algorithm_config"
+    _check_bounds(cfg, cfg_path, errors)
     if isinstance(cfg, TokenBucketConfig):
         _check_token_bucket(cfg, cfg_path, errors)
     elif isinstance(cfg, TokenBucketLLMConfig):
@@ -254,6 +262,28 @@ def _fold_completion_alias(cfg: TokenBucketLLMConfig, path: str, errors: Errors)
         errors.append((f"{path}.default_max_completion_tokens",
                        f"is an alias of default_max_completion ({cfg.default_max_completion}): give one"))
     cfg.default_max_completion = alias
+
+
+_BOUNDED = (TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, LoopDetection, CircuitBreaker)
+
+
+def _check_bounds(cfg, path: str, errors: Errors) -> None:
+    """Every rate, capacity, cost and duration is at most POLICY_MAX, and a token bucket refills
+    at least POLICY_MIN_RATE_PER_S (pyengine.numbers): limiter arithmetic can then never overflow,
+    and a clamped client amount still exceeds every capacity."""
+    assert isinstance(cfg, _BOUNDED)
+    for name in cfg.__struct_fields__:
+        value = getattr(cfg, name)
+        if name == "burst_tokens" and value == getattr(cfg, "tokens_per_minute"):
+            continue  # defaulted from tokens_per_minute, whose own error says it
+        if value.__class__ in (int, float) and math.isfinite(value) and value > POLICY_MAX:
+            errors.append((f"{path}.{name}", f"must be <= {POLICY_MAX:.0e} (got {value:g})"))
+    if isinstance(cfg, CostBasedConfig) and cfg.budget < POLICY_MIN_BUDGET:
+        errors.append((f"{path}.budget", f"must be >= {POLICY_MIN_BUDGET:.0e}, one micro-unit (got {cfg.budget:g})"))
+    if isinstance(cfg, TokenBucketConfig) and cfg.tokens_per_second is not None \
+            and cfg.tokens_per_second < POLICY_MIN_RATE_PER_S:
+        errors.append((f"{path}.tokens_per_second",
+                       f"must be >= {POLICY_MIN_RATE_PER_S:.0e} tokens per second (got {cfg.tokens_per_second:g})"))
 
 
 def _to_utc(t: datetime | None, path: str, errors: Errors) -> datetime | None:

@@ -6,10 +6,9 @@ from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..request import DESCRIBED_HEADERS
+from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from .rules import KEY_SEP, CostRule, LLMRule, TokenBucketRule
-
-SHADOW_MARK = "~"  # prefix of shadow state keys: shadow counters never touch enforce counters
+from .rules import CostRule, LLMRule, TokenBucketRule
 
 
 def _epoch_s(dt) -> float | None:
@@ -92,24 +91,25 @@ class CompiledBundle:
 
         def compile_rule(policy, rule, shadow: bool):
             nonlocal needs_body
-            prefix = (SHADOW_MARK if shadow else "") + policy.id + KEY_SEP + rule.name + KEY_SEP
+            prefix = keys.rule_prefix(policy.id, rule.name, shadow)
             key_fns = tuple((k, extractor(k)) for k in rule.limit_keys)
             match = tuple((k, extractor(k), v) for k, v in (rule.match or {}).items())
             cfg = rule.algorithm_config
+            missing = rule.on_missing_key
             if rule.algorithm == "token_bucket":
                 if cfg.cost_source.startswith("header:"):
                     needed.setdefault(cfg.cost_source[7:].lower())
-                return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg)
+                return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
                 needed.setdefault("x-token-estimate")
-                return LLMRule(rule.name, policy.id, key_fns, match, prefix, store, cfg)
+                return LLMRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if cfg.cost_key.startswith("header:"):
                 needed.setdefault(cfg.cost_key[7:].lower())
             if cfg.cost_key == "llm_usd":
                 needs_body = True
                 needed.setdefault("x-token-estimate")
-            return CostRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, self.pricing)
+            return CostRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, self.pricing, missing)
 
         policies = []
         for p in bundle.policies:

@@ -43,7 +43,7 @@ def load_bundle_bytes(data: bytes, source: str, now_s: float) -> Bundle:
         errors = check_bundle(bundle, now_s)
     if errors or bundle is None:
         errors = errors or [("$", "not a valid bundle")]  # unreachable: a None always has a cause
-        raise PolicyError([f"{source}: {path}: {message}" for path, message in errors])
+        raise PolicyError.at(source, errors)
     return bundle
 
 
@@ -56,7 +56,7 @@ def load_bundle_file(path: str, now_s: float) -> Bundle:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise PolicyError([f"{source}: $: cannot read file: {e.strerror or e}"]) from e
+        raise PolicyError.at(source, [("$", f"cannot read file: {e.strerror or e}")]) from e
     return load_bundle_bytes(data, source, now_s)
 
 

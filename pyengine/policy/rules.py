@@ -12,9 +12,11 @@ from ..algorithms.outcome import Outcome
 from ..algorithms.token_bucket import TokenBucket
 from ..algorithms.token_bucket_llm import LLMTokenLimiter
 from ..llm.request import parse_llm_request
+from ..numbers import client_amount, client_tokens
+from ..state import keys
 
 MICROS = 1_000_000
-KEY_SEP = "\x1f"  # between compound key values and after the state prefix; never in names
+_one_value = keys.one_value
 
 
 _MISSING = object()
@@ -43,36 +45,34 @@ def _reject(reason: str) -> Outcome:
 
 
 def _cost_reader(source: str, fixed: float, default: float):
-    """A function view -> cost for `fixed`, `header:<name>` or `query:<name>` (unusable -> default)."""
+    """A function view -> cost for `fixed`, `header:<name>` or `query:<name>`: a client number,
+    clamped (pyengine.numbers): unusable -> default, absurdly large -> above every capacity."""
     if source == "fixed":
         return lambda view: fixed
     kind, _, name = source.partition(":")
-    read = (lambda v: v.header(name.lower())) if kind == "header" else (lambda v: v.query_param(name))
-
-    def cost(view):
-        raw = read(view)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            return default
-        return value if value >= 0 and math.isfinite(value) else default
-    return cost
+    if kind == "header":
+        lname = name.lower()
+        return lambda view: client_amount(view.header(lname), default)
+    return lambda view: client_amount(view.query_param(name), default)
 
 
 class CompiledRule:
-    """Common part: name, key extraction, `match` and the state-key prefix."""
+    """Common part: name, key extraction, `match`, the state-key prefix and on_missing_key."""
 
-    __slots__ = ("name", "policy_id", "key_fns", "match", "prefix", "reserves")
+    __slots__ = ("name", "policy_id", "key_fns", "match", "prefix", "reserves", "missing_key",
+                 "reject_missing")
 
-    def __init__(self, name, policy_id, key_fns, match, prefix):
+    def __init__(self, name, policy_id, key_fns, match, prefix, on_missing_key="skip"):
         self.name = name
         self.policy_id = policy_id
         self.key_fns = key_fns  # tuple of (limit key, extractor)
         self.match = match  # tuple of (limit key, extractor, required value)
-        self.prefix = prefix  # "<policy><SEP><rule><SEP>" (+ shadow marker)
+        self.prefix = prefix  # keys.rule_prefix(policy, rule, shadow)
         self.reserves = False  # True when the charge must be settled after the response
+        # A request without a key value: skipped (None), counted on the rule's one shared key,
+        # or refused with missing_limit_key (state_key returns None, reject_missing says why).
+        self.missing_key = keys.absent(prefix) if on_missing_key == "shared" else None
+        self.reject_missing = on_missing_key == "reject"
 
     def matches(self, view) -> bool:
         for lk, fn, want in self.match:
@@ -88,21 +88,21 @@ class CompiledRule:
             v = cache.get(lk, _MISSING)
             if v is _MISSING:
                 v = cache[lk] = fn(view)
-            return None if v is None else self.prefix + v
+            return self.missing_key if v is None else _one_value(self.prefix, v)
         parts = []
         for lk, fn in fns:
             v = key_value(view, lk, fn)
             if v is None:
-                return None
+                return self.missing_key
             parts.append(v)
-        return self.prefix + KEY_SEP.join(parts)
+        return keys.values_key(self.prefix, parts)
 
 
 class TokenBucketRule(CompiledRule):
     __slots__ = ("bucket", "cost", "fixed_cost")
 
-    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg):
-        super().__init__(name, policy_id, key_fns, match, prefix)
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, on_missing_key="skip"):
+        super().__init__(name, policy_id, key_fns, match, prefix, on_missing_key)
         self.bucket = TokenBucket(store, cfg.tokens_per_second, cfg.burst)
         self.cost = _cost_reader(cfg.cost_source, cfg.fixed_cost, cfg.default_cost)
         self.fixed_cost = cfg.fixed_cost if cfg.cost_source == "fixed" else None
@@ -122,8 +122,8 @@ class LLMRule(CompiledRule):
 
     __slots__ = ("limiter", "cfg", "burst_tokens")
 
-    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg):
-        super().__init__(name, policy_id, key_fns, match, prefix)
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, on_missing_key="skip"):
+        super().__init__(name, policy_id, key_fns, match, prefix, on_missing_key)
         self.cfg = cfg
         self.burst_tokens = cfg.burst_tokens or cfg.tokens_per_minute
         self.limiter = LLMTokenLimiter(store, cfg.tokens_per_minute, self.burst_tokens, cfg.tokens_per_day)
@@ -131,10 +131,10 @@ class LLMRule(CompiledRule):
 
     def completion_tokens(self, req) -> int:
         cfg = self.cfg
-        want = req.max_output_tokens or cfg.default_max_completion
-        if cfg.max_completion_tokens is not None:
-            want = min(want, cfg.max_completion_tokens)
-        return int(want)
+        want = client_tokens(req.max_output_tokens) or cfg.default_max_completion
+        if cfg.max_completion_tokens is not None and want > cfg.max_completion_tokens:
+            want = cfg.max_completion_tokens
+        return want
 
     def apply(self, view, key, now_s):
         req = llm_of(view)
@@ -158,8 +158,8 @@ class CostRule(CompiledRule):
 
     __slots__ = ("budget", "cost", "llm_usd", "pricing", "default_completion")
 
-    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, pricing):
-        super().__init__(name, policy_id, key_fns, match, prefix)
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, pricing, on_missing_key="skip"):
+        super().__init__(name, policy_id, key_fns, match, prefix, on_missing_key)
         self.llm_usd = cfg.cost_key == "llm_usd"
         stages = [(s.threshold_percent, s.action, s.delay_ms or 0) for s in cfg.staged_actions]
         # USD budgets show RateLimit numbers in cents; unit budgets in their own unit.
@@ -176,8 +176,10 @@ class CostRule(CompiledRule):
         return p if p is not None else self.pricing.get("*")
 
     def usd_micros(self, price, prompt_tokens: int, completion_tokens: int) -> int:
-        # USD per million tokens == micro-USD per token.
-        return math.ceil(prompt_tokens * price.input_usd_per_mtok + completion_tokens * price.output_usd_per_mtok)
+        # USD per million tokens == micro-USD per token. Counts are clamped (client numbers) and
+        # prices bounded (POLICY_MAX), so the product stays a finite float.
+        return math.ceil(client_tokens(prompt_tokens) * price.input_usd_per_mtok
+                         + client_tokens(completion_tokens) * price.output_usd_per_mtok)
 
     def apply(self, view, key, now_s):
         if not self.llm_usd:
@@ -187,7 +189,7 @@ class CostRule(CompiledRule):
         price = self.price(req.model)
         if price is None:
             return _reject("unknown_model_price"), 0
-        micros = self.usd_micros(price, req.prompt_tokens, req.max_output_tokens or self.default_completion)
+        micros = self.usd_micros(price, req.prompt_tokens, client_tokens(req.max_output_tokens) or self.default_completion)
         return self.budget.acquire(key, micros, now_s), micros
 
     def undo(self, key, amount, at_s, now_s):

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
+from ..numbers import POLICY_MAX
+
 # Annotated scalar types shared by the Structs below. `gt=0` also refuses NaN (NaN > 0 is
 # false); infinity is refused by the semantic pass, since no Meta bound expresses "finite".
 PositiveFloat = Annotated[float, Meta(gt=0)]
@@ -35,6 +37,7 @@ StageAction = Literal["warn", "throttle", "reject"]
 LoopAction = Literal["reject", "throttle", "warn"]
 Mode = Literal["enforce", "shadow"]
 Estimator = Literal["simple_word", "header_hint"]  # fairvisor/edge's names (docs/migrating.md)
+OnMissingKey = Literal["skip", "reject", "shared"]
 
 
 class _Schema(msgspec.Struct, forbid_unknown_fields=True):
@@ -111,8 +114,9 @@ class StagedAction(_Schema):
 class CostBasedConfig(_Schema, kw_only=True):
     """`cost_based`: a budget per UTC-aligned period, with staged actions as it fills."""
 
-    # In the cost unit; USD when cost_key is "llm_usd". Bounded: x 1e6 must stay a finite int.
-    budget: Annotated[float, Meta(gt=0, le=1e15)]
+    # In the cost unit; USD when cost_key is "llm_usd". Bounded like every capacity (POLICY_MAX):
+    # a clamped client cost must still exceed it.
+    budget: Annotated[float, Meta(gt=0, le=POLICY_MAX)]
     period: Period
     cost_key: str = "fixed"  # "fixed" | "header:<name>" | "query:<name>" | "llm_usd"
     fixed_cost: PositiveFloat = 1.0
@@ -147,6 +151,9 @@ class Rule(_Schema):
     algorithm: Algorithm
     algorithm_config: _AlgorithmConfigField
     match: dict[str, str] | None = None  # limit key -> required value
+    # A request without a value for a limit key: skip the rule, reject it (missing_limit_key),
+    # or count it on one counter shared by every such request.
+    on_missing_key: OnMissingKey = "skip"
 
 
 class LoopDetection(_Schema):

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import time
 
 from ..errors import ProtocolError
 from .framing import FrameBuffer, decode_request, encode_frame
@@ -12,6 +13,8 @@ log = logging.getLogger("fairvisor.connection")
 # Pause reading when this many reply bytes wait in the transport (a shim that stopped
 # reading must not make the engine buffer without bound).
 WRITE_HIGH_WATER_BYTES = 256 * 1024
+LOG_INTERVAL_S = 1.0  # at most one traceback a second from the last-resort handler below
+_next_log_s = [0.0]
 
 
 class FrameStats:
@@ -86,9 +89,15 @@ class ConnectionProtocol(asyncio.Protocol):
             return encode_frame(self._handle(decode_request(body)))
         except ProtocolError as exc:
             return encode_frame(ErrorReply(code=exc.code, message=exc.message))
-        except Exception:  # noqa: BLE001 - the one boundary where an engine bug becomes a reply
-            log.exception("engine error while answering a frame")
-            return encode_frame(ErrorReply(code="internal", message="engine error"))
+        except Exception:  # noqa: BLE001 - last resort: the handler answers its own errors
+            # (a Decide that raises is answered engine_error by Engine.decide: a rejection,
+            # never the fail mode). What reaches here failed outside it, e.g. encoding a reply;
+            # the connection stays open and the next frame is answered as usual.
+            now_s = time.monotonic()
+            if now_s >= _next_log_s[0]:
+                _next_log_s[0] = now_s + LOG_INTERVAL_S
+                log.error("engine error while answering a frame", exc_info=True)
+            return encode_frame(ErrorReply(code="engine_error", message="engine error"))
 
     # -- shutdown ----------------------------------------------------------------------
 

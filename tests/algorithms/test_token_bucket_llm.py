@@ -5,7 +5,8 @@ from datetime import datetime, timezone
 import pytest
 
 from pyengine.algorithms.outcome import Outcome
-from pyengine.algorithms.token_bucket_llm import TPD_KEY_SUFFIX, LLMTokenLimiter
+from pyengine.algorithms.token_bucket_llm import LLMTokenLimiter
+from pyengine.state import keys
 from pyengine.state.memory import MemoryStore
 
 
@@ -15,7 +16,7 @@ def ts(iso: str) -> int:
 
 NOON = float(ts("2026-01-01T12:00:00"))
 MIDNIGHT = ts("2026-01-02T00:00:00")
-DAY_KEY = "org1" + TPD_KEY_SUFFIX
+DAY_KEY = keys.day("org1")
 
 
 def make(tpm=60_000, burst=None, tpd=None):

@@ -10,7 +10,6 @@ from click.testing import CliRunner
 
 from pyengine.cli.main import main
 from pyengine.cli.status_cmd import parse_metrics, value
-from pyengine.decision_log import hash_key
 from pyengine.protocol.framing import HEADER_BYTES, decode_request, encode_frame
 from tests.engine.helpers import described, make_engine, one_rule_bundle
 
@@ -56,7 +55,8 @@ def engine_socket(tmp_path):
 
 
 def test_status_json_over_the_socket(engine_socket):
-    path = engine_socket(busy_engine())
+    engine = busy_engine()
+    path = engine_socket(engine)
     result = CliRunner().invoke(main, ["status", "--socket", path, "--json"])
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
@@ -66,20 +66,21 @@ def test_status_json_over_the_socket(engine_socket):
         {"action": "allow", "reason": "", "policy": "p1", "count": 3},
         {"action": "reject", "reason": "rate_limit_exceeded", "policy": "p1", "count": 3},
     ]
-    assert s["health"]["top_rejected_keys"] == [{"policy": "p1", "key": hash_key("10.0.0.1"), "rejections": 3}]
+    assert s["health"]["top_rejected_keys"] == [{"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.1"), "rejections": 3}]
     assert s["latency_ms"]["samples"] == 5 and 0 < s["latency_ms"]["median"] <= s["latency_ms"]["max"]
     assert s["counters"]["reloads_ok"] == 1 and s["counters"]["state_keys"] == 2
 
 
 def test_status_table_via_env_socket(engine_socket):
-    path = engine_socket(busy_engine())
+    engine = busy_engine()
+    path = engine_socket(engine)
     result = CliRunner().invoke(main, ["status"], env={"FAIRVISOR_ENGINE_SOCKET": path})
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Fairvisor  ok  via socket ")
     assert lines[1].startswith("policy     version 7  hash ")
     assert ["reject", "rate_limit_exceeded", "p1", "3"] in [line.split() for line in lines]
-    assert ["p1", hash_key("10.0.0.1"), "3"] in [line.split() for line in lines]
+    assert ["p1", engine.decision_log.hasher.digest("10.0.0.1"), "3"] in [line.split() for line in lines]
     assert "\x1b[" not in result.stdout
 
 
@@ -113,6 +114,29 @@ def test_not_ready_exits_1(engine_socket, tmp_path):
     result = CliRunner().invoke(main, ["status", "--socket", path])
     assert result.exit_code == 1
     assert result.stdout.splitlines()[:2] == [f"Fairvisor  not_ready  via socket {path}", "reason     no_policy_loaded"]
+
+
+def test_a_refused_file_on_disk_exits_4_until_the_file_is_good_again(engine_socket, tmp_path):
+    from pyengine.config import from_env
+    from pyengine.engine import Engine
+
+    policy = tmp_path / "policy.json"
+    good = json.dumps(one_rule_bundle(RULE, version=3))
+    policy.write_text(good)
+    engine = Engine(from_env({}, decision_log="off"))
+    engine.load_file(str(policy))
+    path = engine_socket(engine)
+    policy.write_text(good.replace('"burst": 2', '"burst": 0'))
+    engine.request_reload()
+    engine.watch()
+    result = CliRunner().invoke(main, ["status", "--socket", path])
+    assert result.exit_code == 4
+    assert ("refused    policy.json: $.policies[0].spec.rules[0].algorithm_config.burst:"
+            " must be a number > 0 (got 0)") in result.stdout.splitlines()
+    policy.write_text(good)  # the edit undone: the bundle in force is the file again
+    engine.request_reload()
+    engine.watch()
+    assert CliRunner().invoke(main, ["status", "--socket", path]).exit_code == 0
 
 
 def test_unreachable_exits_3(tmp_path):

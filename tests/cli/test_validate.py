@@ -1,5 +1,6 @@
 """`fairvisor validate` and `fairvisor version` through click's CliRunner."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,8 +8,11 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pyengine.cli.main import main
 from pyengine import __version__
+from pyengine.cli.main import main
+
+RULE = {"name": "r", "limit_keys": ["ip:address"], "algorithm": "token_bucket",
+        "algorithm_config": {"tokens_per_second": 1, "burst": 2}}
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 
@@ -23,8 +27,8 @@ def runner() -> CliRunner:
 
 
 @pytest.mark.parametrize("name, summary", [
-    ("minimal_api.json", "Valid: 1 policies, 1 rules\n"),
-    ("five_rules.json", "Valid: 1 policies, 5 rules\n"),
+    ("minimal_api.json", "Valid: 1 policy, 1 rule\n"),
+    ("five_rules.json", "Valid: 1 policy, 5 rules\n"),
     ("full_features.json", "Valid: 2 policies, 4 rules\n"),
 ])
 def test_valid_file(runner, name, summary):
@@ -58,7 +62,7 @@ def test_stdin(runner):
     with open(fixture("policies", "five_rules.json"), "rb") as f:
         data = f.read()
     result = runner.invoke(main, ["validate", "-"], input=data)
-    assert (result.exit_code, result.stdout) == (0, "Valid: 1 policies, 5 rules\n")
+    assert (result.exit_code, result.stdout) == (0, "Valid: 1 policy, 5 rules\n")
 
 
 def test_stdin_errors_are_named_stdin(runner):
@@ -90,6 +94,49 @@ def test_expired_bundle_is_judged_against_the_wall_clock(runner, tmp_path):
 def test_version(runner):
     result = runner.invoke(main, ["version"])
     assert (result.exit_code, result.stdout) == (0, f"fairvisor {__version__}\n")
+
+
+def test_version_flag_prints_what_version_prints(runner):
+    result = runner.invoke(main, ["--version"])
+    assert (result.exit_code, result.stdout) == (0, f"fairvisor {__version__}\n")
+
+
+@pytest.mark.parametrize("bundle, summary", [
+    ('{"bundle_version": 1, "policies": []}', "Valid: 0 policies, 0 rules\n"),
+    (json.dumps({"bundle_version": 1, "policies": [
+        {"id": "a", "spec": {"selector": {"pathPrefix": "/"}, "rules": [RULE]}},
+        {"id": "b", "spec": {"selector": {"pathPrefix": "/b"}, "rules": [RULE, {**RULE, "name": "r2"}]}}]}),
+     "Valid: 2 policies, 3 rules\n"),
+])
+def test_summary_plurals(runner, bundle, summary):
+    assert runner.invoke(main, ["validate", "-"], input=bundle).stdout == summary
+
+
+def test_json_output_when_valid(runner):
+    result = runner.invoke(main, ["validate", "--json", fixture("policies", "five_rules.json")])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {"valid": True, "policies": 1, "rules": 5, "errors": []}
+
+
+def test_json_output_lists_every_error_with_its_path(runner):
+    bad = json.dumps({"bundle_version": 1, "policies": [
+        {"id": "a", "spec": {"selector": {"pathPrefix": "api"}, "rules": [{**RULE, "limit_keys": ["ip"]}]}}]})
+    result = runner.invoke(main, ["validate", "--json", "-"], input=bad)
+    assert (result.exit_code, result.stderr) == (1, "")
+    out = json.loads(result.stdout)
+    assert (out["valid"], out["policies"], out["rules"]) == (False, 0, 0)
+    assert out["errors"] == [
+        {"path": "$.policies[0].spec.selector.pathPrefix", "message": 'must start with "/"'},
+        {"path": "$.policies[0].spec.rules[0].limit_keys[0]",
+         "message": 'invalid limit key "ip" (expected jwt:<claim>, header:<name>, query:<name>,'
+                    ' ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot or ua:bot_category)'},
+    ]
+
+
+def test_json_output_for_unparsable_input(runner):
+    result = runner.invoke(main, ["validate", "--json", "-"], input=b"{")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["errors"] == [{"path": "$", "message": "invalid JSON at line 1, column 2"}]
 
 
 def test_help_lists_commands(runner):

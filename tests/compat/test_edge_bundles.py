@@ -9,7 +9,7 @@ import pathlib
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
+from pyengine.cli.main import main
 from pyengine.clock import FakeClock
 from pyengine.errors import PolicyError
 from pyengine.policy.loader import load_bundle_bytes

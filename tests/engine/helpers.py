@@ -62,3 +62,10 @@ def hdr(verdict, name: str) -> str | None:
         if pairs[i].lower() == name.lower():
             return pairs[i + 1]
     return None
+
+
+def rule_key(policy_id: str, rule: str, *values: str) -> str:
+    """The state key of a rule's counter for these limit-key values (pyengine.state.keys)."""
+    from pyengine.state import keys
+
+    return keys.values_key(keys.rule_prefix(policy_id, rule), values)

@@ -7,7 +7,7 @@ import pytest
 from pyengine import decision_log as dlog
 from pyengine.clock import FakeClock
 from pyengine.errors import PolicyError
-from pyengine.decision_log import DecisionLog, TopKeys, hash_key
+from pyengine.decision_log import DecisionLog, TopKeys
 
 from .helpers import described, make_engine, one_rule_bundle
 
@@ -33,9 +33,9 @@ def test_reject_is_logged_with_a_hashed_key_at_upkeep_not_before(tmp_path):
     reload_rec, reject = lines(path)
     assert reload_rec["event"] == "reload" and reload_rec["reason"] == "ok" and reload_rec["version"] == 1
     assert reject == {"ts": "2026-01-01T00:00:00.000Z", "event": "reject", "policy": "p1", "rule": "per-ip",
-                      "reason": "rate_limit_exceeded", "key": hash_key("10.0.0.1"), "status": 429,
+                      "reason": "rate_limit_exceeded", "key": engine.decision_log.hasher.digest("10.0.0.1"), "status": 429,
                       "retry_after_s": 1}
-    assert len(hash_key("10.0.0.1")) == 16
+    assert len(engine.decision_log.hasher.digest("10.0.0.1")) == 16
     assert engine.metrics.decision_log_records.values[()] == 2
 
 
@@ -130,8 +130,8 @@ def test_top_rejected_keys_in_health_body(tmp_path):
             described(engine, xff=ip)
     body = json.loads(engine.health().body)
     assert body["top_rejected_keys"] == [
-        {"policy": "p1", "key": hash_key("10.0.0.1"), "rejections": 3},
-        {"policy": "p1", "key": hash_key("10.0.0.2"), "rejections": 1},
+        {"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.1"), "rejections": 3},
+        {"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.2"), "rejections": 1},
     ]
 
 

@@ -4,7 +4,7 @@ import json
 
 from pyengine.clock import FakeClock
 
-from .helpers import decide, described, hdr, make_engine, one_rule_bundle, unsigned_jwt
+from .helpers import decide, described, hdr, make_engine, one_rule_bundle, rule_key, unsigned_jwt
 
 SEED_RULE = {"name": "per-ip", "limit_keys": ["ip:address"], "algorithm": "token_bucket",
              "algorithm_config": {"tokens_per_second": 5, "burst": 10}}
@@ -99,7 +99,7 @@ def test_all_or_nothing_rejected_request_is_never_charged():
     v = decide(engine, headers={"X-Api-Key": "other"})
     assert hdr(v, "RateLimit") == '"tight";r=0;t=1'  # the most restrictive of the two
     roomy = engine.bundle.policies[0].rules[0].bucket
-    assert int(roomy.peek("p\x1froomy\x1f127.0.0.1", engine.clock.now_s())) == 98
+    assert int(roomy.peek(rule_key("p", "roomy", "127.0.0.1"), engine.clock.now_s())) == 98
 
 
 def test_most_restrictive_rule_is_reported_on_allow():
@@ -125,7 +125,7 @@ def test_global_shadow_uses_separate_counters():
     bundle["global_shadow"] = {"enabled": True, "reason": "rollout"}
     engine = make_engine(bundle)
     assert [described(engine, xff="10.0.0.1").status for _ in range(3)] == [0, 0, 0]
-    assert engine.store.get("p1\x1fper-ip\x1f10.0.0.1") is None  # enforce state untouched
+    assert engine.store.get(rule_key("p1", "per-ip", "10.0.0.1")) is None  # enforce state untouched
     assert engine.metrics.would_reject.values[("p1", "rate_limit_exceeded")] == 2
 
 
@@ -141,7 +141,9 @@ def test_kill_switch_first_with_retry_after_until_expiry():
     evil = {"Authorization": "Bearer " + unsigned_jwt({"org_id": "evil"})}
     v = decide(engine, headers=evil)
     assert v.status == 429 and hdr(v, "X-Fairvisor-Reason") == "kill_switch_active"
-    assert hdr(v, "Retry-After") == "600" and "runaway agent" in v.body
+    assert hdr(v, "Retry-After") == "600"
+    assert "runaway agent" not in v.body and "runaway agent" not in v.headers  # for operators only
+    assert engine.last_decision.detail == "runaway agent"  # what the decision log records
     assert decide(engine, headers={"X-Api-Key": "k1"}, uri="/v1/chat").status == 0
     v = decide(engine, headers={"X-Api-Key": "k1"}, uri="/v1/admin/users")
     assert hdr(v, "Retry-After") == "3600"

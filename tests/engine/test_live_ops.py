@@ -92,6 +92,29 @@ def test_watch_reloads_a_changed_file_and_a_new_signature(tmp_path):
     assert engine.metrics.reloads.values == {("ok",): 2, ("refused",): 1}
 
 
+def test_reloading_the_bundle_in_force_is_a_no_op_not_a_refusal(tmp_path):
+    path = tmp_path / "policy.json"
+    write_atomic(path, policy(1))
+    engine = Engine(from_env({}), clock=FakeClock())
+    engine.load_file(str(path))
+    generation = engine.generation
+    engine.request_reload()  # SIGHUP with the file untouched
+    engine.watch()
+    write_atomic(path, policy(1))  # rewritten with the same bytes: a new inode and mtime
+    engine.watch()
+    assert engine.metrics.reloads.values == {("ok",): 1}
+    assert (engine.generation, engine.last_errors) == (generation, [])
+    assert "last_reload_errors" not in json.loads(engine.health().body)
+    # An edit refused, then undone: the file on disk is in force again, no longer in error.
+    write_atomic(path, policy(1).replace(b'"budget": 100', b'"budget": -1'))
+    engine.watch()
+    assert engine.last_errors and "last_reload_errors" in json.loads(engine.health().body)
+    write_atomic(path, policy(1))
+    engine.watch()
+    assert engine.last_errors == [] and engine.bundle.version == 1
+    assert engine.metrics.reloads.values == {("ok",): 1, ("refused",): 1}
+
+
 def test_budgets_breakers_and_kill_switch_hits_survive_a_restart(tmp_path):
     clock = FakeClock(1_767_225_600.0)
     path = tmp_path / "policy.json"

@@ -6,7 +6,7 @@ from pyengine.clock import FakeClock
 from pyengine.devtools import llm_formats as fmt
 from pyengine.protocol.messages import Settle
 
-from .helpers import decide, hdr, make_engine
+from .helpers import decide, hdr, make_engine, rule_key
 
 BUNDLE = {
     "bundle_version": 1,
@@ -33,7 +33,7 @@ def sse(events) -> bytes:
 
 
 def remaining(engine) -> int:
-    return engine.bundle.policies[0].rules[0].limiter.peek("llm\x1ftpm\x1ft1", engine.clock.now_s())
+    return engine.bundle.policies[0].rules[0].limiter.peek(rule_key("llm", "tpm", "t1"), engine.clock.now_s())
 
 
 def test_openai_stream_gets_a_recipe_and_include_usage_added():

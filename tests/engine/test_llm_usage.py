@@ -5,7 +5,7 @@ import json
 from pyengine.clock import FakeClock
 from pyengine.protocol.messages import Usage
 
-from .helpers import decide, described, hdr, make_engine, unsigned_jwt
+from .helpers import decide, described, hdr, make_engine, rule_key, unsigned_jwt
 
 ORG = {"Authorization": "Bearer " + unsigned_jwt({"org_id": "acme"})}
 BUNDLE = {
@@ -43,9 +43,9 @@ def test_reserve_prompt_estimate_plus_capped_completion_then_refund_on_usage():
                          model="gpt-4o-mini")
     assert status == 200 and body["reserved_tokens"] == 300 and body["actual_tokens"] == 100
     tpm = engine.bundle.policies[0].rules[0].limiter
-    assert tpm.peek("llm\x1ftpm\x1facme", engine.clock.now_s()) == 900  # 1000 - actual usage, exactly
+    assert tpm.peek(rule_key("llm", "tpm", "acme"), engine.clock.now_s()) == 900  # 1000 - actual usage, exactly
     usd = engine.bundle.policies[0].rules[1].budget
-    assert usd.peek("llm\x1fusd\x1facme", engine.clock.now_s()) == 1_000_000 - (90 * 1 + 10 * 4)
+    assert usd.peek(rule_key("llm", "usd", "acme"), engine.clock.now_s()) == 1_000_000 - (90 * 1 + 10 * 4)
     # Settling twice is refused, and charges nothing, not even the settled-tokens counter.
     assert usage(engine, reservation_id=v.reservation_id, prompt_tokens=1, completion_tokens=1)[0] == 404
     assert engine.metrics.tokens_settled.values == {("prompt",): 90, ("completion",): 10}
@@ -56,7 +56,7 @@ def test_excess_usage_is_charged():
     v = decide(engine, headers=ORG, method="POST", uri="/v1/chat/completions", body=chat(max_tokens=50))
     usage(engine, reservation_id=v.reservation_id, prompt_tokens=100, completion_tokens=400)  # reserved 150
     tpm = engine.bundle.policies[0].rules[0].limiter
-    assert tpm.peek("llm\x1ftpm\x1facme", engine.clock.now_s()) == 500
+    assert tpm.peek(rule_key("llm", "tpm", "acme"), engine.clock.now_s()) == 500
 
 
 def test_tpm_then_tpd_exceeded():
@@ -88,7 +88,7 @@ def test_prompt_and_price_rejections():
     assert hdr(v, "X-Fairvisor-Reason") == "unknown_model_price"
     # Neither rejection charged the TPM bucket.
     tpm = engine.bundle.policies[0].rules[0].limiter
-    assert tpm.peek("llm\x1ftpm\x1facme", engine.clock.now_s()) == 1000
+    assert tpm.peek(rule_key("llm", "tpm", "acme"), engine.clock.now_s()) == 1000
 
 
 def test_decision_service_estimate_header_and_usage_by_key():

@@ -56,7 +56,8 @@ def test_a_trailing_newline_in_a_name_is_refused_so_it_cannot_reach_a_header():
 def test_huge_prices_are_refused_and_huge_estimates_clamped_so_costs_stay_finite():
     # Found by test_engine_keeps_the_old_bundle_on_refusal_and_decides_under_a_new_one at
     # 10,000 examples: a price of 1e308 loaded, then 50 tokens cost inf and decide() raised
-    # OverflowError (answered "internal": the shim's fail mode, open by default).
+    # OverflowError (then answered "internal": the shim's fail mode, open by default; an
+    # exception is now answered engine_error, a rejection).
     import json
 
     import pytest

@@ -3,8 +3,9 @@
 import json
 
 from pyengine.clock import FakeClock
+from pyengine.state import keys
 
-from ..engine.helpers import decide, hdr, make_engine
+from ..engine.helpers import decide, hdr, make_engine, rule_key
 
 KEY = {"X-Api-Key": "k1"}
 
@@ -26,7 +27,7 @@ def chat(*messages) -> bytes:
 
 def tokens_left(engine) -> int:
     bucket = engine.bundle.policies[0].rules[0].bucket
-    return int(bucket.peek("agent\x1fper-key\x1fk1", engine.clock.now_s()))
+    return int(bucket.peek(rule_key("agent", "per-key", "k1"), engine.clock.now_s()))
 
 
 def test_policies_without_guards_carry_none():
@@ -109,7 +110,7 @@ def test_breaker_opens_half_opens_and_closes_with_gauges():
     v = spend(engine, 1)
     assert v.status == 429 and hdr(v, "X-Fairvisor-Reason") == "circuit_breaker_open"
     assert hdr(v, "Retry-After") == "30"
-    assert budget.peek("agent\x1fspend\x1fk1", clock.now_s()) == 990 * 10**6  # the refused 1 was not charged
+    assert budget.peek(rule_key("agent", "spend", "k1"), clock.now_s()) == 990 * 10**6  # the refused 1 was not charged
     engine._guard_gauges()
     assert engine.metrics.circuit_state.values == {("agent",): 1}
     assert engine.metrics.circuit_breakers.values[("agent", "open")] == 1
@@ -136,7 +137,7 @@ def test_breaker_spend_is_undone_when_a_later_policy_refuses():
     assert spend(engine, 4).status == 0
     assert spend(engine, 4).status == 429  # refused by "strict": the 4 must leave the breaker too
     breaker = engine.bundle.policies[0].guards.breaker
-    assert breaker.rate("agent\x1f\x00cb\x1fk1", engine.clock.now_s()) == 4_000_000  # micro-units
+    assert breaker.rate(keys.one_value(keys.breaker_prefix("agent"), "k1"), engine.clock.now_s()) == 4_000_000  # micro-units
 
 
 def test_breaker_on_llm_tokens_and_missing_primary_key_skips():
@@ -155,7 +156,7 @@ def test_shadow_policy_guards_never_change_the_verdict():
     verdicts = [decide(engine, headers=KEY, body=b"same") for _ in range(3)]
     assert all(v.status == 0 and v.headers == [] and v.delay_ms == 0 for v in verdicts)
     assert engine.metrics.would_reject.values == {("agent", "loop_detected"): 2}
-    assert any(k.startswith("~agent\x1f\x00loop") for k in engine.store._data)
+    assert any(k.startswith(keys.loop_prefix("agent", True)) for k in engine.store._data)
 
 
 def test_global_shadow_keeps_enforce_guard_state_untouched():
@@ -164,8 +165,8 @@ def test_global_shadow_keeps_enforce_guard_state_untouched():
     engine = make_engine(b)
     assert [spend(engine, 1).status for _ in range(3)] == [0, 0, 0]
     assert engine.metrics.would_reject.values == {("agent", "circuit_breaker_open"): 2}
-    assert engine.store.get("agent\x1f\x00cb\x1fk1") is None
-    assert engine.store.get("~agent\x1f\x00cb\x1fk1") is not None
+    assert engine.store.get(keys.one_value(keys.breaker_prefix("agent"), "k1")) is None
+    assert engine.store.get(keys.one_value(keys.breaker_prefix("agent", True), "k1")) is not None
 
 
 def test_kill_switch_hits_are_counted_in_the_store():

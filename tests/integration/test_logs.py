@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pyengine.decision_log import hash_key
+from pyengine.key_hash import KeyHasher
 
 from .conftest import FAIRVISOR, token_bucket_policy, wait_until
 
@@ -39,7 +39,7 @@ def test_logs_follow_shows_a_rejection(start_edge):
         rec = json.loads(wait_until(next_line, FOLLOW_TIMEOUT_S, "logs --follow to print the rejection"))
         assert {k: rec[k] for k in ("event", "policy", "rule", "reason", "key", "status", "retry_after_s")} == {
             "event": "reject", "policy": "seed", "rule": "per-key", "reason": "rate_limit_exceeded",
-            "key": hash_key("10.0.0.7"), "status": 429, "retry_after_s": 1000}
+            "key": KeyHasher(str(edge.state_dir)).digest("10.0.0.7"), "status": 429, "retry_after_s": 1000}
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -24,6 +24,7 @@ REJECT_100 = "a reject action at threshold_percent 100 is required"
 EXPECTED: dict[str, list[str]] = {
     "algorithm_config_not_object": [f'{CFG}: must be an object (got an array)'],
     "bundle_version_zero": ['$.bundle_version: must be an integer > 0 (got 0)'],
+    "budget_below_minimum": [f'{CFG}.budget: must be >= 1e-06, one micro-unit (got 1e-09)'],
     "burst_below_rate": [
         f'{SPEC}.rules[1].algorithm_config.burst: must be >= tokens_per_second (5)',
     ],
@@ -37,7 +38,7 @@ EXPECTED: dict[str, list[str]] = {
     "cost_unknown_period": [
         f'{CFG}.period: must be one of "5m", "1h", "1d", "7d" or "1mo" (got "1w")',
     ],
-    "cost_zero_budget": [f'{CFG}.budget: must be a number > 0 and <= 1e+15 (got 0)'],
+    "cost_zero_budget": [f'{CFG}.budget: must be a number > 0 and <= 1000000000000 (got 0)'],
     "delay_above_cap": [
         f'{CFG}.staged_actions[0].delay_ms: must be an integer from 0 to 30000 (got 60000)',
     ],
@@ -116,6 +117,14 @@ EXPECTED: dict[str, list[str]] = {
     "nested_too_deeply": ['$: invalid JSON: nested too deeply'],
     "not_an_object": ['$: must be an object (got an array)'],
     "number_out_of_range": ['$: invalid JSON: number out of range'],
+    "number_above_policy_max": [
+        f'{SPEC}.loop_detection.window_seconds: must be <= 1e+12 (got 1e+300)',
+        f'{SPEC}.circuit_breaker.auto_reset_after_minutes: must be <= 1e+12 (got 1e+300)',
+        f'{CFG}.burst: must be <= 1e+12 (got 1e+13)',
+        f'{SPEC}.rules[1].algorithm_config.tokens_per_minute: must be <= 1e+12 (got 2e+12)',
+    ],
+    "on_missing_key_unknown": [f'{R0}.on_missing_key: must be one of "skip", "reject" or "shared" (got "allow")'],
+    "rate_below_minimum": [f'{CFG}.tokens_per_second: must be >= 1e-06 tokens per second (got 1e-300)'],
     "pricing_empty_model_name": ['$.pricing[""]: model name must not be empty'],
     "pricing_negative": [
         '$.pricing["gpt-4o"].output_usd_per_mtok: must be a number >= 0 (got -10)',

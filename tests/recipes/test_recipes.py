@@ -29,9 +29,9 @@ def chat(content: str, max_tokens: int, model: str = "gpt-4o") -> bytes:
 
 
 @pytest.mark.parametrize("name, summary", [
-    ("team-budgets.json", "Valid: 1 policies, 1 rules\n"),
-    ("runaway-agent-guard.json", "Valid: 1 policies, 1 rules\n"),
-    ("per-plan-limits.json", "Valid: 1 policies, 3 rules\n"),
+    ("team-budgets.json", "Valid: 1 policy, 1 rule\n"),
+    ("runaway-agent-guard.json", "Valid: 1 policy, 1 rule\n"),
+    ("per-plan-limits.json", "Valid: 1 policy, 3 rules\n"),
     ("shadow-rollout.json", "Valid: 2 policies, 2 rules\n"),
 ])
 def test_recipe_validates(name, summary):
