@@ -130,8 +130,9 @@ class EngineMetrics:
         self.rule_skipped = r.add(Counter("fairvisor_rule_skipped_total", "Rules skipped: a limit key was missing.",
                                           ("policy", "rule")))
         self.llm_settlements = r.add(Counter("fairvisor_llm_settlements_total",
-                                             "LLM responses settled, by how the usage was known "
-                                             "(lost: the reservation was unknown, e.g. after an engine restart).",
+                                             "LLM responses settled, by how the usage was known: exact, cut, counted, "
+                                             "unmetered (2xx, usage unreadable: the whole reservation), aborted, "
+                                             "refunded, lost (the reservation was unknown, e.g. after an engine restart).",
                                              ("result",)))
         self.reservations_expired = r.add(Counter("fairvisor_reservations_expired_total",
                                                   "LLM reservations never settled, dropped after their TTL "

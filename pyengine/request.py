@@ -79,6 +79,7 @@ class RequestView(msgspec.Struct, gc=False):
     llm: object = None  # LLMRequest, parsed on first use by an LLM rule
     keys: dict = {}  # limit key -> value, filled on first use (msgspec copies the default per instance)
     prompt_ratio: object = None  # model -> learned prompt chars per token (set by the engine)
+    body_bytes: int = -1  # the request body's real length (Decide.body_bytes); -1 = not told
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name; None when absent or not requested in hello."""
@@ -170,5 +171,6 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
             remember(_target_cache, _TARGET_CACHE_MAX, cache_key, target)
     method, path, query, host = target
     return RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
-                       msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "")
+                       msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "",
+                       body_bytes=msg.body_bytes)
 

@@ -79,27 +79,30 @@ def completion_allowance(r: Reservation, llm_request) -> int:
     tenant cannot overrun the budget by more than what their reservations already hold."""
     allowance = None
     for rule, _key, _amount in r.charges:
-        if isinstance(rule, LLMRule):
+        if isinstance(rule, (LLMRule, CostRule)):
             c = rule.completion_tokens(llm_request)
-        elif isinstance(rule, CostRule):
-            c = llm_request.max_output_tokens or rule.default_completion
         else:
             continue
         allowance = c if allowance is None else min(allowance, c)
     return allowance or 0
 
 
-def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: str | None, now_s: float) -> None:
-    """Refund or charge the difference between reserved and actual on every reserving rule."""
+def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: str | None, now_s: float,
+           refund: bool = True) -> None:
+    """Refund or charge the difference between reserved and actual on every reserving rule.
+    `refund` False: charge any excess but refund nothing (usage unknown: the reservation stands)."""
     actual_tokens = prompt_tokens + completion_tokens
     for rule, key, amount in r.charges:
         if isinstance(rule, LLMRule):
-            rule.settle(key, amount, actual_tokens, r.at_s, now_s)
+            actual = actual_tokens
         elif isinstance(rule, CostRule):
             price = rule.price(model or r.model)
-            if price is not None:
-                actual = rule.usd_micros(price, prompt_tokens, completion_tokens)
-                rule.settle(key, amount, actual, r.at_s, now_s)
+            if price is None:
+                continue
+            actual = rule.usd_micros(price, prompt_tokens, completion_tokens)
+        else:
+            continue
+        rule.settle(key, amount, actual if refund or actual > amount else amount, r.at_s, now_s)
 
 
 def refund_all(r: Reservation, now_s: float) -> None:

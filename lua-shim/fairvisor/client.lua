@@ -213,7 +213,7 @@ local function send_frame(body, deadline)
 end
 
 -- Decide for the current request. surface: 0 described (decision service), 1 inline.
--- read_body(max_bytes) is called only when the engine asked for the body.
+-- read_body(max_bytes) -> body, real length (bytes) is called only when the engine asked for the body.
 -- Returns the Verdict array {2, status, headers, body, delay_ms, ...} or nil, err.
 function _M.decide(surface, read_body)
     -- Engine time only is bounded by FAIRVISOR_ENGINE_TIMEOUT_MS (reading a slow client's body
@@ -226,14 +226,14 @@ function _M.decide(surface, read_body)
         if reply[1] ~= HELLO_REPLY then return nil, "unexpected reply to Hello" end
         h = learn(reply)
     end
-    local body
-    if read_body and h.needs_body then body = read_body(h.max_body_bytes) end
+    local body, body_bytes
+    if read_body and h.needs_body then body, body_bytes = read_body(h.max_body_bytes) end
     local deadline = ngx.now() + timeout_s
     -- request_id stays empty: $request_id costs ~10 us per request (OpenSSL RAND_bytes).
     local method, uri, host, addr = get_method(), var.request_uri, var.host, var.remote_addr
     for attempt = 1, 2 do
         reply, err = send_frame(mp.encode({ 2, h.generation, surface, method, uri, host, addr, header_values(h),
-            body, "" }, 10), deadline)
+            body, "", body_bytes or -1 }, 11), deadline)
         if not reply then return nil, err end
         local tag = reply[1]
         if tag == 2 then return reply end
@@ -241,7 +241,7 @@ function _M.decide(surface, read_body)
         -- Stale generation: the policy changed what to describe. Describe again, once.
         h = learn(reply)
         if read_body and h.needs_body and not body then
-            body = read_body(h.max_body_bytes)
+            body, body_bytes = read_body(h.max_body_bytes)
             deadline = ngx.now() + timeout_s
         end
     end

@@ -8,6 +8,7 @@ local ngx = ngx
 local header = ngx.header
 local req = ngx.req
 local io_open = io.open
+local gmatch = string.gmatch
 
 local _M = {}
 
@@ -46,20 +47,26 @@ local function respond(status, headers, body, content_type)
     return ngx.exit(status)
 end
 
--- Reads the request body, at most max_bytes (from memory, or the temp file nginx spilled it to).
+-- Reads the request body: at most max_bytes of it (from memory, or the temp file nginx spilled
+-- it to), and its real length in bytes, so the engine knows when it was cut short.
 local function read_body(max_bytes)
     req.read_body()
     local data = req.get_body_data()
-    if not data then
+    local total
+    if data then
+        total = #data
+    else
         local path = req.get_body_file()
-        if not path then return "" end
+        if not path then return "", 0 end
         local f = io_open(path, "rb")
-        if not f then return "" end
+        if not f then return "", tonumber(ngx.var.content_length) or -1 end
+        total = f:seek("end") or -1
+        f:seek("set")
         data = f:read(max_bytes) or ""
         f:close()
     end
     if #data > max_bytes then data = data:sub(1, max_bytes) end
-    return data
+    return data, total
 end
 
 local function unavailable(err, surface)
@@ -146,9 +153,19 @@ local function settle_failed(rid, err)
 end
 
 -- Runs in a timer, so it may use the pooled cosockets (same timeout as Decide). Never raises.
-local function settle(_, rid, status, tokens, cut, tail, aborted, chars)
-    local reply, err = client.call({ 3, mp.str(rid), status, tokens, cut, tail, aborted, chars }, 8)
+local function settle(_, rid, status, tokens, cut, tail, aborted, chars, sent)
+    local reply, err = client.call({ 3, mp.str(rid), status, tokens, cut, tail, aborted, chars, sent }, 9)
     if not reply or reply[1] ~= 7 then settle_failed(rid, err or "unexpected reply") end
+end
+
+-- Bytes sent to the upstream over all tries ("120, 0" after a retry, "a : b" after an internal
+-- redirect); 0 when no upstream was tried. > 0 tells the engine the upstream got the request.
+local function upstream_bytes_sent()
+    local s = ngx.var.upstream_bytes_sent
+    if not s then return 0 end
+    local n = 0
+    for d in gmatch(s, "%d+") do n = n + tonumber(d) end
+    return n
 end
 
 -- log_by_lua, paired with enforce(). Cosockets do not exist in this phase: Settle goes out
@@ -160,7 +177,8 @@ function _M.log()
     -- (once the headers went out, the status stays the upstream's).
     local status = ngx.status
     local aborted = status == 499 or ngx.var.request_completion ~= "OK"
-    local ok, err = ngx.timer.at(0, settle, r.rid, r.status, r.tokens, r.cut, response.kept(r), aborted, r.chars)
+    local ok, err = ngx.timer.at(0, settle, r.rid, r.status, r.tokens, r.cut, response.kept(r), aborted, r.chars,
+        upstream_bytes_sent())
     if not ok then settle_failed(r.rid, "timer: " .. err) end
 end
 
@@ -190,7 +208,7 @@ function _M.admin(kind)
     elseif kind == "metrics" then
         reply, err = client.call({ 5 }, 3, true)
     elseif kind == "usage" then
-        reply, err = client.call({ 6, read_body(USAGE_MAX_BYTES) }, 2)
+        reply, err = client.call({ 6, (read_body(USAGE_MAX_BYTES)) }, 2)
     else
         error("fairvisor: unknown admin kind " .. tostring(kind))
     end

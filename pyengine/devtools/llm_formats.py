@@ -4,6 +4,16 @@ Each generator yields the exact JSON objects the provider sends, with its real u
 OpenAI `usage.prompt_tokens/completion_tokens` (final stream chunk when include_usage),
 Anthropic `usage.input_tokens/output_tokens` in message_start and message_delta, Gemini
 `usageMetadata.promptTokenCount/candidatesTokenCount`.
+
+`kind` chooses what the output is, in each provider's real shape: "text", "tool" (a function
+call's arguments: OpenAI `tool_calls[].function.arguments`, Anthropic `tool_use` with
+`input_json_delta`, Gemini `functionCall` parts), "reasoning" (OpenAI-compatible
+`reasoning_content`, Anthropic `thinking` blocks with `thinking_delta`, Gemini `thought` parts)
+or "refusal" (OpenAI `refusal`; text elsewhere).
+
+`logprobs` gives a non-stream answer per-token structure, as long answers with log
+probabilities have: OpenAI `choices[].logprobs.content`, Gemini `logprobsResult`; Anthropic has
+no log probabilities, so its text comes as one content block per token instead.
 """
 
 import time
@@ -16,47 +26,107 @@ def token_text(i: int) -> str:
     return WORDS[i % len(WORDS)] + " "
 
 
-def openai_response(model: str, prompt_tokens: int, n: int, capped: bool = False) -> dict:
+KINDS = ("text", "tool", "reasoning", "refusal")
+TOOL = "lookup"  # the mock's one function
+
+
+def pieces(kind: str, n: int) -> list[str]:
+    """The n output fragments: words, or for a tool call the JSON text of its arguments."""
+    words = [token_text(i) for i in range(n)]
+    if kind == "tool" and words:
+        words[0] = '{"q": "' + words[0]
+        words[-1] += '"}'
+    return words
+
+
+def _finish(kind: str, capped: bool, tool: str, stop: str) -> str:
+    return "length" if capped else tool if kind == "tool" else stop
+
+
+def _openai_delta(kind: str, piece: str) -> dict:
+    if kind == "tool":
+        return {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+    return {"reasoning_content" if kind == "reasoning" else "refusal" if kind == "refusal" else "content": piece}
+
+
+def openai_response(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text",
+                    logprobs: bool = False) -> dict:
+    out = "".join(pieces(kind, n))
+    message = {"role": "assistant", "content": out if kind == "text" else None}
+    if kind == "tool":
+        message["tool_calls"] = [{"id": "call_mock", "type": "function", "function": {"name": TOOL, "arguments": out}}]
+    elif kind != "text":
+        message["reasoning_content" if kind == "reasoning" else "refusal"] = out
+    choice = {"index": 0, "message": message, "finish_reason": _finish(kind, capped, "tool_calls", "stop")}
+    if logprobs:
+        choice["logprobs"] = {"content": [{"token": t, "logprob": -0.25, "bytes": list(t.encode()),
+                                           "top_logprobs": []} for t in pieces(kind, n)], "refusal": None}
     return {
         "id": "chatcmpl-mock", "object": "chat.completion", "created": int(time.time()), "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(token_text(i) for i in range(n))},
-                     "finish_reason": "length" if capped else "stop"}],
+        "choices": [choice],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n},
     }
 
 
-def openai_stream(model: str, prompt_tokens: int, n: int, include_usage: bool, capped: bool = False):
+def openai_stream(model: str, prompt_tokens: int, n: int, include_usage: bool, capped: bool = False,
+                  kind: str = "text"):
     base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
-    yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
-    for i in range(n):
-        yield {**base, "choices": [{"index": 0, "delta": {"content": token_text(i)}, "finish_reason": None}]}
-    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "length" if capped else "stop"}]}
+    first = {"role": "assistant", "content": "" if kind == "text" else None}
+    if kind == "tool":
+        first["tool_calls"] = [{"index": 0, "id": "call_mock", "type": "function",
+                                "function": {"name": TOOL, "arguments": ""}}]
+    yield {**base, "choices": [{"index": 0, "delta": first, "finish_reason": None}]}
+    for piece in pieces(kind, n):
+        yield {**base, "choices": [{"index": 0, "delta": _openai_delta(kind, piece), "finish_reason": None}]}
+    yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": _finish(kind, capped, "tool_calls", "stop")}]}
     if include_usage:
         yield {**base, "choices": [],
                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}}
 
 
-def anthropic_response(model: str, prompt_tokens: int, n: int, capped: bool = False) -> dict:
+def _anthropic_block(kind: str, out: str) -> dict:
+    if kind == "tool":
+        return {"type": "tool_use", "id": "toolu_mock", "name": TOOL, "input": {"q": out} if out else {}}
+    if kind == "reasoning":
+        return {"type": "thinking", "thinking": out, "signature": "mock-signature"}
+    return {"type": "text", "text": out}
+
+
+def _anthropic_delta(kind: str, piece: str) -> dict:
+    if kind == "tool":
+        return {"type": "input_json_delta", "partial_json": piece}
+    if kind == "reasoning":
+        return {"type": "thinking_delta", "thinking": piece}
+    return {"type": "text_delta", "text": piece}
+
+
+def anthropic_response(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text",
+                       logprobs: bool = False) -> dict:
+    blocks = ([_anthropic_block(kind, token_text(i)) for i in range(n)] if logprobs
+              else [_anthropic_block(kind, "".join(token_text(i) for i in range(n)))])
     return {
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model,
-        "content": [{"type": "text", "text": "".join(token_text(i) for i in range(n))}],
-        "stop_reason": "max_tokens" if capped else "end_turn", "stop_sequence": None,
-        "usage": {"input_tokens": prompt_tokens, "output_tokens": n},
+        "content": blocks,
+        "stop_reason": _finish(kind, capped, "tool_use", "end_turn").replace("length", "max_tokens"),
+        "stop_sequence": None, "usage": {"input_tokens": prompt_tokens, "output_tokens": n},
     }
 
 
-def anthropic_stream(model: str, prompt_tokens: int, n: int, capped: bool = False):
+def anthropic_stream(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text"):
     """(event name, data) pairs, as Anthropic names every SSE event."""
     yield "message_start", {"type": "message_start", "message": {
         "id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": prompt_tokens, "output_tokens": 1}}}
     yield "content_block_start", {"type": "content_block_start", "index": 0,
-                                  "content_block": {"type": "text", "text": ""}}
-    for i in range(n):
+                                  "content_block": _anthropic_block(kind, "")}
+    for piece in pieces(kind, n):
         yield "content_block_delta", {"type": "content_block_delta", "index": 0,
-                                      "delta": {"type": "text_delta", "text": token_text(i)}}
+                                      "delta": _anthropic_delta(kind, piece)}
+    if kind == "reasoning":
+        yield "content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "signature_delta", "signature": "mock-signature"}}
     yield "content_block_stop", {"type": "content_block_stop", "index": 0}
-    stop = "max_tokens" if capped else "end_turn"
+    stop = _finish(kind, capped, "tool_use", "end_turn").replace("length", "max_tokens")
     yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None},
                             "usage": {"output_tokens": n}}
     yield "message_stop", {"type": "message_stop"}
@@ -66,19 +136,33 @@ def gemini_usage(prompt_tokens: int, n: int) -> dict:
     return {"promptTokenCount": prompt_tokens, "candidatesTokenCount": n, "totalTokenCount": prompt_tokens + n}
 
 
-def gemini_response(model: str, prompt_tokens: int, n: int, capped: bool = False) -> dict:
+def _gemini_part(kind: str, out: str) -> dict:
+    if kind == "tool":  # Gemini sends a function call whole, its args an object
+        return {"functionCall": {"name": TOOL, "args": {"q": out}}}
+    if kind == "reasoning":
+        return {"text": out, "thought": True}
+    return {"text": out}
+
+
+def gemini_response(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text",
+                    logprobs: bool = False) -> dict:
+    cand = {"content": {"role": "model", "parts": [_gemini_part(kind, "".join(token_text(i) for i in range(n)))]},
+            "finishReason": "MAX_TOKENS" if capped else "STOP", "index": 0}
+    if logprobs:
+        chosen = [{"token": token_text(i), "logProbability": -0.25} for i in range(n)]
+        cand["logprobsResult"] = {"topCandidates": [{"candidates": [c]} for c in chosen], "chosenCandidates": chosen}
     return {
-        "candidates": [{"content": {"role": "model", "parts": [{"text": "".join(token_text(i) for i in range(n))}]},
-                        "finishReason": "MAX_TOKENS" if capped else "STOP", "index": 0}],
+        "candidates": [cand],
         "usageMetadata": gemini_usage(prompt_tokens, n), "modelVersion": model,
     }
 
 
-def gemini_stream(model: str, prompt_tokens: int, n: int, capped: bool = False):
-    """Gemini sends each chunk as a whole GenerateContentResponse; usage grows as it goes."""
+def gemini_stream(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text"):
+    """Gemini sends each chunk as a whole GenerateContentResponse; usage grows as it goes.
+    Tool output is one functionCall part per chunk (parallel calls), so it can be cut."""
     for i in range(n):
         last = i == n - 1
-        cand = {"content": {"role": "model", "parts": [{"text": token_text(i)}]}, "index": 0}
+        cand = {"content": {"role": "model", "parts": [_gemini_part(kind, token_text(i))]}, "index": 0}
         if last:
             cand["finishReason"] = "MAX_TOKENS" if capped else "STOP"
         yield {"candidates": [cand], "usageMetadata": gemini_usage(prompt_tokens, i + 1), "modelVersion": model}

@@ -3,8 +3,11 @@
     python -m pyengine.devtools.mock_llm --listen 127.0.0.1:9000 --output-tokens 50
 
 Per request, headers override the defaults: `x-mock-output-tokens` (tokens to generate, capped
-by the request's own max tokens), `x-mock-token-delay-ms` (pause between stream events) and
-`x-mock-status` (answer with this HTTP status and a provider-shaped error). The last requests
+by the request's own max tokens), `x-mock-token-delay-ms` (pause between stream events),
+`x-mock-output-kind` (text, tool, reasoning or refusal: see llm_formats), `x-mock-logprobs: 1`
+(per-token structure in a non-stream answer, see llm_formats), `x-mock-status`
+(answer with this HTTP status and a provider-shaped error) and `x-mock-headers-delay-ms`
+(wait this long before answering at all, as a provider thinking about a long prompt). The last requests
 seen (method, path, headers) are served at `GET /_mock/requests`, so tests can check what
 reached the upstream.
 """
@@ -12,6 +15,7 @@ reached the upstream.
 import argparse
 import asyncio
 import collections
+import gzip
 import json
 import re
 
@@ -65,9 +69,14 @@ class MockLLM:
                 "anthropic" if path.endswith("/v1/messages") else "gemini" if g else None)
         if method != "POST" or kind is None:
             return await _send_json(writer, 404, {"error": {"message": f"no route {method} {path}"}})
+        wait_ms = int(headers.get("x-mock-headers-delay-ms", "0"))
+        if wait_ms:
+            await asyncio.sleep(wait_ms / 1000)
         status = int(headers.get("x-mock-status", "200"))
         if status != 200:
             return await _send_json(writer, status, _error(kind, status))
+        if headers.get("content-encoding", "").lower() == "gzip":  # as a provider that accepts it would
+            body = gzip.decompress(body)
         req = parse_llm_request(body, path, None)
         try:
             doc = json.loads(body or b"{}")
@@ -80,23 +89,27 @@ class MockLLM:
         delay_s = int(headers.get("x-mock-token-delay-ms", self.token_delay_ms)) / 1000
         model = req.model or "mock-model"
         prompt = req.prompt_tokens
+        out = headers.get("x-mock-output-kind", "text")
+        out = out if out in fmt.KINDS else "text"
+        lp = headers.get("x-mock-logprobs") == "1"
         if kind == "openai":
             if not doc.get("stream"):
-                return await _send_json(writer, 200, fmt.openai_response(model, prompt, n, capped))
+                return await _send_json(writer, 200, fmt.openai_response(model, prompt, n, capped, out, lp))
             usage = bool((doc.get("stream_options") or {}).get("include_usage"))
-            events = ((None, e) for e in fmt.openai_stream(model, prompt, n, usage, capped))
+            events = ((None, e) for e in fmt.openai_stream(model, prompt, n, usage, capped, out))
             return await _send_sse(writer, events, delay_s, done=True)
         if kind == "anthropic":
             if not doc.get("stream"):
-                return await _send_json(writer, 200, fmt.anthropic_response(model, prompt, n, capped))
-            return await _send_sse(writer, fmt.anthropic_stream(model, prompt, n, capped), delay_s)
+                return await _send_json(writer, 200, fmt.anthropic_response(model, prompt, n, capped, out, lp))
+            return await _send_sse(writer, fmt.anthropic_stream(model, prompt, n, capped, out), delay_s)
         model = g.group(1)
         if g.group(2) == "generateContent":
-            return await _send_json(writer, 200, fmt.gemini_response(model, prompt, n, capped))
+            return await _send_json(writer, 200, fmt.gemini_response(model, prompt, n, capped, out, lp))
         if "alt=sse" in query:
-            return await _send_sse(writer, ((None, e) for e in fmt.gemini_stream(model, prompt, n, capped)), delay_s)
+            events = ((None, e) for e in fmt.gemini_stream(model, prompt, n, capped, out))
+            return await _send_sse(writer, events, delay_s)
         # Without alt=sse Gemini streams one JSON array; sent whole here.
-        return await _send_json(writer, 200, list(fmt.gemini_stream(model, prompt, n, capped)))
+        return await _send_json(writer, 200, list(fmt.gemini_stream(model, prompt, n, capped, out)))
 
 
 def _error(kind: str, status: int) -> dict:

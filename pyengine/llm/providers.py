@@ -18,6 +18,21 @@ _decoder = msgspec.json.Decoder()
 _STR = r'"((?:[^"\\]|\\.)*)"'
 
 
+def _object(depth: int) -> str:
+    """A JSON object nested at most `depth` deep (PCRE and Python re alike: no recursion).
+    Possessive quantifiers: a deeper or unbalanced object fails fast instead of backtracking."""
+    inner = r'[^{}"]++|"(?:[^"\\]|\\.)*+"'
+    pat = r"\{(?:" + inner + r")*+\}"
+    for _ in range(depth - 1):
+        pat = r"\{(?:" + inner + "|" + pat + r")*+\}"
+    return pat
+
+
+# A string's text, or a whole object (Gemini functionCall args), as group 1 either way: the
+# optional quote and the lookbehind choose the branch, so one group serves both.
+_STR_OR_OBJECT = r'"?((?<=")(?:[^"\\]|\\.)*(?=")|' + _object(8) + ")"
+
+
 class Usage:
     __slots__ = ("prompt_tokens", "completion_tokens")
 
@@ -34,7 +49,9 @@ def _sse(data: dict, event: str | None = None) -> str:
 class OpenAI:
     name = "openai"
     running_totals = False  # usage arrives once, at the end
-    count_regex = r'"content"\s*:\s*' + _STR
+    # Every kind of output: text, tool-call names and arguments, refusals, reasoning (the
+    # `reasoning_content` / `reasoning` of OpenAI-compatible servers), Responses API deltas.
+    count_regex = r'"(?:content|arguments|name|refusal|reasoning_content|reasoning|delta)"\s*:\s*' + _STR
     # The usage-only chunk (`"choices":[]`) that include_usage adds at the end of a stream.
     injected_usage_regex = r'"choices":\s*\[\s*\]'
 
@@ -62,7 +79,7 @@ class OpenAI:
     @staticmethod
     def usage(raw: bytes) -> Usage:
         u = Usage()
-        for doc in json_objects(raw):
+        for doc in json_objects(raw, b"usage"):
             usage = doc.get("usage")
             if isinstance(usage, dict):
                 u.prompt_tokens = count(usage.get("prompt_tokens"))
@@ -73,7 +90,8 @@ class OpenAI:
 class Anthropic:
     name = "anthropic"
     running_totals = False
-    count_regex = r'"(?:text|partial_json|thinking)"\s*:\s*' + _STR
+    # text_delta, input_json_delta (tool arguments), thinking_delta, and tool_use names.
+    count_regex = r'"(?:text|partial_json|thinking|name)"\s*:\s*' + _STR
     injected_usage_regex = ""
 
     @staticmethod
@@ -86,7 +104,7 @@ class Anthropic:
     @staticmethod
     def usage(raw: bytes) -> Usage:
         u = Usage()
-        for doc in json_objects(raw):
+        for doc in json_objects(raw, b"usage"):
             kind = doc.get("type")
             if kind == "message_start":  # output_tokens here is a placeholder, not the final count
                 msg = doc.get("message")
@@ -105,7 +123,8 @@ class Anthropic:
 class Gemini:
     name = "gemini"
     running_totals = True  # every chunk carries the count so far
-    count_regex = r'"text"\s*:\s*' + _STR
+    # Text and thought parts, functionCall names and args (an object), executableCode.
+    count_regex = r'"(?:text|name|code|args)"\s*:\s*' + _STR_OR_OBJECT
     injected_usage_regex = ""
 
     @staticmethod
@@ -117,7 +136,7 @@ class Gemini:
     def usage(raw: bytes) -> Usage:
         """Every Gemini chunk carries running totals, so even a cut stream has an exact count."""
         u = Usage()
-        for doc in json_objects(raw):
+        for doc in json_objects(raw, b"usageMetadata"):
             meta = doc.get("usageMetadata")
             if isinstance(meta, dict):
                 u.prompt_tokens = count(meta.get("promptTokenCount"))

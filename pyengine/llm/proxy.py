@@ -37,7 +37,7 @@ class LLMProxy:
         verdict.chars_per_token_milli = int(self.estimator.output.get(req.model) * 1000)
         verdict.cutoff = a.cutoff(req.model or "")
         verdict.settle_bytes = SETTLE_BYTES
-        if a.name == "openai" and req.stream and view.body:
+        if a.name == "openai" and req.stream and req.readable and view.body:
             body = a.with_usage(view.body)
             if body is not None:  # the client did not ask for usage: ask for it, and hide it
                 verdict.new_body = body
@@ -49,33 +49,48 @@ class LLMProxy:
             self.metrics.llm_settlements.inc(("lost",))
             return Reply(status=404, content_type="application/json", body='{"error":"unknown reservation"}')
         m = self.metrics
-        if not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens):
-            refund_all(r, now_s)  # no usable answer: nothing was consumed
+        if msg.status == 0 and msg.client_aborted and msg.upstream_bytes_sent != 0:
+            # The client left before the response headers, but the upstream got the request
+            # (-1: an older shim did not say; assume it did) and may have run it: the prompt at least.
+            return self._charge(r, msg, "aborted", r.prompt_estimate_tokens, msg.counted_tokens, True, now_s)
+        if msg.status == 0 or (not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens)):
+            refund_all(r, now_s)  # not reached, or it failed (connect error, 4xx/5xx): nothing consumed
             m.reservation_unused.inc((), reserved_tokens(r))
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
         usage = self.adapter.usage(msg.tail)
         completion = usage.completion_tokens
+        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
         # Only what reached the client is charged. The tail holds nothing past a cut (the
         # shim stops filtering there), so a running total (Gemini) is exactly what was sent;
         # a once-at-the-end count (OpenAI, Anthropic) never arrives for a cut stream.
-        exact = completion is not None and (not msg.cut or self.adapter.running_totals)
-        if not exact:
-            completion = msg.counted_tokens
-        prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
-        settle(r, prompt, completion, r.model, now_s)
-        m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))
+        if completion is not None and (not msg.cut or self.adapter.running_totals):
+            result = "cut" if msg.cut else "exact"
+            reply = self._charge(r, msg, result, prompt, completion, True, now_s)
+            if usage.prompt_tokens:
+                m.estimate_error.observe(r.prompt_estimate_tokens / usage.prompt_tokens)
+                self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
+            self.estimator.output.observe(r.model, msg.counted_chars, completion)
+            return reply
+        if msg.cut or (msg.client_aborted and msg.counted_tokens):
+            # A stream ended early, by the cutoff or by the client: what the shim counted was sent.
+            return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s)
+        # A 2xx answer whose usage cannot be read (contract §3): the whole reservation stands,
+        # never zero; anything counted beyond it is charged too.
+        return self._charge(r, msg, "unmetered", prompt, msg.counted_tokens, False, now_s)
+
+    def _charge(self, r, msg: Settle, result: str, prompt: int, completion: int, refund: bool, now_s: float) -> Reply:
+        """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation."""
+        settle(r, prompt, completion, r.model, now_s, refund)
+        m = self.metrics
+        if refund:  # unrefunded (unmetered) settlements give nothing back
+            m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))
         m.tokens_settled.inc(("prompt",), prompt)
         m.tokens_settled.inc(("completion",), completion)
-        if usage.prompt_tokens:
-            m.estimate_error.observe(r.prompt_estimate_tokens / usage.prompt_tokens)
-            self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
-        if exact:
-            self.estimator.output.observe(r.model, msg.counted_chars, completion)
-        m.llm_settlements.inc(("cut" if msg.cut else "exact" if exact else "counted",))
+        m.llm_settlements.inc((result,))
         if msg.cut and self.decision_log is not None:
             self.decision_log.cutoff(now_s, msg.reservation_id, msg.counted_tokens)
-        return _ok({"settled": "cut" if msg.cut else "ok", "prompt_tokens": prompt, "completion_tokens": completion})
+        return _ok({"settled": result, "prompt_tokens": prompt, "completion_tokens": completion})
 
 
 def _ok(body: dict) -> Reply:

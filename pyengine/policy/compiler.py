@@ -5,6 +5,7 @@ import calendar
 from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..llm.request import LLM_HEADERS
 from ..request import DESCRIBED_HEADERS
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
@@ -102,13 +103,13 @@ class CompiledBundle:
                 return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
-                needed.setdefault("x-token-estimate")
+                needed.update(dict.fromkeys(LLM_HEADERS))
                 return LLMRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if cfg.cost_key.startswith("header:"):
                 needed.setdefault(cfg.cost_key[7:].lower())
             if cfg.cost_key == "llm_usd":
                 needs_body = True
-                needed.setdefault("x-token-estimate")
+                needed.update(dict.fromkeys(LLM_HEADERS))
             return CostRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, self.pricing, missing)
 
         policies = []

@@ -11,7 +11,7 @@ from ..algorithms.cost_based import CostBudget
 from ..algorithms.outcome import Outcome
 from ..algorithms.token_bucket import TokenBucket
 from ..algorithms.token_bucket_llm import LLMTokenLimiter
-from ..llm.request import parse_llm_request
+from ..llm.request import llm_of
 from ..numbers import client_amount, client_tokens
 from ..state import keys
 
@@ -29,14 +29,6 @@ def key_value(view, limit_key: str, extractor):
     if v is _MISSING:
         v = cache[limit_key] = extractor(view)
     return v
-
-
-def llm_of(view):
-    """The request's LLM fields, parsed once per request whichever rule asks first."""
-    req = view.llm
-    if req is None:
-        req = view.llm = parse_llm_request(view.body, view.path, view.header("x-token-estimate"), view.prompt_ratio)
-    return req
 
 
 def _reject(reason: str) -> Outcome:
@@ -134,7 +126,7 @@ class LLMRule(CompiledRule):
         want = client_tokens(req.max_output_tokens) or cfg.default_max_completion
         if cfg.max_completion_tokens is not None and want > cfg.max_completion_tokens:
             want = cfg.max_completion_tokens
-        return want
+        return want * req.choices  # the cap is per choice; n choices are n completions
 
     def apply(self, view, key, now_s):
         req = llm_of(view)
@@ -181,6 +173,9 @@ class CostRule(CompiledRule):
         return math.ceil(client_tokens(prompt_tokens) * price.input_usd_per_mtok
                          + client_tokens(completion_tokens) * price.output_usd_per_mtok)
 
+    def completion_tokens(self, req) -> int:
+        return (client_tokens(req.max_output_tokens) or self.default_completion) * req.choices
+
     def apply(self, view, key, now_s):
         if not self.llm_usd:
             micros = int(round(self.cost(view) * MICROS))
@@ -189,7 +184,7 @@ class CostRule(CompiledRule):
         price = self.price(req.model)
         if price is None:
             return _reject("unknown_model_price"), 0
-        micros = self.usd_micros(price, req.prompt_tokens, client_tokens(req.max_output_tokens) or self.default_completion)
+        micros = self.usd_micros(price, req.prompt_tokens, self.completion_tokens(req))
         return self.budget.acquire(key, micros, now_s), micros
 
     def undo(self, key, amount, at_s, now_s):

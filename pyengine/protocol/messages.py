@@ -45,6 +45,9 @@ class Decide(_Msg, tag=2):
     headers: list[Union[bytes, None]]  # values aligned with HelloReply.headers; None = absent
     body: Union[bytes, None] = None  # only when HelloReply.needs_body
     request_id: bytes = b""  # nginx $request_id, for the decision log
+    # The request body's real length (bytes), which may exceed len(body) (cut at max_body_bytes);
+    # -1 = not told (an older shim): len(body) is taken.
+    body_bytes: int = -1
 
 
 class Settle(_Msg, tag=3):
@@ -55,6 +58,9 @@ class Settle(_Msg, tag=3):
     tail: bytes = b""  # head and tail of the response body (the whole body when it fits settle_bytes)
     client_aborted: bool = False
     counted_chars: int = 0  # output text characters the shim counted (count_regex captures)
+    # Bytes nginx sent to the upstream ($upstream_bytes_sent, summed over tries): > 0 means the
+    # upstream received the request and may have run it. -1 = not told (an older shim).
+    upstream_bytes_sent: int = -1
 
 
 class Health(_Msg, tag=4):

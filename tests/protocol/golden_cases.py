@@ -44,6 +44,7 @@ CASES = [
             headers=[b"GET", b"/api/items?page=2", None, b"10.0.0.1"],
             body=None,
             request_id=b"0123456789abcdef0123456789abcdef",
+            body_bytes=-1,  # no body sent: the decision service
         ),
     ),
     (
@@ -60,10 +61,11 @@ CASES = [
             headers=[b"\xff\xfe raw", None, b"Bearer " + b"a" * 300],
             body=b'{"model":"gpt-4o-mini","messages":[]}',
             request_id=b"",
+            body_bytes=3_000_000,  # the body was cut at max_body_bytes: the engine reserves from this
         ),
     ),
     ("decide_no_headers", "request", Decide(generation=1, surface=1, method=b"GET", uri=b"/", host=b"h",
-                                            remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r")),
+                                            remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r", body_bytes=0)),
     ("health", "request", Health()),
     ("metrics", "request", Metrics(engine_unavailable_delta=7, settle_lost_delta=2)),
     ("usage", "request", Usage(body=b'{"key":"org-a","prompt_tokens":10,"completion_tokens":5,"model":"m"}')),
@@ -129,10 +131,11 @@ CASES = [
         "settle_cut",
         "request",
         Settle(reservation_id="r-9f8e7d6c-42", status=200, counted_tokens=70_000, cut=True,
-               tail=b'data: {"id":"x"}\n\n' + bytes(range(256)), client_aborted=False, counted_chars=262_500),
+               tail=b'data: {"id":"x"}\n\n' + bytes(range(256)), client_aborted=False, counted_chars=262_500,
+               upstream_bytes_sent=1_234),
     ),
     ("settle_no_response", "request", Settle(reservation_id="r-" + "7" * 40, status=0, counted_tokens=0, cut=False,
-                                             tail=b"", client_aborted=True, counted_chars=0)),
+                                             tail=b"", client_aborted=True, counted_chars=0, upstream_bytes_sent=0)),
     ("reply_health", "response", Reply(status=200, content_type="application/json",
                                        body='{"status":"ok","policy_version":3,"policy_hash":"ab12"}')),
     (
