@@ -40,6 +40,9 @@ _FLAG_VARS = {
     "decision_log_max_mb": "FAIRVISOR_DECISION_LOG_MAX_MB",
     "bundle_key": "FAIRVISOR_BUNDLE_KEY",
     "max_state_keys": "FAIRVISOR_MAX_STATE_KEYS",
+    "retry_jitter": "FAIRVISOR_RETRY_JITTER",
+    "hide_reason": "FAIRVISOR_HIDE_REASON",
+    "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
 # Flags only nginx's config reads: `fairvisor engine` accepts them but its --help hides them.
@@ -71,6 +74,9 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--decision-log-max-mb", "rotate the decision log past this size, in MiB"),
         ("--bundle-key", "HMAC-SHA256 key; unsigned or badly signed bundles are refused (prefer the variable)"),
         ("--max-state-keys", "limiter state entries held before the oldest are evicted (default 5000000)"),
+        ("--retry-jitter", "on | off: spread Retry-After per client by up to +50% (default on)"),
+        ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
+        ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
     ]
     f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
                      help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)

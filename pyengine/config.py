@@ -37,6 +37,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
     backend_tls_verify: bool = True  # FAIRVISOR_BACKEND_TLS_VERIFY: "off" skips upstream certificate checks
     max_state_keys: int = 5_000_000  # FAIRVISOR_MAX_STATE_KEYS: limiter state entries before eviction
+    # fairvisor/edge compatibility (docs/migrating.md):
+    retry_jitter: bool = True  # FAIRVISOR_RETRY_JITTER: "off" = Retry-After exactly the base (pyengine.jitter)
+    debug_session_secret: str | None = None  # FAIRVISOR_DEBUG_SESSION_SECRET: unset = no debug sessions
+    hide_reason: bool = False  # FAIRVISOR_HIDE_REASON: "true" = no X-Fairvisor-Reason outside debug sessions
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -77,6 +81,9 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "bundle_key": "FAIRVISOR_BUNDLE_KEY",
         "decision_log": "FAIRVISOR_DECISION_LOG",
         "log_keys": "FAIRVISOR_LOG_KEYS",
+        "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
+        "retry_jitter": "FAIRVISOR_RETRY_JITTER",
+        "hide_reason": "FAIRVISOR_HIDE_REASON",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -111,6 +118,10 @@ def _finish(raw: dict) -> Settings:
         if field in raw:
             raw[field] = _positive_int(var, raw[field])
     _choice("FAIRVISOR_LOG_KEYS", raw.get("log_keys", "hashed"), LOG_KEY_MODES)
+    for field, var, on, off in (("retry_jitter", "FAIRVISOR_RETRY_JITTER", "on", "off"),
+                                ("hide_reason", "FAIRVISOR_HIDE_REASON", "true", "false")):
+        if isinstance(raw.get(field), str):
+            raw[field] = _choice(var, raw[field].lower(), (on, off)) == on
     if isinstance(raw.get("backend_tls_verify"), str):
         raw["backend_tls_verify"] = _choice("FAIRVISOR_BACKEND_TLS_VERIFY", raw["backend_tls_verify"].lower(),
                                             ("on", "off")) == "on"

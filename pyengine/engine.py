@@ -8,6 +8,7 @@ import msgspec
 
 from .clock import SystemClock
 from .decision_log import DecisionLog
+from . import debug_session, jitter, metrics_edge
 from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
@@ -16,8 +17,9 @@ from .metrics import EngineMetrics
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Decide, ErrorReply, Health, Hello,
-                                HelloReply, Metrics, Reply, Settle, Usage, Verdict)
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
+                                Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
+from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
 from .reservations import Reservations, reserved_tokens
@@ -65,6 +67,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(max_keys=settings.max_state_keys)
         self.metrics = EngineMetrics()
+        metrics_edge.register(self)  # fairvisor/edge's metric names too
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
@@ -87,6 +90,16 @@ class Engine:
         self.last_good: LastGoodFile | None = None  # the last accepted bundle on disk, likewise
         self.policy_source: str | None = None  # "file", or "last_good" when the file was refused at start
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
+        # Debug sessions (pyengine.debug_session): None when FAIRVISOR_DEBUG_SESSION_SECRET is unset,
+        # so the decision path checks one attribute, not the settings, per request.
+        self.debug = debug_session.DebugSessions(settings.debug_session_secret) \
+            if settings.debug_session_secret else None
+        self.hide_reason = settings.hide_reason
+        # FAIRVISOR_LOG_LEVEL=debug: one trace line per decision, decided once here.
+        self.trace_log = settings.log_level.lower() == "debug"
+        # decide(msg) -> the reply to one Decide frame.
+        self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
+            else self.decide_untraced
         self.hello_reply = self._make_hello()
 
     # -- policy ------------------------------------------------------------------------
@@ -133,6 +146,7 @@ class Engine:
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
         self.metrics.policy_info.values.clear()
+        self.metrics.last_outcome.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
         self._count_kill_switches(self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), result, compiled.version, compiled.hash)
@@ -315,6 +329,10 @@ class Engine:
             if msg.cut:
                 self.decision_log.cutoff(self.clock.now_s(), msg.reservation_id, msg.counted_tokens)
             return Reply(status=200, content_type="application/json", body="{}")
+        if t is DebugSession:
+            if self.debug is None:
+                return debug_session.NOT_FOUND
+            return self.debug.endpoint(msg.kind, msg.method.decode("latin-1"), msg.secret, self.clock.now_s())
         if t is Usage:
             status, body = handle_usage(msg.body, self.reservations, self.bundle, self.clock.now_s(), self.metrics)
             return Reply(status=status, content_type="application/json", body=body)
@@ -327,7 +345,34 @@ class Engine:
         if msg.settle_lost_delta > 0:
             self.metrics.llm_settlements.inc(("lost",), msg.settle_lost_delta)
 
-    def decide(self, msg: Decide):
+    def _decide_debuggable(self, msg: Decide):
+        """Engine.decide when debug sessions, FAIRVISOR_HIDE_REASON or the debug log level are on
+        (bound once in __init__, so the plain path pays nothing for any of them)."""
+        session = self.debug is not None and self._debug_cookie(msg)
+        if not (session or self.trace_log):
+            verdict = self.decide_untraced(msg)
+            return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
+        out, verdict, latency_us = explain_trace(self, msg)
+        if verdict.__class__ is HelloReply:
+            return verdict
+        if self.trace_log:
+            log.debug("decision trace: %s", _json.encode(debug_session.loggable(out, self.settings.log_keys)).decode())
+        if session:
+            return debug_session.with_headers(verdict, debug_session.debug_headers(out, latency_us))
+        return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
+
+    def _debug_cookie(self, msg: Decide) -> bool:
+        """Whether the request carries a valid debug-session cookie (the shim sends Cookie only
+        when debug sessions are on: CompiledBundle's header list)."""
+        b = self.bundle
+        if b is None or msg.generation != self.generation:
+            return False
+        i = b.header_index.get("cookie")
+        raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
+
+    def decide_untraced(self, msg: Decide):
+        """The decision itself: what every request gets (debug sessions add a trace around it)."""
         if msg.generation != self.generation:
             return self.hello_reply  # the shim re-describes the request with the new header list
         d = None
@@ -344,6 +389,8 @@ class Engine:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
             d = self.pipeline.decide(bundle, view, now_s)
+            if d.retry_after_s > 1 and self.settings.retry_jitter:
+                jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
                 r = self.reservations.open(d.reserved, now_s, view.llm)
                 d.reservation_id = r.id
@@ -353,6 +400,8 @@ class Engine:
                 self.llm_proxy.attach(verdict, d.reservation_id, view)
             m = self.metrics
             self.last_decision = d
+            if d.outcome is not None:
+                m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
             if d.status:
                 m.decisions.inc(("reject", d.reason, d.policy_id or ""))
                 self.decision_log.decision("reject", d, bundle, view, now_s)
@@ -382,9 +431,10 @@ class Engine:
     def health(self) -> Reply:
         b = self.bundle
         if b is None:
-            body = {"status": "not_ready", "reason": "no_policy_loaded", "errors": self.last_errors}
+            # "ready": fairvisor/edge's probes look for that word; ours read "status" (docs/migrating.md).
+            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": self.last_errors}
             return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "policy_version": b.version, "policy_hash": b.hash,
+        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
                 "uptime_s": int(time.time() - self.started_at_s)}
         if self.last_errors:
             body["last_reload_errors"] = self.last_errors

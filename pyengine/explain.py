@@ -6,6 +6,8 @@ limiter (apply, then the exact undo, so state is left as it was). The verdict it
 from `Engine.decide` afterwards, so it is the engine's own answer, not this module's guess.
 """
 
+import time
+
 from .decision_log import shown_values
 from .policy.rules import key_value
 from .request import view_from_decide
@@ -113,6 +115,12 @@ def _walk_rules(policy, view, now_s, shadow_mark: bool, stopped: str | None) -> 
 
 def explain_request(engine, msg) -> dict:
     """The explanation of Decide `msg` against the engine's bundle, then the engine's verdict."""
+    return trace(engine, msg)[0]
+
+
+def trace(engine, msg) -> tuple[dict, object, int]:
+    """(explanation, the engine's Verdict, its decision time in us): the walk below, then the
+    engine's own untraced decision of the same request (debug sessions use all three)."""
     bundle = engine.bundle
     now_s = engine.clock.now_s()
     view = view_from_decide(msg, bundle.header_index)
@@ -151,7 +159,9 @@ def explain_request(engine, msg) -> dict:
         elif rejected:
             stopped = f"policy {policy.id} rejected"
             p["outcome"] = "reject"
-    verdict = engine.decide(msg)
+    start_ns = time.perf_counter_ns()
+    verdict = engine.decide_untraced(msg)
+    latency_us = (time.perf_counter_ns() - start_ns) // 1000
     d = engine.last_decision
     pairs = verdict.headers
     out["verdict"] = {
@@ -163,4 +173,4 @@ def explain_request(engine, msg) -> dict:
         "headers": [[pairs[i], pairs[i + 1]] for i in range(0, len(pairs), 2)],
         "body": verdict.body,
     }
-    return out
+    return out, verdict, latency_us

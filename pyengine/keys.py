@@ -6,10 +6,10 @@ non-UTF-8 bytes all become None or a replacement-character string.
 """
 
 import ipaddress
-import re
 
 import jwt as pyjwt
 
+from .bots import CATEGORIES, bot_category
 from .bounded import remember
 
 # Decoded JWT payloads by raw token. Clients repeat their token on every request, so the cache
@@ -22,7 +22,20 @@ _jwt_cache: dict[str, dict | None] = {}
 _CACHE_MAX = 16384
 _CACHED_XFF_MAX_CHARS = 256
 
-_BOT_UA = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
+# ip:type values (fairvisor/edge's set, from ipverse/as-metadata categories): what an upstream's
+# X-ASN-Type may say. Anything else, and no header at all, is "unknown".
+IP_TYPES = ("business", "education_research", "government_admin", "hosting", "isp", "unrouted", "unknown")
+_IP_TYPE_SET = frozenset(IP_TYPES)
+_TRUE_WORDS = frozenset(("1", "true", "yes"))
+
+# Keys whose values come from a closed set: a `match` or kill switch naming another value could
+# never hold, so the loader refuses it (pyengine.policy.checks).
+KEY_VALUES: dict[str, tuple[str, ...]] = {
+    "ua:bot": ("true", "false"),
+    "ip:tor": ("true", "false"),
+    "ip:type": IP_TYPES,
+    "ua:bot_category": CATEGORIES,
+}
 
 
 def jwt_claims(authorization: str | None) -> dict | None:
@@ -125,12 +138,50 @@ def make_extractor(limit_key: str, proxies: TrustedProxies):
             cc = view.header("x-country-code")
             return cc.strip().upper() if cc else None
         return country
+    if limit_key == "ip:asn":
+        def asn(view):
+            return asn_text(view.header("x-asn"))
+        return asn
+    if limit_key == "ip:type":
+        def ip_type(view):
+            t = view.header("x-asn-type")
+            t = t.strip().lower() if t else None
+            return t if t in _IP_TYPE_SET else "unknown"
+        return ip_type
+    if limit_key == "ip:tor":
+        def tor(view):
+            v = view.header("x-tor-exit")
+            return "true" if v and v.strip().lower() in _TRUE_WORDS else "false"
+        return tor
     if limit_key == "ua:bot":
         def ua_bot(view):
-            ua = view.header("user-agent")
-            return "true" if not ua or _BOT_UA.search(ua) else "false"
+            return "false" if bot_category(view.header("user-agent")) is None else "true"
         return ua_bot
+    if limit_key == "ua:bot_category":
+        return lambda view: bot_category(view.header("user-agent"))
     raise ValueError(f"unknown limit key {limit_key!r}")
+
+
+def asn_text(value: str | None) -> str | None:
+    """An X-ASN value as its number: "AS13335", "as13335" and " 13335 " are one ASN ("13335").
+    Other text is kept verbatim (stripped): it still keys, it just never equals a number."""
+    if not value:
+        return None
+    v = value.strip()
+    if v[:2].lower() == "as" and v[2:].isdigit():
+        v = v[2:]
+    return v or None
+
+
+_UPSTREAM_HEADERS = {
+    "ip:address": ("x-forwarded-for",),
+    "ip:country": ("x-country-code",),
+    "ip:asn": ("x-asn",),
+    "ip:type": ("x-asn-type",),
+    "ip:tor": ("x-tor-exit",),
+    "ua:bot": ("user-agent",),
+    "ua:bot_category": ("user-agent",),
+}
 
 
 def headers_needed(limit_key: str) -> tuple[str, ...]:
@@ -140,10 +191,4 @@ def headers_needed(limit_key: str) -> tuple[str, ...]:
         return ("authorization",)
     if kind == "header":
         return (name.lower(),)
-    if limit_key == "ip:address":
-        return ("x-forwarded-for",)
-    if limit_key == "ip:country":
-        return ("x-country-code",)
-    if limit_key == "ua:bot":
-        return ("user-agent",)
-    return ()
+    return _UPSTREAM_HEADERS.get(limit_key, ())

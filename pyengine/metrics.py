@@ -28,17 +28,25 @@ def _num(v: float) -> str:
 class Counter:
     kind = "counter"
 
-    def __init__(self, name: str, help_text: str, labelnames: tuple = ()):
+    def __init__(self, name: str, help_text: str, labelnames: tuple = (), alias: tuple | None = None):
         self.name, self.help, self.labelnames = name, help_text, labelnames
         self.values: dict[tuple, float] = {}
+        # (name, index): one more label repeating label `index` under another name, for
+        # dashboards written against another name (fairvisor/edge's policy_id); rendering only.
+        self.alias = alias
 
     def inc(self, labels: tuple = (), n: float = 1) -> None:
         values = self.values
         values[labels] = values.get(labels, 0) + n
 
     def lines(self):
+        names = self.labelnames
+        if self.alias is not None:
+            names, at = names + (self.alias[0],), self.alias[1]
         for labels, v in self.values.items():
-            yield f"{self.name}{_labels(self.labelnames, labels)} {_num(v)}"
+            if self.alias is not None:
+                labels = labels + (labels[at],)
+            yield f"{self.name}{_labels(names, labels)} {_num(v)}"
 
 
 class Gauge(Counter):
@@ -95,8 +103,9 @@ class EngineMetrics:
 
     def __init__(self):
         r = self.registry = Registry()
-        self.decisions = r.add(Counter("fairvisor_decisions_total", "Decisions by action, reason and policy.",
-                                       ("action", "reason", "policy")))
+        self.decisions = r.add(Counter("fairvisor_decisions_total", "Decisions by action, reason and policy "
+                                       "(policy_id repeats policy, fairvisor/edge's label).",
+                                       ("action", "reason", "policy"), alias=("policy_id", 2)))
         self.duration = r.add(Histogram("fairvisor_decision_duration_seconds", "Engine time per decision.",
                                         (5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2)))
         self.tokens_reserved = r.add(Counter("fairvisor_tokens_reserved_total", "LLM tokens reserved before requests."))

@@ -94,7 +94,10 @@ class Pipeline:
         self.sink = sink  # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
 
     def decide(self, bundle, view, now_s: float) -> Decision:
-        for ks in bundle.kill_switches:
+        switches = bundle.kill_switches
+        if switches and bundle.kill_switches_overridden(now_s):
+            switches = ()  # kill_switch_override: every switch skipped until it expires
+        for ks in switches:
             if ks.hits(view, now_s):
                 retry = KILL_SWITCH_RETRY_S
                 if ks.expires_at_s is not None:

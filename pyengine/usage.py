@@ -49,6 +49,7 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         if r.prompt_estimate_tokens and report.prompt_tokens:
             metrics.estimate_error.observe(r.prompt_estimate_tokens / report.prompt_tokens)
         settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s)
+        metrics.reservation_unused.inc((), max(0, reserved_tokens(r) - report.prompt_tokens - report.completion_tokens))
         body = {"settled": True, "reservation_id": r.id, "reserved_tokens": reserved_tokens(r),
                 "actual_tokens": report.prompt_tokens + report.completion_tokens}
         return 200, _json.encode(body).decode()

@@ -182,6 +182,18 @@ function _M.log()
     if not ok then settle_failed(r.rid, "timer: " .. err) end
 end
 
+-- content_by_lua for /v1/debug/session (kind 0) and /v1/debug/logout (kind 1): the engine
+-- checks the method and secret and signs or expires the cookie; its answer goes out as is.
+function _M.debug(kind)
+    req.discard_body()
+    local reply, err = client.call({ 8, kind, req.get_method(), ngx.var.http_x_fairvisor_debug_secret }, 4)
+    if not reply or reply[1] ~= 2 then
+        ngx.log(ngx.ERR, "fairvisor: debug session: ", err or "unexpected reply")
+        return respond(503, CLOSED_HEADERS, CLOSED_BODY, "application/problem+json")
+    end
+    return respond(reply[2], reply[3], reply[4] or "", "application/json")
+end
+
 local ADMIN_FAILURE = {
     health = { "application/json", '{"status":"not_ready","reason":"engine_unavailable"}' },
     metrics = { "text/plain", "# fairvisor engine unavailable\n" },

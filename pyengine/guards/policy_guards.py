@@ -52,7 +52,7 @@ class PolicyGuards:
     counted, so a later refusal undoes that spend like any rule charge."""
 
     __slots__ = ("policy_id", "name", "reserves", "key_fns", "loop", "loop_action", "loop_prefixes",
-                 "breaker", "breaker_prefixes", "primary", "meter", "meter_factor", "tripped")
+                 "breaker", "breaker_prefixes", "primary", "meter", "meter_factor", "tripped", "alert")
 
     def __init__(self, policy_id: str, spec, rules, shadow: bool, store, tripped: dict):
         self.policy_id = policy_id
@@ -73,6 +73,7 @@ class PolicyGuards:
             self.loop_prefixes = (keys.loop_prefix(policy_id, shadow), keys.loop_prefix(policy_id, True))
         cb = spec.circuit_breaker
         self.breaker = None
+        self.alert = cb is not None and cb.alert
         self.tripped = tripped  # shared index of non-closed breaker keys -> policy id (gauges)
         if cb is not None and cb.enabled:
             self.meter, self.meter_factor = meter_of(rules)
@@ -113,9 +114,11 @@ class PolicyGuards:
             if retry_s:
                 if opened:
                     self.tripped[key] = self.policy_id
-                    log.warning("circuit breaker opened: policy=%s key=%s spend_per_min=%.6g threshold=%.6g",
-                                self.policy_id, shown(value), (self.breaker.rate(key, now_s) + spend) * self.meter_factor,
-                                self.breaker.threshold * self.meter_factor)
+                    # `alert: true` (fairvisor/edge's field): the opening is an ERROR line flagged alert=true.
+                    log.log(logging.ERROR if self.alert else logging.WARNING,
+                            "circuit breaker opened: policy=%s key=%s spend_per_min=%.6g threshold=%.6g alert=%s",
+                            self.policy_id, shown(value), (self.breaker.rate(key, now_s) + spend) * self.meter_factor,
+                            self.breaker.threshold * self.meter_factor, "true" if self.alert else "false")
                 return GuardHit(BREAKER, key, True, "circuit_breaker_open", retry_s)
             if spend:
                 charges.append((self, key, spend))

@@ -5,7 +5,7 @@ import logging
 import msgspec
 
 from ..protocol.messages import Reply, Settle
-from ..reservations import completion_allowance, refund_all, settle
+from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
 from .estimator import Estimator
 from .providers import ADAPTERS
 
@@ -55,6 +55,7 @@ class LLMProxy:
             return self._charge(r, msg, "aborted", r.prompt_estimate_tokens, msg.counted_tokens, True, now_s)
         if msg.status == 0 or (not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens)):
             refund_all(r, now_s)  # not reached, or it failed (connect error, 4xx/5xx): nothing consumed
+            m.reservation_unused.inc((), reserved_tokens(r))
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
         usage = self.adapter.usage(msg.tail)
@@ -82,6 +83,8 @@ class LLMProxy:
         """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation."""
         settle(r, prompt, completion, r.model, now_s, refund)
         m = self.metrics
+        if refund:  # unrefunded (unmetered) settlements give nothing back
+            m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))
         m.tokens_settled.inc(("prompt",), prompt)
         m.tokens_settled.inc(("completion",), completion)
         m.llm_settlements.inc((result,))

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 import msgspec
 
+from pyengine.keys import KEY_VALUES
 from pyengine.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
 from pyengine.policy.schema import (
     Bundle,
@@ -21,6 +22,7 @@ from pyengine.policy.schema import (
     KillSwitch,
     LoopDetection,
     Policy,
+    PolicySpec,
     Rule,
     Selector,
     TokenBucketConfig,
@@ -29,8 +31,9 @@ from pyengine.policy.schema import (
 
 Errors = list[tuple[str, str]]
 
-EXACT_KEYS = frozenset({"ip:address", "ip:country", "ua:bot"})
-_KEY_HELP = "expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country or ua:bot"
+EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category"})
+_KEY_HELP = ("expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, "
+             "ip:type, ip:tor, ua:bot or ua:bot_category")
 # `\Z`, not `$`: `$` also matches before a final "\n", which would let `"name\n"` through
 # into a RateLimit header. RFC 9110 token: header field names and method names.
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -51,6 +54,9 @@ def check_bundle(bundle: Bundle, now_s: float) -> Errors:
     if bundle.global_shadow is not None:
         shadow = bundle.global_shadow
         shadow.expires_at = _to_utc(shadow.expires_at, "$.global_shadow.expires_at", errors)
+    if bundle.kill_switch_override is not None:
+        ko = bundle.kill_switch_override
+        ko.expires_at = _to_utc(ko.expires_at, "$.kill_switch_override.expires_at", errors)
     if bundle.issued_at and bundle.expires_at and bundle.expires_at <= bundle.issued_at:
         errors.append(("$.expires_at", f"must be after issued_at ({_fmt_time(bundle.issued_at)})"))
     if bundle.expires_at and bundle.expires_at.timestamp() <= now_s:
@@ -72,6 +78,7 @@ def check_bundle(bundle: Bundle, now_s: float) -> Errors:
 def _check_policy(policy: Policy, path: str, errors: Errors) -> None:
     spec = policy.spec
     _check_selector(spec.selector, f"{path}.spec.selector", errors)
+    _check_guards(spec, f"{path}.spec", errors)
     if spec.loop_detection is not None:
         _check_bounds(spec.loop_detection, f"{path}.spec.loop_detection", errors)
     if spec.circuit_breaker is not None:
@@ -90,6 +97,33 @@ def _check_policy(policy: Policy, path: str, errors: Errors) -> None:
             errors.append((f"{rule_path}.name", f"duplicate rule name {_q(rule.name)}"))
         seen_names.add(rule.name)
         _check_rule(rule, rule_path, errors)
+
+
+def _check_guards(spec: PolicySpec, path: str, errors: Errors) -> None:
+    """loop_detection and circuit_breaker: a disabled block is ignored (fairvisor/edge's
+    meaning), an enabled one needs its numbers; values with no meaning here are refused."""
+    ld = spec.loop_detection
+    if ld is not None:
+        if ld.similarity != "exact":
+            errors.append((f"{path}.loop_detection.similarity",
+                           f'must be "exact" (got {_q(ld.similarity)}): fingerprints compare requests exactly'))
+        if ld.enabled:
+            for field in ("window_seconds", "threshold_identical_requests"):
+                if getattr(ld, field) is None:
+                    errors.append((f"{path}.loop_detection.{field}", "required when enabled is true"))
+    cb = spec.circuit_breaker
+    if cb is not None:
+        if cb.action != "reject":
+            errors.append((f"{path}.circuit_breaker.action",
+                           f'must be "reject" (got {_q(cb.action)}): an open breaker refuses requests'))
+        if cb.enabled:
+            if cb.spend_rate_threshold_per_minute is None:
+                errors.append((f"{path}.circuit_breaker.spend_rate_threshold_per_minute",
+                               "required when enabled is true"))
+            if not cb.auto_reset_after_minutes:  # absent or 0: fairvisor/edge's "never reset"
+                errors.append((f"{path}.circuit_breaker.auto_reset_after_minutes",
+                               "required when enabled is true, and must be > 0: this edge has no manual "
+                               "breaker reset, so a breaker that never resets would refuse its key for good"))
 
 
 def _check_selector(sel: Selector, path: str, errors: Errors) -> None:
@@ -140,14 +174,15 @@ def _check_rule(rule: Rule, path: str, errors: Errors) -> None:
             key, key_path = canonical_key(raw_key), f"{path}.match{_index(raw_key)}"
             if key not in seen:
                 errors.append((key_path, f"{_q(key)} is not one of the rule's limit_keys"))
-            elif key == "ua:bot" and value not in ("true", "false"):
-                errors.append((key_path, 'must be "true" or "false"'))
+            else:
+                _check_key_value(key, value, key_path, errors)
     cfg = rule.algorithm_config
     cfg_path = f"{path}.algorithm_config"
     _check_bounds(cfg, cfg_path, errors)
     if isinstance(cfg, TokenBucketConfig):
         _check_token_bucket(cfg, cfg_path, errors)
     elif isinstance(cfg, TokenBucketLLMConfig):
+        _fold_completion_alias(cfg, cfg_path, errors)
         assert cfg.burst_tokens is not None  # defaulted in __post_init__
         if cfg.burst_tokens < cfg.tokens_per_minute:
             errors.append((f"{cfg_path}.burst_tokens",
@@ -201,10 +236,32 @@ def _check_kill_switch(switch: KillSwitch, path: str, errors: Errors) -> None:
                        f"invalid limit key {_q(switch.scope_key)} ({_KEY_HELP})"))
     if switch.scope_value == "":
         errors.append((f"{path}.scope_value", "must not be empty"))
-    elif switch.scope_key == "ua:bot" and switch.scope_value not in ("true", "false"):
-        errors.append((f"{path}.scope_value", 'must be "true" or "false"'))
+    else:
+        _check_key_value(switch.scope_key, switch.scope_value, f"{path}.scope_value", errors)
     if switch.route is not None:
         _check_route(switch.route, f"{path}.route", errors)
+
+
+def _check_key_value(key: str, value: str, path: str, errors: Errors) -> None:
+    """A key with a closed value set (ua:bot, ip:tor, ip:type, ua:bot_category) can only match those."""
+    allowed = KEY_VALUES.get(key)
+    if allowed is not None and value not in allowed:
+        quoted = [_q(v) for v in allowed]
+        choices = " or ".join(quoted) if len(quoted) == 2 else f"one of {', '.join(quoted)}"
+        errors.append((path, f"must be {choices} ({key} has no other value)"
+                       if len(quoted) > 2 else f"must be {choices}"))
+
+
+def _fold_completion_alias(cfg: TokenBucketLLMConfig, path: str, errors: Errors) -> None:
+    """fairvisor/edge's example spells default_max_completion as default_max_completion_tokens."""
+    alias = cfg.default_max_completion_tokens
+    if alias is None:
+        return
+    cfg.default_max_completion_tokens = None
+    if cfg.default_max_completion not in (1000, alias):  # 1000: the default, i.e. not written
+        errors.append((f"{path}.default_max_completion_tokens",
+                       f"is an alias of default_max_completion ({cfg.default_max_completion}): give one"))
+    cfg.default_max_completion = alias
 
 
 _BOUNDED = (TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, LoopDetection, CircuitBreaker)

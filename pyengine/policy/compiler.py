@@ -65,6 +65,8 @@ class CompiledBundle:
 
     def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None):
         proxies = TrustedProxies(settings.trusted_proxies)
+        # The client address behind trusted proxies, for whoever needs it outside a rule (jitter).
+        self.client_ip = make_extractor("ip:address", proxies)
         self.store = store
         self.tripped = {} if tripped is None else tripped
         self.version = bundle.bundle_version
@@ -73,9 +75,15 @@ class CompiledBundle:
         self.pricing = dict(bundle.pricing)
         self.global_shadow = bundle.global_shadow
         self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
+        ko = bundle.kill_switch_override
+        # Kill switches are skipped until this time (UTC epoch s; inf = no expiry); None = never.
+        self.kill_switch_override_until_s = (None if ko is None or not ko.enabled else
+                                             _epoch_s(ko.expires_at) if ko.expires_at else float("inf"))
         needed: dict[str, None] = {}  # ordered set of header names
         if settings.mode == "decision_service":
             needed.update(dict.fromkeys(DESCRIBED_HEADERS))
+        if settings.debug_session_secret:
+            needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
         needs_body = False
 
         def extractor(limit_key: str):
@@ -132,6 +140,11 @@ class CompiledBundle:
         self.header_names = list(needed)
         self.header_index = {name: i for i, name in enumerate(self.header_names)}
         self.needs_body = needs_body
+
+    def kill_switches_overridden(self, now_s: float) -> bool:
+        """An enabled, unexpired `kill_switch_override`: every kill switch is skipped."""
+        until = self.kill_switch_override_until_s
+        return until is not None and now_s < until
 
     def global_shadow_active(self, now_s: float) -> bool:
         gs = self.global_shadow

@@ -18,7 +18,7 @@ import msgspec
 
 from pyengine.errors import PolicyError
 from pyengine.policy.checks import check_bundle
-from pyengine.policy.schema import CONFIG_TYPES, Bundle, KillSwitch, ModelPrice, Policy, Rule
+from pyengine.policy.schema import CONFIG_TYPES, Bundle, FallbackRule, KillSwitch, ModelPrice, Policy, Rule
 from pyengine.policy.shape_errors import child_path, locate
 
 T = TypeVar("T")
@@ -154,7 +154,7 @@ def _policy(raw: Any, path: str, errors: Errors) -> Policy | None:
     rules = [_rule(r, f"{path}.spec.rules[{j}]", errors) for j, r in enumerate(raw_rules or [])]
     fallback = None
     if raw_fallback is not None:
-        fallback = _rule(raw_fallback, f"{path}.spec.fallback_limit", errors)
+        fallback = _rule(raw_fallback, f"{path}.spec.fallback_limit", errors, FallbackRule)
     if policy is None or None in rules or (raw_fallback is not None and fallback is None):
         return None
     policy.spec.rules = rules  # type: ignore[assignment]  # checked: no None
@@ -163,12 +163,20 @@ def _policy(raw: Any, path: str, errors: Errors) -> Policy | None:
     return policy
 
 
-def _rule(raw: Any, path: str, errors: Errors) -> Rule | None:
+def _rule(raw: Any, path: str, errors: Errors, typ: type[Rule] = Rule) -> Rule | None:
     """Convert a rule, then its algorithm_config into the Struct its `algorithm` names."""
-    rule = _convert(raw, Rule, path, errors)
+    rule = _convert(raw, typ, path, errors)
     if rule is None:
         return None
-    config = _convert(rule.algorithm_config, CONFIG_TYPES[rule.algorithm],
+    raw_config = rule.algorithm_config
+    if "algorithm" in raw_config:
+        # fairvisor/edge bundles may repeat the rule's algorithm inside its config.
+        raw_config = dict(raw_config)
+        if raw_config.pop("algorithm") != rule.algorithm:
+            errors.append((f"{path}.algorithm_config.algorithm",
+                           f"must equal the rule's algorithm ({json.dumps(rule.algorithm)}) when given"))
+            return None
+    config = _convert(raw_config, CONFIG_TYPES[rule.algorithm],
                       f"{path}.algorithm_config", errors)
     if config is None:
         return None

@@ -36,6 +36,7 @@ Period = Literal["5m", "1h", "1d", "7d", "1mo"]
 StageAction = Literal["warn", "throttle", "reject"]
 LoopAction = Literal["reject", "throttle", "warn"]
 Mode = Literal["enforce", "shadow"]
+Estimator = Literal["simple_word", "header_hint"]  # fairvisor/edge's names (docs/migrating.md)
 OnMissingKey = Literal["skip", "reject", "shared"]
 
 
@@ -73,6 +74,13 @@ class TokenBucketConfig(_Schema, kw_only=True):
             self.rps = None
 
 
+class TokenSource(_Schema):
+    """Accepted from fairvisor/edge bundles: both estimators mean this edge's own prompt
+    estimate (learned characters per token), overridden by X-Token-Estimate when sent."""
+
+    estimator: Estimator = "simple_word"
+
+
 class TokenBucketLLMConfig(_Schema):
     """`token_bucket_llm`: tokens per minute (and optionally per UTC day), reserve then settle."""
 
@@ -83,6 +91,10 @@ class TokenBucketLLMConfig(_Schema):
     max_prompt_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None  # also caps the streaming allowance
     default_max_completion: PositiveInt = 1000  # reserved when the request names no max
+    # fairvisor/edge spellings (docs/migrating.md): an alias of default_max_completion (folded
+    # in by checks), and the prompt estimator choice.
+    default_max_completion_tokens: PositiveInt | None = None
+    token_source: TokenSource | None = None
 
     def __post_init__(self) -> None:
         if self.burst_tokens is None:
@@ -92,7 +104,8 @@ class TokenBucketLLMConfig(_Schema):
 class StagedAction(_Schema):
     """One budget stage: at threshold_percent of the budget, warn, throttle or reject."""
 
-    threshold_percent: Annotated[float, Meta(gt=0, le=100)]
+    # 0 is allowed (fairvisor/edge: "between 0 and 100"): a warn stage at 0 warns from the start.
+    threshold_percent: Annotated[float, Meta(ge=0, le=100)]
     action: StageAction
     # Only for "throttle", where it is required (checked later).
     delay_ms: Annotated[int, Meta(ge=0, le=MAX_THROTTLE_DELAY_MS)] | None = None
@@ -144,27 +157,40 @@ class Rule(_Schema):
 
 
 class LoopDetection(_Schema):
-    """Reject/throttle/warn when identical requests repeat within a sliding window."""
+    """Reject/throttle/warn when identical requests repeat within a sliding window.
 
-    enabled: bool
-    window_seconds: PositiveFloat
-    threshold_identical_requests: Annotated[int, Meta(ge=2)]
-    action: LoopAction
+    A disabled block is ignored; window and threshold are required when enabled (checks)."""
+
+    enabled: bool = False
+    window_seconds: PositiveFloat | None = None
+    threshold_identical_requests: Annotated[int, Meta(ge=2)] | None = None
+    action: LoopAction = "reject"
+    similarity: str = "exact"  # only "exact" exists (checks says why)
 
 
 class CircuitBreaker(_Schema):
-    """Open when spend per sliding minute exceeds the threshold; half-open after the reset."""
+    """Open when spend per sliding minute exceeds the threshold; half-open after the reset.
 
-    enabled: bool
-    spend_rate_threshold_per_minute: PositiveFloat  # cost units or tokens per minute
-    auto_reset_after_minutes: PositiveFloat
+    A disabled block is ignored; threshold and a reset > 0 are required when enabled (checks)."""
+
+    enabled: bool = False
+    spend_rate_threshold_per_minute: PositiveFloat | None = None  # cost units or tokens per minute
+    auto_reset_after_minutes: NonNegativeFloat | None = None
+    action: str = "reject"  # only "reject" exists (checks says why)
+    alert: bool = False  # log the opening at ERROR level with alert=true (pyengine.guards)
+
+
+class FallbackRule(Rule, kw_only=True):
+    """`fallback_limit`: a Rule whose name may be left out (fairvisor/edge bundles do)."""
+
+    name: NonEmptyStr = "fallback_limit"
 
 
 class PolicySpec(_Schema):
     selector: Selector
     mode: Mode = "enforce"
     rules: list[Rule] = []
-    fallback_limit: Rule | None = None  # used when no rule's `match` applies
+    fallback_limit: FallbackRule | None = None  # used when no rule's `match` applies
     loop_detection: LoopDetection | None = None
     circuit_breaker: CircuitBreaker | None = None
 
@@ -192,6 +218,14 @@ class GlobalShadow(_Schema):
     expires_at: Timestamp | None = None
 
 
+class KillSwitchOverride(_Schema):
+    """Skip every kill switch while enabled and not expired (fairvisor/edge's incident override)."""
+
+    enabled: bool
+    reason: str | None = None
+    expires_at: Timestamp | None = None
+
+
 class ModelPrice(_Schema):
     """USD per million tokens; 0 is allowed (free or self-hosted models)."""
 
@@ -206,4 +240,7 @@ class Bundle(_Schema, kw_only=True):
     policies: list[Policy]
     kill_switches: list[KillSwitch] = []
     global_shadow: GlobalShadow | None = None
+    kill_switch_override: KillSwitchOverride | None = None
+    # fairvisor/edge's free-form `defaults` object: it has no effect there either (docs/migrating.md).
+    defaults: dict[str, Any] = {}
     pricing: dict[NonEmptyStr, ModelPrice] = {}  # model name (or "*") -> price

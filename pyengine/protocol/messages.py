@@ -76,7 +76,13 @@ class Usage(_Msg, tag=6):
     body: bytes  # the JSON body of POST /v1/usage
 
 
-Request = Union[Hello, Decide, Settle, Health, Metrics, Usage]
+class DebugSession(_Msg, tag=8):
+    kind: int  # 0 = POST /v1/debug/session, 1 = /v1/debug/logout (pyengine.debug_session)
+    method: bytes  # the client's HTTP method
+    secret: Union[bytes, None] = None  # X-Fairvisor-Debug-Secret as sent; None = absent
+
+
+Request = Union[Hello, Decide, Settle, Health, Metrics, Usage, DebugSession]
 
 # ---- engine -> shim -------------------------------------------------------------------
 

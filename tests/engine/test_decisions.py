@@ -137,7 +137,7 @@ def test_kill_switch_first_with_retry_after_until_expiry():
          "expires_at": "2026-01-01T00:10:00Z"},
         {"scope_key": "header:x-api-key", "scope_value": "k1", "route": "/v1/admin"},
     ]
-    engine = make_engine(bundle, clock=clock)
+    engine = make_engine(bundle, clock=clock, retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     evil = {"Authorization": "Bearer " + unsigned_jwt({"org_id": "evil"})}
     v = decide(engine, headers=evil)
     assert v.status == 429 and hdr(v, "X-Fairvisor-Reason") == "kill_switch_active"

@@ -121,7 +121,8 @@ def test_budgets_breakers_and_kill_switch_hits_survive_a_restart(tmp_path):
     kill = [{"scope_key": "header:x-api-key", "scope_value": "evil"}]
     path.write_bytes(policy(1, breaker={"enabled": True, "spend_rate_threshold_per_minute": 30,
                                         "auto_reset_after_minutes": 5}, kill=kill))
-    settings = from_env({}, state_dir=str(tmp_path / "state"), config_file=str(path))
+    settings = from_env({}, state_dir=str(tmp_path / "state"), config_file=str(path),
+                        retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     engine = build_engine(settings, clock=clock)
     cost = {"X-Api-Key": "k1"}
     for _ in range(25):

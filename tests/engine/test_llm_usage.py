@@ -61,7 +61,7 @@ def test_excess_usage_is_charged():
 
 def test_tpm_then_tpd_exceeded():
     clock = FakeClock()
-    engine = make_engine(BUNDLE, clock=clock)
+    engine = make_engine(BUNDLE, clock=clock, retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     body = chat(max_tokens=200)  # 300 tokens each
     statuses = [decide(engine, headers=ORG, method="POST", uri="/v1/x", body=body) for _ in range(4)]
     assert [v.status for v in statuses] == [0, 0, 0, 429]

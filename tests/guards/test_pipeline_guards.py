@@ -39,7 +39,8 @@ def test_policies_without_guards_carry_none():
 
 
 def test_identical_requests_trip_reject_and_the_rejected_one_is_not_charged():
-    engine = make_engine(bundle(loop={"window_seconds": 30, "threshold_identical_requests": 3, "action": "reject"}))
+    engine = make_engine(bundle(loop={"window_seconds": 30, "threshold_identical_requests": 3, "action": "reject"}),
+                         retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     body = chat(("user", "list files"))
     verdicts = [decide(engine, headers=KEY, method="POST", body=body) for _ in range(3)]
     assert [v.status for v in verdicts] == [0, 0, 429]
@@ -101,7 +102,8 @@ def spend(engine, cost):
 def test_breaker_opens_half_opens_and_closes_with_gauges():
     clock = FakeClock(1_767_225_600.0)
     engine = make_engine(bundle(rules=cost_rules(), breaker={"spend_rate_threshold_per_minute": 10,
-                                                             "auto_reset_after_minutes": 0.5}), clock=clock)
+                                                             "auto_reset_after_minutes": 0.5}), clock=clock,
+                         retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     budget = engine.bundle.policies[0].rules[0].budget
     assert spend(engine, 6).status == 0
     assert spend(engine, 4).status == 0  # exactly 10 per minute

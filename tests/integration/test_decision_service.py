@@ -47,7 +47,7 @@ def test_seed_walkthrough(start_edge):
     assert edge.get("/livez").status == 200
     metrics = edge.get("/metrics")
     assert metrics.status == 200
-    assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="default-per-ip"} 2' \
+    assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="default-per-ip",policy_id="default-per-ip"} 2' \
         in metrics.body.decode()
 
 

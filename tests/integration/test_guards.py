@@ -36,7 +36,8 @@ def chat(user: str, tool: str) -> bytes:
 
 def test_loop_detection_identical_vs_different_agent_requests(start_edge, upstream):
     edge = start_edge(agent_policy({"window_seconds": 30, "threshold_identical_requests": 4, "action": "reject"}),
-                      flags=["--mode", "reverse_proxy", "--backend-url", upstream.url])
+                      flags=["--mode", "reverse_proxy", "--backend-url", upstream.url,
+                             "--retry-jitter", "off"])  # the base Retry-After (tests/engine/test_jitter.py)
     h = {"X-Org": "acme", "Content-Type": "application/json"}
     same = [edge.request("POST", "/v1/chat/completions", headers=h, body=chat("fix it", "error 1"))
             for _ in range(5)]
@@ -78,7 +79,8 @@ def test_circuit_breaker_opens_half_opens_and_closes(start_edge):
                    "algorithm_config": {"budget": 1000, "period": "1d", "cost_key": "header:x-cost",
                                         "staged_actions": [{"threshold_percent": 100, "action": "reject"}]}}],
         "circuit_breaker": {"enabled": True, "spend_rate_threshold_per_minute": 10,
-                            "auto_reset_after_minutes": reset_s / 60}}}]})
+                            "auto_reset_after_minutes": reset_s / 60}}}]},
+                      flags=["--retry-jitter", "off"])  # the base Retry-After (tests/engine/test_jitter.py)
 
     def spend(cost: float, org: str = "acme"):
         return edge.decide(headers={"X-Org": org, "X-Cost": str(cost)})
@@ -127,7 +129,7 @@ def test_shadow_responses_are_identical_to_no_policy_while_metrics_count(start_e
     # shadow state too, so their shadow rate charges were undone and the bucket (burst 2) never ran dry.
     assert 'fairvisor_would_reject_total{policy="trial",reason="loop_detected"} 4' in text
     assert 'reason="rate_limit_exceeded"' not in text
-    assert 'fairvisor_decisions_total{action="would_reject",reason="loop_detected",policy="trial"} 4' in text
+    assert 'fairvisor_decisions_total{action="would_reject",reason="loop_detected",policy="trial",policy_id="trial"} 4' in text
     # A distinct request per call: no loop, so the shadow rate rule would refuse from the third.
     for i in range(3):
         assert edge.decide(uri=f"/api/{i}", headers={"X-Org": "globex"}).headers.get("X-Fairvisor-Reason") is None

@@ -52,7 +52,7 @@ def time_until(predicate, timeout_s: float, what: str) -> float:
 
 
 def test_kill_switch_in_the_policy_file_applies_within_a_second_and_lifts(start_edge):
-    edge = start_edge(api_policy(1))
+    edge = start_edge(api_policy(1), flags=["--retry-jitter", "off"])  # the base Retry-After
     assert status_of(edge, "leaked") == 200
 
     push(edge, api_policy(2, [{"scope_key": "header:x-api-key", "scope_value": "leaked", "route": "/api/",

@@ -17,7 +17,8 @@ FOLLOW_TIMEOUT_S = 15.0  # the upkeep flush runs every second; generous for load
 
 
 def test_logs_follow_shows_a_rejection(start_edge):
-    edge = start_edge(token_bucket_policy("ip:address", tps=0.001, burst=1))
+    edge = start_edge(token_bucket_policy("ip:address", tps=0.001, burst=1),
+                      flags=["--retry-jitter", "off"])  # the exact base in the log record
     env = {"PATH": "/usr/bin:/bin", "FAIRVISOR_STATE_DIR": str(edge.state_dir)}
     proc = subprocess.Popen(FAIRVISOR + ["logs", "--follow", "--json", "--event", "reject"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

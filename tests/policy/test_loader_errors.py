@@ -17,7 +17,7 @@ NOW_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SPEC = "$.policies[0].spec"
 R0 = f"{SPEC}.rules[0]"
 CFG = f"{R0}.algorithm_config"
-KEYS = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country or ua:bot)"
+KEYS = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot or ua:bot_category)"
 REJECT_100 = "a reject action at threshold_percent 100 is required"
 
 # fixture name -> every message, in order, without the "<file>: " prefix the test adds.
@@ -164,7 +164,7 @@ EXPECTED: dict[str, list[str]] = {
         ' must be greater than the previous threshold (90)',
     ],
     "threshold_above_100": [
-        f'{CFG}.staged_actions[1].threshold_percent: must be a number > 0 and <= 100 (got 120)',
+        f'{CFG}.staged_actions[1].threshold_percent: must be a number from 0 to 100 (got 120)',
     ],
     "throttle_without_delay": [
         f'{CFG}.staged_actions[0].delay_ms: required when action is "throttle"',

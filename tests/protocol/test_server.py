@@ -103,7 +103,7 @@ def test_hello_decide_health_metrics_over_a_real_socket(tmp_path):
         assert json.loads(health.body)["policy_version"] == 1
         metrics = c.call(Metrics())
         assert "fairvisor_engine_unavailable_total 3" in metrics.body
-        assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="p1"} 1' in metrics.body
+        assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="p1",policy_id="p1"} 1' in metrics.body
         # Pipelined frames in one write are answered in order.
         c.send_raw(encode_frame(_decide_msg(hello, "10.2.2.2")) + encode_frame(Health()))
         assert isinstance(c.recv(), Verdict) and isinstance(c.recv(), Reply)

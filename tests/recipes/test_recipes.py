@@ -47,7 +47,7 @@ def test_every_recipe_is_tested():
 
 def test_team_budget_warns_throttles_then_rejects_until_next_month():
     clock = FakeClock(MONDAY_2026_03_02)
-    engine = make_engine(recipe("team-budgets.json"), clock=clock)
+    engine = make_engine(recipe("team-budgets.json"), clock=clock, retry_jitter=False)  # base Retry-After
     team = bearer(team="search", sub="ana")
 
     def spend(completion_tokens: int):
@@ -80,7 +80,7 @@ def test_team_budget_warns_throttles_then_rejects_until_next_month():
 
 def test_runaway_agent_loop_then_breaker_then_half_open():
     clock = FakeClock(MONDAY_2026_03_02 + 10)
-    engine = make_engine(recipe("runaway-agent-guard.json"), clock=clock)
+    engine = make_engine(recipe("runaway-agent-guard.json"), clock=clock, retry_jitter=False)  # base Retry-After
     agent = {"X-Agent-Id": "agent-7"}
 
     def ask(content: str, max_tokens: int, who=agent):
