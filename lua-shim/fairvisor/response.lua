@@ -34,6 +34,8 @@ function _M.new(v)
         chars = 0, -- counted output characters (bytes of count_regex group 1, as sent)
         tokens = 0, -- floor(chars * 1000 / cpt_milli)
         cut = false, -- the stream was ended at the allowance
+        ended = false, -- the body reached its end (nginx's last buffer, or the cut); false in
+        -- the log phase = the response broke off (the upstream stalled or reset mid-body)
     }
     if r.cpt_milli <= 0 then r.cpt_milli = 1000 end -- a broken value must not divide by zero
     return r
@@ -113,6 +115,7 @@ end
 
 -- body_filter: returns the bytes to pass on (nil = unchanged) and whether to end the response.
 function _M.filter(r, chunk, eof)
+    if eof then r.ended = true end
     if r.settle_bytes > 0 and chunk ~= "" then keep(r, chunk) end
     if not r.sse then return nil, false end
     if r.cut then return "", false end -- later chunks of a cut stream go nowhere
@@ -134,7 +137,7 @@ function _M.filter(r, chunk, eof)
         if pass then n = n + 1; out[n] = ev end
         if cut then
             n = n + 1; out[n] = r.cutoff
-            r.cut = true
+            r.cut, r.ended = true, true
             return concat(out, "", 1, n), true
         end
     end

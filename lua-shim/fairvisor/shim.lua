@@ -173,10 +173,11 @@ end
 function _M.log()
     local r = ngx.ctx.fairvisor_recipe
     if not r or r.rid == "" or r.settle_bytes <= 0 then return end
-    -- The client went away before the end: nginx's 499, or a request that never completed
-    -- (once the headers went out, the status stays the upstream's).
+    -- The response did not reach its end: the client went away (nginx's 499, or a request that
+    -- never completed; once the headers went out, the status stays the upstream's), or the
+    -- upstream broke off mid-body (a read timeout or reset: nginx never passed its last buffer).
     local status = ngx.status
-    local aborted = status == 499 or ngx.var.request_completion ~= "OK"
+    local aborted = status == 499 or ngx.var.request_completion ~= "OK" or (r.status ~= 0 and not r.ended)
     local ok, err = ngx.timer.at(0, settle, r.rid, r.status, r.tokens, r.cut, response.kept(r), aborted, r.chars,
         upstream_bytes_sent())
     if not ok then settle_failed(r.rid, "timer: " .. err) end

@@ -8,6 +8,7 @@ from ..protocol.messages import Reply, Settle
 from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
 from .estimator import Estimator
 from .providers import ADAPTERS
+from .sse import is_event_stream
 
 log = logging.getLogger("fairvisor.llm")
 
@@ -72,8 +73,10 @@ class LLMProxy:
                 self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
             self.estimator.output.observe(r.model, msg.counted_chars, completion)
             return reply
-        if msg.cut or (msg.client_aborted and msg.counted_tokens):
-            # A stream ended early, by the cutoff or by the client: what the shim counted was sent.
+        if msg.cut or (msg.client_aborted and (msg.counted_tokens or is_event_stream(msg.tail))):
+            # A stream ended early, by the cutoff, by the client or by an upstream that broke off
+            # mid-stream (nginx: request not completed): the shim counted every event it passed,
+            # so what it counted is what was sent. A JSON body cut short has no such count.
             return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s)
         # A 2xx answer whose usage cannot be read (contract §3): the whole reservation stands,
         # never zero; anything counted beyond it is charged too.

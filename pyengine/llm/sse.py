@@ -15,6 +15,13 @@ MAX_USAGE_CANDIDATES = 8  # keys tried from the end: a hostile body cannot make 
 _OPEN, _CLOSE, _QUOTE, _ESCAPE = ord("{"), ord("}"), ord('"'), ord("\\")
 
 
+def is_event_stream(raw: bytes) -> bool:
+    """Whether a kept response head is SSE (the shim counted it event by event), not a JSON body:
+    SSE starts with a field name or a comment, JSON with `{` or `[`."""
+    head = raw.lstrip()[:6]
+    return head.startswith((b"data:", b"event:", b"id:", b":"))
+
+
 def json_objects(raw: bytes, usage_key: bytes = b""):
     """Every JSON object in a response fragment: the whole body when it is one JSON document,
     else each SSE `data:` line that decodes. Lines cut at the head/tail junction are skipped.

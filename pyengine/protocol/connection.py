@@ -136,6 +136,10 @@ class ConnectionProtocol(asyncio.Protocol):
         return self._connections
 
     @property
+    def buffered_bytes(self) -> int:
+        return self._frames.buffered_bytes
+
+    @property
     def closed(self) -> bool:
         return self._closing or self.transport is None
 

@@ -87,5 +87,15 @@ class FrameBuffer:
         return frames
 
     @property
-    def pending_bytes(self) -> int:
+    def buffered_bytes(self) -> int:
+        """Bytes of the partial frame received so far."""
         return len(self._buf)
+
+    @property
+    def pending_bytes(self) -> int:
+        """What the partial frame will hold once complete: its declared length as soon as its
+        header is in, so a peer is counted for the memory it announced before it sends it."""
+        buf = self._buf
+        if len(buf) < HEADER_BYTES:
+            return len(buf)
+        return max(len(buf), HEADER_BYTES + int.from_bytes(buf[:HEADER_BYTES], "big"))

@@ -41,12 +41,14 @@ class ConnectionLimits:
         return min(1.0, self.partial_frame_timeout_s / 4)
 
     def account(self, conn, delta_bytes: int) -> None:
-        """A connection's partial-frame bytes changed by `delta_bytes`. Over the budget, the
-        connections holding the most are closed until the rest fit."""
+        """A connection's partial-frame bytes (declared, see FrameBuffer.pending_bytes) changed by
+        `delta_bytes`. Over the budget, the connections announcing the most are closed until the
+        rest fit; among equals, the one that has received the least goes first (dropping it frees
+        least and costs its peer least), so a frame is refused before its bytes are buffered."""
         self.pending_bytes += delta_bytes
         if delta_bytes > 0 and self.pending_bytes > self.pending_budget_bytes:
             open_ = [c for c in conn.peers() if c.pending_bytes]
-            open_.sort(key=lambda c: c.pending_bytes, reverse=True)
+            open_.sort(key=lambda c: (-c.pending_bytes, c.buffered_bytes))
             for c in open_:
                 if self.pending_bytes <= self.pending_budget_bytes:
                     break

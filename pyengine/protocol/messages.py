@@ -56,7 +56,7 @@ class Settle(_Msg, tag=3):
     counted_tokens: int  # output tokens the shim counted in the stream it passed on
     cut: bool  # the shim ended the stream at the allowance
     tail: bytes = b""  # head and tail of the response body (the whole body when it fits settle_bytes)
-    client_aborted: bool = False
+    client_aborted: bool = False  # the response did not reach its end (client left, or upstream broke off)
     counted_chars: int = 0  # output text characters the shim counted (count_regex captures)
     # Bytes nginx sent to the upstream ($upstream_bytes_sent, summed over tries): > 0 means the
     # upstream received the request and may have run it. -1 = not told (an older shim).

@@ -239,6 +239,18 @@ def test_unreadable_usage_keeps_the_whole_reservation():
     assert engine.metrics.llm_settlements.values[("unmetered",)] == 4
 
 
+def test_a_stream_broken_off_before_any_output_charges_the_prompt_only():
+    # The upstream stalled after its first (role-only) event and nginx gave up: the request did
+    # not complete, the shim passed and counted every event, none carried output.
+    engine = proxy()
+    first = b'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+    assert settle(engine, tail=first, client_aborted=True) == 100
+    assert settle(engine, tail=b"event: message_start\ndata: {}\n\n", client_aborted=True) == 100
+    # Not aborted, the same stream is a 2xx answer without usage: unmetered.
+    assert settle(engine, tail=first) == 300
+    assert engine.metrics.llm_settlements.values[("counted",)] == 2
+
+
 def test_leaving_before_the_headers_charges_the_prompt_once_the_upstream_had_it():
     engine = proxy()
     assert settle(engine, status=0, client_aborted=True, upstream_bytes_sent=812) == 100
