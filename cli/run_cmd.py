@@ -24,6 +24,9 @@ _FLAG_VARS = {
     "config": "FAIRVISOR_CONFIG_FILE",
     "listen": "FAIRVISOR_LISTEN",
     "backend_url": "FAIRVISOR_BACKEND_URL",
+    "backend_url_openai": "FAIRVISOR_BACKEND_URL_OPENAI",
+    "backend_url_anthropic": "FAIRVISOR_BACKEND_URL_ANTHROPIC",
+    "backend_url_gemini": "FAIRVISOR_BACKEND_URL_GEMINI",
     "backend_tls_verify": "FAIRVISOR_BACKEND_TLS_VERIFY",
     "fail_mode": "FAIRVISOR_FAIL_MODE",
     "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
@@ -45,10 +48,14 @@ _FLAG_VARS = {
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+# --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
+_PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTREAM_HEADER_"
+                          for p in ("openai", "anthropic", "gemini")}
 # Flags only nginx's config reads: `fairvisor engine` accepts them but its --help hides them.
 _NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
                          "upstream_timeout_ms", "worker_processes", "strip_request_headers",
-                         "upstream_headers"})
+                         "upstream_headers", "backend_url_openai", "backend_url_anthropic",
+                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS})
 
 
 def settings_options(f, hide: frozenset = frozenset()):
@@ -58,6 +65,9 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--config", "policy bundle file (default: the bundled per-IP policy)"),
         ("--listen", "host:port nginx listens on (default 0.0.0.0:8080)"),
         ("--backend-url", "upstream for reverse_proxy mode"),
+        ("--backend-url-openai", "reverse_proxy: upstream for OpenAI-format requests (default --backend-url)"),
+        ("--backend-url-anthropic", "reverse_proxy: upstream for Anthropic-format requests (default --backend-url)"),
+        ("--backend-url-gemini", "reverse_proxy: upstream for Gemini-format requests (default --backend-url)"),
         ("--backend-tls-verify", "on | off: verify an https upstream's certificate (default on)"),
         ("--fail-mode", "open | closed, when the engine does not answer"),
         ("--engine-timeout-ms", "connect/send/receive timeout of the shim, in ms"),
@@ -66,7 +76,7 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--state-dir", "durable counters and runtime files"),
         ("--worker-processes", "nginx workers: auto or a count"),
         ("--trusted-proxies", "comma-separated CIDRs"),
-        ("--llm-format", "openai | anthropic | gemini"),
+        ("--llm-format", "auto (default: per request) | openai | anthropic | gemini | none"),
         ("--log-level", "debug | info | warning | error"),
         ("--strip-request-headers", "comma-separated client headers removed before the upstream"),
         ("--decision-log", "decision log file, or off (default <state-dir>/decisions.jsonl)"),
@@ -83,6 +93,11 @@ def settings_options(f, hide: frozenset = frozenset()):
     f = click.option("--upstream-header", "upstream_headers", multiple=True, metavar="NAME=VALUE",
                      hidden="upstream_headers" in hide,
                      help=f"header injected towards the upstream; repeatable [{_UPSTREAM_PREFIX}<Name>]")(f)
+    for param, prefix in reversed(list(_PROVIDER_HEADER_FLAGS.items())):
+        provider = param.split("_", 1)[0]
+        f = click.option(f"--{provider}-upstream-header", param, multiple=True, metavar="NAME=VALUE",
+                         hidden=param in hide,
+                         help=f"header injected into {provider} requests only; repeatable [{prefix}<Name>]")(f)
     for flag, help_text in reversed(flags):
         name = flag[2:].replace("-", "_")
         f = click.option(flag, default=None, hidden=name in hide, help=f"{help_text} [{_FLAG_VARS[name]}]")(f)
@@ -95,11 +110,13 @@ def flags_env(flags: dict, base: dict | None = None) -> dict:
     for name, var in _FLAG_VARS.items():
         if flags.get(name) is not None:
             env[var] = str(flags[name])
-    for item in flags.get("upstream_headers") or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--upstream-header")
-        env[_UPSTREAM_PREFIX + name.replace("-", "_")] = value
+    for param, prefix in (("upstream_headers", _UPSTREAM_PREFIX), *_PROVIDER_HEADER_FLAGS.items()):
+        for item in flags.get(param) or ():
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                hint = "--" + param[:-1].replace("_", "-")
+                raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=hint)
+            env[prefix + name.replace("-", "_")] = value
     return env
 
 
