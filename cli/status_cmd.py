@@ -119,6 +119,9 @@ def summarize(source: str, status: int, health: dict, metrics_text: str, rtts_ms
             "decision_log_dropped": int(value(m, "fairvisor_decision_log_dropped_total")),
             "state_keys": int(value(m, "fairvisor_state_keys")),
         },
+        # Fail-mode answers by why nginx could not reach the engine (served by the shim: via the edge only).
+        "engine_unreachable": {lab.get("reason", ""): int(v) for lab, v in m.get("fairvisor_engine_unreachable_total", ())
+                               if v},
         # The shim's pipe: open connections from nginx and how many frames one read carried.
         "shim": {
             "connections": int(value(m, "fairvisor_shim_connections")),
@@ -143,7 +146,9 @@ def render(s: dict) -> str:
         lines.append(f"uptime     {_duration(h.get('uptime_s', 0))}")
         lines += [f"refused    {e}" for e in h.get("last_reload_errors", ())]
     else:
-        lines.append(f"reason     {h.get('reason', '')}")
+        lines.append(f"reason     {h.get('reason', '')}" + (f" ({h['cause']})" if h.get("cause") else ""))
+        if h.get("detail"):
+            lines.append(f"detail     {h['detail']}")
         lines += [f"error      {e}" for e in h.get("errors", ())]
     lat = s["latency_ms"]
     lines.append(f"latency    {lat['median']:.3f} ms median, {lat['max']:.3f} ms max "
@@ -154,6 +159,9 @@ def render(s: dict) -> str:
     lines.append(f"counters   reloads {c['reloads_ok']} ok / {c['reloads_refused']} refused, kill switches "
                  f"{c['kill_switches_active']}, would-reject {c['would_reject']}, engine unavailable "
                  f"{c['engine_unavailable']}, log dropped {c['decision_log_dropped']}, state keys {c['state_keys']}")
+    if s["engine_unreachable"]:
+        lines.append("nginx      could not reach the engine: " + ", ".join(
+            f"{reason} {n}" for reason, n in sorted(s["engine_unreachable"].items())) + " fail-mode answers")
     sh = s["shim"]
     per_read = f", {sh['frames_per_read']:.2f} frames per read" if sh["frames_per_read"] is not None else ""
     lines.append(f"shim       {sh['connections']} connections, {sh['frames']} frames{per_read}")
