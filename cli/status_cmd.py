@@ -200,7 +200,7 @@ def render(s: dict) -> str:
 @click.option("--url", default=None, hidden=True, help="Older name of --admin-url.")
 @click.option("--socket", "socket_path", default=None, envvar="FAIRVISOR_ENGINE_SOCKET", show_envvar=True,
               help="Ask the engine directly on its Unix socket instead (the same endpoints and token).")
-@click.option("--state-dir", default=None, envvar="FAIRVISOR_STATE_DIR", show_envvar=True,
+@click.option("--state-dir", default=None,  # no envvar: FAIRVISOR_STATE_DIR alone keeps the admin URL
               help="Ask on <state dir>/engine.sock instead.")
 @click.option("--timeout-s", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Per-call timeout, in seconds.")
