@@ -139,3 +139,16 @@ def test_official_sdks_against_one_auto_edge(auto_edge):
     finally:
         oai.close()
         ant.close()
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta"])
+def test_demo_policy_limits_gemini_v1_and_v1beta(start_edge, mocks, version):
+    import pathlib
+    demo = json.loads((pathlib.Path(__file__).resolve().parents[2] / "examples/demo/llm-policy.json").read_text())
+    edge = start_edge(demo, flags=["--mode", "reverse_proxy", "--backend-url", mocks["gemini"].url])
+    body = json.dumps({"contents": [{"parts": [{"text": PROMPT}]}], "generationConfig": {"maxOutputTokens": 30}})
+    r = edge.request("POST", f"/{version}/models/{MODELS['gemini']}:streamGenerateContent?alt=sse", body=body.encode(),
+                     headers={"X-Tenant": "acme", "X-Mock-Output-Tokens": "100"}, fresh=True)
+    assert r.status == 200
+    assert r.headers["RateLimit-Policy"]  # limited by the demo policy
+    assert assert_cut_stream("gemini", r.body) <= 30 + 8  # and cut at its own max tokens
