@@ -196,6 +196,10 @@ class Supervisor:
         self.engine_started_at = 0.0
         self.restarts = 0
         self.stopping = False
+        self.exit_code = 0
+        from .instance_guard import SocketWatch
+
+        self.socket_watch = SocketWatch(settings.engine_socket)
 
     def log(self, msg: str) -> None:
         click.echo(f"fairvisor: {msg}", err=True)
@@ -208,6 +212,7 @@ class Supervisor:
             self.engine.send_signal(signal.SIGHUP)  # policy reload
 
     def start_engine(self) -> None:
+        self.socket_watch.engine_gone()
         self.engine = _spawn([sys.executable, "-m", "pyengine"], self.env)
         self.engine_started_at = time.monotonic()
         with open(os.path.join(self.runtime_dir, "engine.pid"), "w") as f:
@@ -219,6 +224,7 @@ class Supervisor:
             if self.engine.poll() is not None:
                 return False
             if engine_answers(self.settings.engine_socket):
+                self.socket_watch.engine_ready()
                 return True
             time.sleep(POLL_S / 2)
         return False
@@ -227,8 +233,28 @@ class Supervisor:
         self.nginx = _spawn(["nginx", "-p", self.runtime_dir, "-c", self.conf_path,
                              "-e", os.path.join(self.runtime_dir, "error.log")], self.env)
 
+    def _check_engine_socket(self) -> None:
+        """The engine's socket removed or replaced: its nginx no longer reaches it. Restart it."""
+        if not self.socket_watch.watching:
+            if self.engine.poll() is None and engine_answers(self.settings.engine_socket, timeout_s=0.05):
+                self.socket_watch.engine_ready()  # a restarted engine is up
+            return
+        problem = self.socket_watch.problem()
+        if problem:
+            self.log(f"ERROR: the engine socket {self.settings.engine_socket} was {problem} while the engine "
+                     f"(pid {self.engine.pid}) ran; nginx cannot reach it there. Restarting the engine")
+            _stop(self.engine, signal.SIGTERM, STOP_TIMEOUT_S)
+
     def _restart_engine(self) -> None:
         code = self.engine.returncode
+        from pyengine.instance_lock import EXIT_BUSY
+
+        if code == EXIT_BUSY:
+            self.log(f"the engine refused to start: another live process owns {self.settings.engine_socket} "
+                     "or the state dir (its reason is above); stopping rather than serve on someone else's engine")
+            self.stopping = True
+            self.exit_code = 1
+            return
         young = time.monotonic() - self.engine_started_at < CRASH_WINDOW_S
         self.restarts = self.restarts + 1 if young else 0
         self.log(f"engine exited with status {code}; restarting (nginx applies fail mode "
@@ -251,8 +277,12 @@ class Supervisor:
             if not self.wait_engine_ready(ENGINE_READY_TIMEOUT_S):
                 if self.stopping:
                     return 0
-                self.log(f"the engine did not answer on {self.settings.engine_socket} "
-                         f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
+                if self.engine.poll() is not None:
+                    self.log(f"the engine exited with status {self.engine.returncode} before answering on "
+                             f"{self.settings.engine_socket} (its reason is above)")
+                else:
+                    self.log(f"the engine did not answer on {self.settings.engine_socket} "
+                             f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
                 return 1
             self.start_nginx()
             while not self.stopping:
@@ -262,8 +292,10 @@ class Supervisor:
                     return self.nginx.returncode or 1
                 if self.engine is None or self.engine.poll() is not None:
                     self._restart_engine()
+                else:
+                    self._check_engine_socket()
                 time.sleep(POLL_S)
-            return 0
+            return self.exit_code
         finally:
             # nginx first: while it drains, the engine still answers its in-flight requests.
             for name, proc, sig, timeout_s in (("nginx", self.nginx, signal.SIGQUIT, NGINX_QUIT_TIMEOUT_S),
@@ -300,7 +332,10 @@ def run(**flags) -> None:
     """Run the engine and nginx in the foreground, supervising both."""
     from .nginx_conf import RenderError, write
 
+    from .instance_guard import claim_state_dir
+
     settings, env = resolve(flags)
+    lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
         conf = write(settings, runtime_dir)
