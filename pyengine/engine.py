@@ -23,8 +23,9 @@ from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
                                 Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
+from .llm.formats import request_format
 from .llm.proxy import LLMProxy
-from .request import DESCRIBED_HEADERS, view_from_decide
+from .request import DESCRIBED_HEADERS, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .signing import sig_path, verify
@@ -80,8 +81,10 @@ class Engine:
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
-        # The LLM reverse proxy: streaming recipes and provider-usage settlement.
-        self.llm_proxy = (LLMProxy(settings.llm_format, self.reservations, self.metrics, self.decision_log)
+        # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
+        # request's own format (FAIRVISOR_LLM_FORMAT=auto picks it per request: llm/formats.py).
+        self.llm_format = settings.llm_format
+        self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
@@ -424,10 +427,11 @@ class Engine:
             bundle = self.bundle
             if bundle is None:
                 d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
-                verdict = render(d, msg.surface, self.settings.llm_format)
+                verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
             view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
@@ -435,12 +439,12 @@ class Engine:
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm)
+                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, self.settings.llm_format)
+            verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view)
+                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:
@@ -469,7 +473,15 @@ class Engine:
             _undo_quietly(d.charged, self.clock.now_s())
         self.last_decision = ENGINE_ERROR
         self.metrics.decisions.inc(("reject", "engine_error", ""))
-        return render(ENGINE_ERROR, msg.surface, self.settings.llm_format)
+        return render(ENGINE_ERROR, msg.surface, self._raw_format(msg))
+
+    def _raw_format(self, msg: Decide) -> str | None:
+        """The request's format without a view (no policy, or the decision failed): from the raw
+        target, so the rejection still has the shape the client's SDK expects."""
+        if msg.surface != SURFACE_INLINE or self.llm_format is None:
+            return None
+        path = strip_provider_prefix(msg.uri.decode("utf-8", "replace").partition("?")[0])
+        return request_format(self.llm_format, msg.uri, normalize_path(path))
 
     def health(self) -> Reply:
         b = self.bundle

@@ -31,9 +31,10 @@ from pyengine.policy.schema import (
 
 Errors = list[tuple[str, str]]
 
-EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category"})
+EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category",
+                        "llm:model"})
 _KEY_HELP = ("expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, "
-             "ip:type, ip:tor, ua:bot or ua:bot_category")
+             "ip:type, ip:tor, ua:bot, ua:bot_category or llm:model")
 # `\Z`, not `$`: `$` also matches before a final "\n", which would let `"name\n"` through
 # into a RateLimit header. RFC 9110 token: header field names and method names.
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")

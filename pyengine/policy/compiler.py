@@ -91,7 +91,11 @@ class CompiledBundle:
         needs_body = False
 
         def extractor(limit_key: str):
+            nonlocal needs_body
             needed.update(dict.fromkeys(headers_needed(limit_key)))
+            if limit_key == "llm:model":  # the model is in the body (or a Gemini path)
+                needs_body = True
+                needed.update(dict.fromkeys(LLM_HEADERS))
             return make_extractor(limit_key, proxies)
 
         def compile_rule(policy, rule, shadow: bool):
