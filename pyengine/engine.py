@@ -14,6 +14,9 @@ from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
 from .metrics import EngineMetrics
+from .overlay.overrides import install as install_overrides
+from .overlay.registry import Overlay
+from .admin_api import AdminRoutes
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
@@ -72,7 +75,10 @@ class Engine:
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
-        self.pipeline = Pipeline(_Sink(self.metrics, self))
+        # Kill switches and limit overrides added through the admin API (pyengine.overlay).
+        self.overlay = Overlay(settings.trusted_proxies)
+        self.pipeline = Pipeline(_Sink(self.metrics, self), self.overlay.index)
+        self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
         # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
@@ -144,7 +150,9 @@ class Engine:
 
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
-        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
+        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
+                                  self.overlay.index.headers())
+        install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
@@ -210,6 +218,8 @@ class Engine:
         from it (pyengine.state.last_good). Returns the entries restored."""
         self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
         restored = self.snapshots.restore(self.clock.now_s())
+        if self.snapshots.enabled:  # a locked dir belongs to another engine
+            self.overlay.enable(self.settings.state_dir, self.clock.now_s())
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
@@ -254,6 +264,7 @@ class Engine:
             self.metrics.reservations_evicted.inc((), rs.evicted - early)
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
+        self._expire_overlay(now_s)
         self._count_kill_switches(now_s)
         self.decision_log.flush()
 
@@ -271,7 +282,38 @@ class Engine:
         # Switches past their expires_at no longer act, so they no longer count as in force.
         switches = self.bundle.kill_switches if self.bundle is not None else ()
         active = sum(1 for ks in switches if ks.expires_at_s is None or now_s < ks.expires_at_s)
-        self.metrics.kill_switch_active.set((), active)
+        self.metrics.kill_switch_active.set((), active + self.overlay.active_switches(now_s))
+
+    # -- runtime kill switches and overrides (pyengine.overlay, pyengine.admin_api) -------
+
+    def overlay_changed(self, scope: tuple[str, str] | None = None) -> None:
+        """A runtime switch or override was added or removed: in force for the next request.
+        New headers to read (a switch on a header the policy never reads) recompile the bundle
+        under a new generation, so the shim re-describes requests with them."""
+        b = self.bundle
+        if b is None:
+            return
+        headers = self.overlay.index.headers()
+        if not headers <= set(b.header_names):
+            generation = self.generation + 1
+            compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
+                                      headers)
+            install_overrides(compiled, self.overlay.overrides.values(), self.store)
+            self.bundle, self.generation = compiled, generation
+            self.hello_reply = self._make_hello()
+        elif scope is not None:
+            install_overrides(b, self.overlay.overrides.values(), self.store, scope)
+        self._count_kill_switches(self.clock.now_s())
+
+    def _expire_overlay(self, now_s: float) -> None:
+        switches, overrides = self.overlay.expire(now_s)
+        for rec in switches:
+            self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
+        for rec in overrides:
+            self.decision_log.admin(now_s, "override_expired", rec, "engine")
+            if self.bundle is not None:
+                install_overrides(self.bundle, self.overlay.overrides.values(), self.store,
+                                  (rec.scope_key, rec.scope_value))
 
     def close(self) -> None:
         """Final flush at shutdown: decision log and a last durable-state snapshot."""
@@ -292,7 +334,8 @@ class Engine:
             m.circuit_breakers.set((pid, "half_open"), n_half)
         m.kill_switch_hits.values.clear()
         if self.bundle is not None:
-            for switch, hits in hit_counts(self.store, self.bundle.kill_switches, now_s).items():
+            switches = (*self.bundle.kill_switches, *self.overlay.index.by_id.values())
+            for switch, hits in hit_counts(self.store, switches, now_s).items():
                 m.kill_switch_hits.set((switch,), hits)
 
     # -- messages ----------------------------------------------------------------------

@@ -353,3 +353,10 @@ def _num(x: float) -> str:
 
 def _fmt_time(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")  # already UTC (see _to_utc)
+
+
+# For the runtime kill switches and overrides of the admin API (pyengine.overlay.model): the
+# same checks as a bundle's kill_switches, so a runtime switch cannot hold what a bundle may not.
+KEY_HELP = _KEY_HELP
+check_key_value = _check_key_value
+check_route = _check_route
