@@ -49,6 +49,8 @@ _FLAG_VARS = {
     "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
     "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
     "nginx_user": "FAIRVISOR_NGINX_USER",
+    "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
+    "admin_token": "FAIRVISOR_ADMIN_TOKEN",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
 # --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
@@ -58,7 +60,7 @@ _PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTR
 _NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
                          "upstream_timeout_ms", "worker_processes", "strip_request_headers",
                          "upstream_headers", "backend_url_openai", "backend_url_anthropic",
-                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS})
+                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS, "admin_listen"})
 
 
 def settings_options(f, hide: frozenset = frozenset()):
@@ -94,6 +96,8 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--engine-socket-mode", "octal mode of the engine socket (default 0660)"),
         ("--nginx-user", "user nginx workers run as: checked against the socket; under run as root, the workers' "
                          "user (default www-data, else nobody)"),
+        ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
+        ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
     ]
     f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
                      help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)
@@ -294,8 +298,10 @@ class Supervisor:
             self.start_nginx()
             while not self.stopping:
                 if self.nginx.poll() is not None:
-                    self.log(f"nginx exited with status {self.nginx.returncode}; "
-                             f"see {os.path.join(self.runtime_dir, 'error.log')}")
+                    from .listen_check import last_emerg
+                    error_log = os.path.join(self.runtime_dir, "error.log")
+                    self.log(f"nginx exited with status {self.nginx.returncode}: "
+                             f"{last_emerg(error_log) or 'no fatal error logged'}; see {error_log}")
                     return self.nginx.returncode or 1
                 if self.engine is None or self.engine.poll() is not None:
                     self._restart_engine()
@@ -310,6 +316,11 @@ class Supervisor:
                 if proc is not None:
                     _stop(proc, sig, timeout_s)
                     self.log(f"{name} stopped (status {proc.returncode})")
+
+
+def admin_url(admin_listen: str) -> str:
+    """Where a client on this machine reaches the admin listener (the --admin-url that fits)."""
+    return _client_url(admin_listen) if admin_listen != "off" else "(admin listener off)"
 
 
 def _client_url(listen: str) -> str:
@@ -330,6 +341,7 @@ token_bucket, 5 requests/s with a burst of 10, per client IP.
   rejected (429):  for i in $(seq 12); do {ask}; done
                    (the first 10 print 200, then 429 with Retry-After and RateLimit headers)
   health:          curl -s {url}/readyz
+  metrics:         curl -s {admin_url(settings.admin_listen)}/metrics   (admin listener, FAIRVISOR_ADMIN_LISTEN)
 """, err=True)
 
 
@@ -340,14 +352,19 @@ def run(**flags) -> None:
     from .nginx_conf import RenderError, write
 
     from .instance_guard import claim_state_dir
+    from .listen_check import ListenInUse, check_listeners
 
     settings, env = resolve(flags)
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
         conf = write(settings, runtime_dir)
+        check_listeners(settings)  # a port already taken (a second instance): say so, start nothing
     except RenderError as exc:
         raise click.UsageError(str(exc)) from None
+    except ListenInUse as exc:
+        click.echo(f"fairvisor run: {exc}", err=True)
+        sys.exit(1)
     sup = Supervisor(settings, env, runtime_dir, str(conf))
     sup.log(f"nginx config {conf}; engine socket {settings.engine_socket}")
     if settings.config_file is None and settings.mode == "decision_service":

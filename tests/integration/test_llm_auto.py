@@ -139,3 +139,42 @@ def test_official_sdks_against_one_auto_edge(auto_edge):
     finally:
         oai.close()
         ant.close()
+
+
+@pytest.mark.parametrize("version", ["v1", "v1beta"])
+def test_demo_policy_limits_gemini_v1_and_v1beta(start_edge, mocks, version):
+    import pathlib
+    demo = json.loads((pathlib.Path(__file__).resolve().parents[2] / "examples/demo/llm-policy.json").read_text())
+    edge = start_edge(demo, flags=["--mode", "reverse_proxy", "--backend-url", mocks["gemini"].url])
+    body = json.dumps({"contents": [{"parts": [{"text": PROMPT}]}], "generationConfig": {"maxOutputTokens": 30}})
+    r = edge.request("POST", f"/{version}/models/{MODELS['gemini']}:streamGenerateContent?alt=sse", body=body.encode(),
+                     headers={"X-Tenant": "acme", "X-Mock-Output-Tokens": "100"}, fresh=True)
+    assert r.status == 200
+    assert r.headers["RateLimit-Policy"]  # limited by the demo policy
+    assert assert_cut_stream("gemini", r.body) <= 30 + 8  # and cut at its own max tokens
+
+
+def test_per_model_limits_inside_one_tenant(start_edge, mocks):
+    policy = {"bundle_version": 1, "policies": [{"id": "models", "spec": {"selector": {"pathPrefix": "/"}, "rules": [
+        {"name": "gpt4o", "limit_keys": ["header:x-tenant", "llm:model"], "match": {"llm:model": "gpt-4o"},
+         "algorithm": "token_bucket_llm", "algorithm_config": {"tokens_per_minute": 300}},
+        {"name": "per-model", "limit_keys": ["header:x-tenant", "llm:model"],
+         "algorithm": "token_bucket_llm", "algorithm_config": {"tokens_per_minute": 1000}}]}}]}
+    edge = start_edge(policy, flags=["--mode", "reverse_proxy", "--backend-url", mocks["openai"].url,
+                                     "--backend-url-gemini", mocks["gemini"].url])
+
+    def chat(model):
+        body = json.dumps({"model": model, "max_tokens": 200, "messages": [{"role": "user", "content": PROMPT}]})
+        return edge.request("POST", "/openai/v1/chat/completions", body=body.encode(), fresh=True,
+                            headers={"X-Tenant": "t1", "X-Mock-Output-Tokens": "200"})
+
+    assert chat("gpt-4o").status == 200  # 210 of gpt-4o's 300 (the upstream writes all 200)
+    over = chat("gpt-4o")
+    assert over.status == 429 and over.headers["X-Fairvisor-Reason"] == "tpm_exceeded"
+    assert over.json()["error"]["type"] == "rate_limit_error"
+    assert over.headers["RateLimit-Policy"] == '"gpt4o";q=300;w=60'
+    assert chat("gpt-4o-mini").status == 200  # the same tenant, another model: its own counter
+    gem = json.dumps({"contents": [{"parts": [{"text": PROMPT}]}], "generationConfig": {"maxOutputTokens": 200}})
+    r = edge.request("POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent", body=gem.encode(), fresh=True,
+                     headers={"X-Tenant": "t1"})
+    assert r.status == 200 and r.headers["RateLimit-Policy"] == '"per-model";q=1000;w=60'
