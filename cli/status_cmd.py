@@ -13,6 +13,7 @@ PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1
 EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on disk was refused
 EXIT_UNREACHABLE = 3
+ENGINE_DOWN_MARK = "# fairvisor engine unavailable"  # the first line of the shim's /metrics when it cannot ask
 EXIT_UNAUTHORIZED = 5  # the admin listener wants FAIRVISOR_ADMIN_TOKEN (absent or wrong)
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"  # FAIRVISOR_ADMIN_LISTEN's default (contract §5)
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
@@ -108,7 +109,10 @@ def fetch_url(url: str, timeout_s: float) -> tuple[int, dict, str, list[float]]:
         conn.close()
         if 401 in (resp.status, scrape.status):
             raise Unauthorized(url)
-        if scrape.status != 200:
+        # 503 with the shim's own body: the admin listener, with the engine unreachable from nginx
+        # (its cause is in /readyz and fairvisor_engine_unreachable_total): not-ready, not the wrong URL.
+        shim_down = scrape.status == 503 and metrics.startswith(ENGINE_DOWN_MARK)
+        if scrape.status != 200 and not shim_down:
             raise Unreachable(f"{url}: GET /metrics answered {scrape.status}: is this the admin listener "
                               "(FAIRVISOR_ADMIN_LISTEN), not the public one?")
         health = json.loads(body)

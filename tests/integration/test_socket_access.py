@@ -65,7 +65,7 @@ class Engine:
 
 
 def _status(port: int, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(FAIRVISOR + ["status", "--url", f"http://127.0.0.1:{port}", *extra],
+    return subprocess.run(FAIRVISOR + ["status", "--admin-url", f"http://127.0.0.1:{port}", *extra],
                           capture_output=True, text=True, timeout=30)
 
 
