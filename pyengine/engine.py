@@ -7,6 +7,7 @@ import time
 import msgspec
 
 from .clock import SystemClock
+from .coverage import Coverage
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
 from .engine_errors import ENGINE_ERROR, EngineErrors
@@ -22,6 +23,7 @@ from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, 
 from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
 from .request import DESCRIBED_HEADERS, view_from_decide
+from .recent import RecentRequests
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .signing import sig_path, verify
@@ -42,9 +44,11 @@ _json = msgspec.json.Encoder()
 class _Sink:
     """Where the pipeline reports skipped rules and shadow would-rejects."""
 
-    def __init__(self, metrics: EngineMetrics, engine=None):
+    def __init__(self, metrics: EngineMetrics, engine=None, coverage: Coverage | None = None):
         self.metrics = metrics
         self.engine = engine  # for the decision log: the bundle in force and the clock
+        coverage = coverage or Coverage()
+        self.unmatched, self.unlimited = coverage.unmatched, coverage.unlimited
 
     def skipped(self, policy_id: str, rule: str) -> None:
         self.metrics.rule_skipped.inc((policy_id, rule))
@@ -71,13 +75,16 @@ class Engine:
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
-        self.pipeline = Pipeline(_Sink(self.metrics, self))
+        self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
+        self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
         # The LLM reverse proxy: streaming recipes and provider-usage settlement.
         self.llm_proxy = (LLMProxy(settings.llm_format, self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
+        self.bundle_bytes: bytes | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
         self.last_errors: list[str] = []
@@ -143,6 +150,7 @@ class Engine:
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
+        self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
         self.metrics.policy_info.values.clear()
@@ -388,6 +396,7 @@ class Engine:
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
+            self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
