@@ -26,6 +26,7 @@ from .request import DESCRIBED_HEADERS, view_from_decide
 from .recent import RecentRequests
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
+from .selftest import Selftests
 from .signing import sig_path, verify
 from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
@@ -78,6 +79,7 @@ class Engine:
         self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
         self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
         self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
+        self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
         # The LLM reverse proxy: streaming recipes and provider-usage settlement.
@@ -260,6 +262,7 @@ class Engine:
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
         self._count_kill_switches(now_s)
+        self.selftests.expire(now_s)
         self.decision_log.flush()
 
     def watch_policy(self) -> None:
@@ -396,6 +399,10 @@ class Engine:
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
+            if self.selftests.runs:  # empty but during `fairvisor selftest`
+                verdict = self.selftests.decide(bundle, view, now_s, msg.surface, self.settings.llm_format)
+                if verdict is not None:
+                    return verdict  # scratch state only: no metric, log, coverage or replay sample
             self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:

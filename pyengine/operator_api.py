@@ -83,9 +83,28 @@ def replay(engine, query: dict, body) -> Reply:
     return _answer(200, report)
 
 
+def selftest_start(engine, query: dict, body) -> Reply:
+    """A self-test run: its secret (expires), the bundle it is bound to and a request per rule."""
+    if engine.bundle is None:
+        return problem(503, "no_policy_loaded")
+    plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values)
+    plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode)
+    return _answer(200, plan)
+
+
+def selftest_end(engine, query: dict, body) -> Reply:
+    """?run=ID: the run's secret stops working and its scratch counters are deleted."""
+    run = (query.get("run") or [""])[0]
+    if not engine.selftests.end(run):
+        return problem(404, "no_such_run")
+    return _answer(200, {"run": run, "ended": True})
+
+
 ROUTES = {
     ("/v1/admin/coverage", b"GET"): coverage,
     ("/v1/admin/bundle", b"GET"): bundle,
     ("/v1/admin/decisions", b"GET"): decisions,
     ("/v1/admin/replay", b"POST"): replay,
+    ("/v1/admin/selftest", b"POST"): selftest_start,
+    ("/v1/admin/selftest/end", b"POST"): selftest_end,
 }

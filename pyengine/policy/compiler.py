@@ -6,7 +6,7 @@ from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.request import LLM_HEADERS
-from ..request import DESCRIBED_HEADERS
+from ..request import DESCRIBED_HEADERS, SELFTEST_HEADER
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
 from .rules import CostRule, LLMRule, TokenBucketRule
@@ -84,6 +84,7 @@ class CompiledBundle:
             needed.update(dict.fromkeys(DESCRIBED_HEADERS))
         if settings.debug_session_secret:
             needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
+        needed.setdefault(SELFTEST_HEADER)  # self-test requests (pyengine.selftest): one more header looked up
         needs_body = False
 
         def extractor(limit_key: str):
