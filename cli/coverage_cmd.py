@@ -2,7 +2,7 @@
 
 import click
 
-from .admin_client import DEFAULT_ADMIN_URL, AdminError, get_json
+from .admin_client import admin_url_option, call, refused
 from .output import echo_json, fail, table
 
 COVERAGE_PATH = "/v1/admin/coverage"
@@ -37,23 +37,20 @@ def render(r: dict, top: int = TOP_ROUTES) -> str:
 
 
 @click.command("coverage")
-@click.option("--admin-url", default=DEFAULT_ADMIN_URL, envvar="FAIRVISOR_ADMIN_URL", show_envvar=True,
-              show_default=True, help="The edge's admin listener. Sends FAIRVISOR_ADMIN_TOKEN as a Bearer token.")
+@admin_url_option
 @click.option("--fail-under", type=click.FloatRange(0, 100), default=None,
               help="Exit 1 when less than PCT percent of the traffic since start was limited by a rule.")
-@click.option("--timeout-s", default=5.0, show_default=True, type=click.FloatRange(min=0.01))
 @click.option("--json", "as_json", is_flag=True, help="Print the engine's report as JSON.")
-def coverage(admin_url, fail_under, timeout_s, as_json) -> None:
+def coverage(admin_url, fail_under, as_json) -> None:
     """Show the traffic that nothing limits: requests by route that matched no policy, requests
     that matched one but that no rule limited, and rules skipped for a missing key, counted by
     the engine since it started (at most 1,000 routes per table, then "other").
 
     Exit status: 0, 1 under --fail-under, 3 unreachable, 5 FAIRVISOR_ADMIN_TOKEN refused.
     """
-    try:
-        report = get_json(admin_url, COVERAGE_PATH, timeout_s)
-    except AdminError as exc:
-        fail(f"fairvisor coverage: {exc}", exc.exit_code)
+    status, report = call(admin_url, "GET", COVERAGE_PATH)
+    if status != 200:
+        refused(status, report)
     if as_json:
         echo_json(report)
     else:

@@ -10,10 +10,11 @@ import click
 from pyengine.bundle_diff import diff
 from pyengine.decision_log import rfc3339_ms
 
-from .admin_client import AdminError, call, get_json
+from .admin_client import call
 from .output import echo_json, plural, table
 
 EXIT_INVALID = 1
+EXIT_UNREACHABLE = 3
 
 
 def _read(path: str) -> bytes:
@@ -77,18 +78,17 @@ def run_against(path: str, admin_url: str, as_json: bool) -> int:
         return EXIT_INVALID
     if not as_json:
         click.echo(f"Valid: {plural(len(bundle.policies), 'policy', 'policies')}, {plural(count_rules(bundle), 'rule')}")
-    try:
-        current = get_json(admin_url, "/v1/admin/bundle")
-        status, body = call(admin_url, "POST", "/v1/admin/replay", body=data,
-                            headers={"Content-Type": "application/json"}, timeout_s=60)
-    except AdminError as exc:
-        click.echo(f"fairvisor validate: {exc}", err=True)
-        return exc.exit_code
-    if status != 200:
-        click.echo(f"fairvisor validate: {admin_url}: POST /v1/admin/replay answered {status}: "
-                   f"{body.decode('utf-8', 'replace')[:500]}", err=True)
-        return EXIT_INVALID if status == 422 else 3
-    changes, replay = diff(current, json.loads(data)), json.loads(body)
+    candidate = json.loads(data)
+    answers = []
+    for method, path, body in (("GET", "/v1/admin/bundle", None), ("POST", "/v1/admin/replay", candidate)):
+        status, answer = call(admin_url, method, path, body=body)
+        if status != 200:
+            click.echo(f"fairvisor validate: {admin_url}: {method} {path} answered {status}: "
+                       f"{json.dumps(answer)[:500]}", err=True)
+            return EXIT_INVALID if status == 422 else EXIT_UNREACHABLE
+        answers.append(answer)
+    current, replay = answers
+    changes = diff(current, candidate)
     if as_json:
         echo_json({"against": admin_url, "changes": changes, "replay": replay})
     else:

@@ -6,7 +6,8 @@ import tempfile
 import msgspec
 
 MODES = ("decision_service", "reverse_proxy")
-LLM_FORMATS = ("openai", "anthropic", "gemini")
+LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/formats.py SETTINGS
+PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
 
@@ -19,7 +20,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     config_file: str | None = None  # FAIRVISOR_CONFIG_FILE; None = the bundled default policy
     mode: str = "decision_service"  # FAIRVISOR_MODE
     backend_url: str | None = None  # FAIRVISOR_BACKEND_URL (reverse_proxy only)
-    llm_format: str | None = None  # FAIRVISOR_LLM_FORMAT
+    # FAIRVISOR_LLM_FORMAT: "auto" (the reverse-proxy default: per request), a provider, or None
+    # ("none": plain HTTP; unset in decision-service mode, where only the drop-in include uses it).
+    llm_format: str | None = None
+    # FAIRVISOR_BACKEND_URL_<PROVIDER>: (provider, url) pairs that override backend_url for it.
+    backend_urls: tuple[tuple[str, str], ...] = ()
+    # FAIRVISOR_<PROVIDER>_UPSTREAM_HEADER_<Name>: (provider, name, value), after the global ones.
+    provider_headers: tuple[tuple[str, str, str], ...] = ()
     strip_request_headers: tuple[str, ...] = ()  # FAIRVISOR_STRIP_REQUEST_HEADERS, lower-case
     upstream_headers: tuple[tuple[str, str], ...] = ()  # FAIRVISOR_UPSTREAM_HEADER_<Name>
     listen: str = "0.0.0.0:8080"  # FAIRVISOR_LISTEN, host:port
@@ -63,6 +70,24 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+UPSTREAM_HEADER_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+
+
+def backend_url_var(provider: str) -> str:
+    """FAIRVISOR_BACKEND_URL_OPENAI, _ANTHROPIC, _GEMINI."""
+    return f"FAIRVISOR_BACKEND_URL_{provider.upper()}"
+
+
+def provider_header_prefix(provider: str) -> str:
+    """FAIRVISOR_OPENAI_UPSTREAM_HEADER_<Name>, and likewise for ANTHROPIC and GEMINI."""
+    return f"FAIRVISOR_{provider.upper()}_UPSTREAM_HEADER_"
+
+
+def _headers(env, prefix: str) -> list[tuple[str, str]]:
+    """(Name, value) of every `<prefix><Name>` variable, `_` in the name becoming `-`."""
+    return sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+
+
 def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from an environment mapping; `overrides` (CLI flags) win when not None."""
     env = os.environ if env is None else env
@@ -102,10 +127,15 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raw["max_state_keys"] = env["FAIRVISOR_MAX_STATE_KEYS"]
     if env.get("FAIRVISOR_BACKEND_TLS_VERIFY"):
         raw["backend_tls_verify"] = env["FAIRVISOR_BACKEND_TLS_VERIFY"]
-    prefix = "FAIRVISOR_UPSTREAM_HEADER_"
-    injected = sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+    injected = _headers(env, UPSTREAM_HEADER_PREFIX)
     if injected:
         raw["upstream_headers"] = tuple(injected)
+    backends = tuple((p, env[backend_url_var(p)]) for p in PROVIDERS if env.get(backend_url_var(p)))
+    if backends:
+        raw["backend_urls"] = backends
+    per_provider = tuple((p, name, value) for p in PROVIDERS for name, value in _headers(env, provider_header_prefix(p)))
+    if per_provider:
+        raw["provider_headers"] = per_provider
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return _finish(raw)
 
@@ -129,6 +159,10 @@ def _finish(raw: dict) -> Settings:
     _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
     if raw.get("llm_format") is not None:
         _choice("FAIRVISOR_LLM_FORMAT", raw["llm_format"], LLM_FORMATS)
+    elif raw.get("mode") == "reverse_proxy":
+        raw["llm_format"] = "auto"  # contract §3: the format per request
+    if raw.get("llm_format") == "none":
+        raw["llm_format"] = None
     if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):
         raise ConfigError("FAIRVISOR_BACKEND_URL: required when FAIRVISOR_MODE=reverse_proxy")
     state_dir = raw.get("state_dir") or os.path.join(tempfile.gettempdir(), "fairvisor")

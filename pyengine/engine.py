@@ -15,15 +15,19 @@ from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
 from .metrics import EngineMetrics
+from .overlay.overrides import install as install_overrides
+from .overlay.registry import Overlay
+from .admin_api import AdminRoutes
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
                                 Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
+from .llm.formats import request_format
 from .llm.proxy import LLMProxy
-from .request import DESCRIBED_HEADERS, view_from_decide
 from .recent import RecentRequests
+from .request import DESCRIBED_HEADERS, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
@@ -77,13 +81,18 @@ class Engine:
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
         self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
-        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
+        # Kill switches and limit overrides added through the admin API (pyengine.overlay).
+        self.overlay = Overlay(settings.trusted_proxies)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
+        self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
         self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
-        # The LLM reverse proxy: streaming recipes and provider-usage settlement.
-        self.llm_proxy = (LLMProxy(settings.llm_format, self.reservations, self.metrics, self.decision_log)
+        # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
+        # request's own format (FAIRVISOR_LLM_FORMAT=auto picks it per request: llm/formats.py).
+        self.llm_format = settings.llm_format
+        self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
         self.bundle_bytes: bytes | None = None
@@ -150,7 +159,9 @@ class Engine:
 
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
-        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
+        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
+                                  self.overlay.index.headers())
+        install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
@@ -217,6 +228,8 @@ class Engine:
         from it (pyengine.state.last_good). Returns the entries restored."""
         self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
         restored = self.snapshots.restore(self.clock.now_s())
+        if self.snapshots.enabled:  # a locked dir belongs to another engine
+            self.overlay.enable(self.settings.state_dir, self.clock.now_s())
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
@@ -261,6 +274,7 @@ class Engine:
             self.metrics.reservations_evicted.inc((), rs.evicted - early)
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
+        self._expire_overlay(now_s)
         self._count_kill_switches(now_s)
         self.selftests.expire(now_s)
         self.decision_log.flush()
@@ -279,7 +293,38 @@ class Engine:
         # Switches past their expires_at no longer act, so they no longer count as in force.
         switches = self.bundle.kill_switches if self.bundle is not None else ()
         active = sum(1 for ks in switches if ks.expires_at_s is None or now_s < ks.expires_at_s)
-        self.metrics.kill_switch_active.set((), active)
+        self.metrics.kill_switch_active.set((), active + self.overlay.active_switches(now_s))
+
+    # -- runtime kill switches and overrides (pyengine.overlay, pyengine.admin_api) -------
+
+    def overlay_changed(self, scope: tuple[str, str] | None = None) -> None:
+        """A runtime switch or override was added or removed: in force for the next request.
+        New headers to read (a switch on a header the policy never reads) recompile the bundle
+        under a new generation, so the shim re-describes requests with them."""
+        b = self.bundle
+        if b is None:
+            return
+        headers = self.overlay.index.headers()
+        if not headers <= set(b.header_names):
+            generation = self.generation + 1
+            compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
+                                      headers)
+            install_overrides(compiled, self.overlay.overrides.values(), self.store)
+            self.bundle, self.generation = compiled, generation
+            self.hello_reply = self._make_hello()
+        elif scope is not None:
+            install_overrides(b, self.overlay.overrides.values(), self.store, scope)
+        self._count_kill_switches(self.clock.now_s())
+
+    def _expire_overlay(self, now_s: float) -> None:
+        switches, overrides = self.overlay.expire(now_s)
+        for rec in switches:
+            self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
+        for rec in overrides:
+            self.decision_log.admin(now_s, "override_expired", rec, "engine")
+            if self.bundle is not None:
+                install_overrides(self.bundle, self.overlay.overrides.values(), self.store,
+                                  (rec.scope_key, rec.scope_value))
 
     def close(self) -> None:
         """Final flush at shutdown: decision log and a last durable-state snapshot."""
@@ -300,7 +345,8 @@ class Engine:
             m.circuit_breakers.set((pid, "half_open"), n_half)
         m.kill_switch_hits.values.clear()
         if self.bundle is not None:
-            for switch, hits in hit_counts(self.store, self.bundle.kill_switches, now_s).items():
+            switches = (*self.bundle.kill_switches, *self.overlay.index.by_id.values())
+            for switch, hits in hit_counts(self.store, switches, now_s).items():
                 m.kill_switch_hits.set((switch,), hits)
 
     # -- messages ----------------------------------------------------------------------
@@ -392,10 +438,11 @@ class Engine:
             bundle = self.bundle
             if bundle is None:
                 d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
-                verdict = render(d, msg.surface, self.settings.llm_format)
+                verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
             view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
@@ -408,12 +455,12 @@ class Engine:
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm)
+                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, self.settings.llm_format)
+            verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view)
+                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:
@@ -442,7 +489,15 @@ class Engine:
             _undo_quietly(d.charged, self.clock.now_s())
         self.last_decision = ENGINE_ERROR
         self.metrics.decisions.inc(("reject", "engine_error", ""))
-        return render(ENGINE_ERROR, msg.surface, self.settings.llm_format)
+        return render(ENGINE_ERROR, msg.surface, self._raw_format(msg))
+
+    def _raw_format(self, msg: Decide) -> str | None:
+        """The request's format without a view (no policy, or the decision failed): from the raw
+        target, so the rejection still has the shape the client's SDK expects."""
+        if msg.surface != SURFACE_INLINE or self.llm_format is None:
+            return None
+        path = strip_provider_prefix(msg.uri.decode("utf-8", "replace").partition("?")[0])
+        return request_format(self.llm_format, msg.uri, normalize_path(path))
 
     def health(self) -> Reply:
         b = self.bundle

@@ -89,26 +89,38 @@ def _decide_straight(rules: tuple, view, now_s: float, sink) -> Decision:
     return _allowed(charged, best, warning, delay_ms)
 
 
+def _killed(bundle, ks, now_s: float) -> Decision:
+    retry = KILL_SWITCH_RETRY_S
+    if ks.expires_at_s is not None:
+        retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
+    record_hit(bundle.store, ks, now_s)
+    # The switch's reason is for operators (decision log), never for the client.
+    return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
+
+
 class Pipeline:
     """Stateless apart from its metrics sink; all counters live in the store behind the rules."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, runtime_switches=None):
         # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
         # .unmatched(view) .unlimited(view): allowed with no policy / no rule limiting it
         self.sink = sink
+        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex).
+        self.runtime_switches = runtime_switches
 
     def decide(self, bundle, view, now_s: float) -> Decision:
         switches = bundle.kill_switches
-        if switches and bundle.kill_switches_overridden(now_s):
-            switches = ()  # kill_switch_override: every switch skipped until it expires
-        for ks in switches:
-            if ks.hits(view, now_s):
-                retry = KILL_SWITCH_RETRY_S
-                if ks.expires_at_s is not None:
-                    retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
-                record_hit(bundle.store, ks, now_s)
-                # The switch's reason is for operators (decision log), never for the client.
-                return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
+        runtime = self.runtime_switches
+        if (switches or (runtime is not None and runtime.by_key)) and bundle.kill_switches_overridden(now_s):
+            switches = runtime = None  # kill_switch_override: every switch skipped until it expires
+        if switches:
+            for ks in switches:
+                if ks.hits(view, now_s):
+                    return _killed(bundle, ks, now_s)
+        if runtime is not None and runtime.by_key:
+            ks = runtime.match(view, now_s)
+            if ks is not None:
+                return _killed(bundle, ks, now_s)
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
         if not policies:

@@ -63,7 +63,10 @@ class CompiledPolicy:
 class CompiledBundle:
     """Everything derived from one policy file; replaced whole on reload, never mutated."""
 
-    def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None):
+    def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None,
+                 extra_headers=()):
+        """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too."""
+        self.source = bundle  # the validated Bundle, for recompiling with runtime changes
         proxies = TrustedProxies(settings.trusted_proxies)
         # The client address behind trusted proxies, for whoever needs it outside a rule (jitter).
         self.client_ip = make_extractor("ip:address", proxies)
@@ -84,11 +87,16 @@ class CompiledBundle:
             needed.update(dict.fromkeys(DESCRIBED_HEADERS))
         if settings.debug_session_secret:
             needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
+        needed.update(dict.fromkeys(sorted(extra_headers)))
         needed.setdefault(SELFTEST_HEADER)  # self-test requests (pyengine.selftest): one more header looked up
         needs_body = False
 
         def extractor(limit_key: str):
+            nonlocal needs_body
             needed.update(dict.fromkeys(headers_needed(limit_key)))
+            if limit_key == "llm:model":  # the model is in the body (or a Gemini path)
+                needs_body = True
+                needed.update(dict.fromkeys(LLM_HEADERS))
             return make_extractor(limit_key, proxies)
 
         def compile_rule(policy, rule, shadow: bool):

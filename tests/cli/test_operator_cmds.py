@@ -5,7 +5,6 @@ import json
 from click.testing import CliRunner
 
 from pyengine.cli.main import main
-from pyengine.cli.shadow_report_cmd import duration_s
 from pyengine.clock import FakeClock
 from tests.cli.admin_stub import admin_server, engine_routes
 from tests.engine.helpers import decide, make_engine
@@ -40,16 +39,6 @@ def _engine(tmp_path):
 def _invoke(engine, *args, input=None):
     with admin_server(engine_routes(engine)) as url:
         return CliRunner().invoke(main, [a.replace("URL", url) for a in args], input=input)
-
-
-def test_duration_parsing():
-    assert [duration_s(t) for t in ("90s", "15m", "2h", "7d", "1h30m")] == [90, 900, 7200, 604800, 5400]
-    for bad in ("", "h", "10", "1w", "5m x", "-5m"):
-        try:
-            duration_s(bad)
-        except ValueError:
-            continue
-        raise AssertionError(bad)
 
 
 def test_shadow_report_from_the_edge_lists_every_shadow_policy(tmp_path):
@@ -112,4 +101,4 @@ def test_validate_against_an_unreachable_edge_exits_3(tmp_path):
     cand = tmp_path / "c.json"
     cand.write_text(json.dumps(_bundle(version=2)))
     out = CliRunner().invoke(main, ["validate", str(cand), "--against", "http://127.0.0.1:1"])
-    assert out.exit_code == 3 and "admin listener http://127.0.0.1:1" in out.output
+    assert out.exit_code == 3 and "cannot reach the admin listener" in out.output

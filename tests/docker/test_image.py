@@ -5,13 +5,13 @@ from __future__ import annotations
 import http.client
 import json
 import pathlib
-import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
+from tests.docker.conftest import docker as _docker
 from tests.integration.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.docker
@@ -19,31 +19,6 @@ pytestmark = pytest.mark.docker
 REPO = pathlib.Path(__file__).resolve().parents[2]
 TAG = "fairvisor:test"
 BUILD_TIMEOUT_S = 1200.0  # a cold machine: debootstrap, then apt and pip inside the build
-
-
-def _docker(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
-def _daemon_up() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def docker_daemon(tmp_path_factory):
-    """The running daemon, or one started here (no bridge, no iptables) and stopped by its PID."""
-    assert shutil.which("docker"), "the docker CLI is missing: run docker/base-image.sh --install first"
-    if _daemon_up():
-        yield
-        return
-    assert shutil.which("dockerd"), "no docker daemon is running and dockerd is not installed"
-    log = open(tmp_path_factory.mktemp("dockerd") / "dockerd.log", "wb")
-    proc = subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none"], stdout=log, stderr=log)
-    wait_until(lambda: proc.poll() is None and _daemon_up(), 60.0, "dockerd to answer", interval_s=0.5)
-    yield
-    proc.terminate()
-    proc.wait(timeout=60)
-    log.close()
 
 
 @pytest.fixture(scope="session")
