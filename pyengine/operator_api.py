@@ -2,7 +2,8 @@
 decision records, a candidate bundle's replay, and self-test runs (docs/cli.md).
 
 Each handler takes (engine, query: {name: [values]}, body: bytes | None) and answers a Reply;
-ROUTES maps (path, method) to it. The admin listener checks the token before any of them.
+ROUTES maps (path, method) to it, `route` is what pyengine.admin_api asks first. The admin
+listener checks the token before any of them.
 """
 
 import time
@@ -35,6 +36,20 @@ def problem(status: int, reason: str, detail: str = "", **extra) -> Reply:
 
 def query_of(uri: bytes) -> dict:
     return parse_qs(uri.partition(b"?")[2].decode("latin-1"), keep_blank_values=True)
+
+
+def route(engine, method: str, path: str, body: bytes | None):
+    """The operator endpoint's (status, content type, body) for `path` (query included), or
+    None when it is none of ROUTES (pyengine.admin_api routes the rest)."""
+    bare, _, query = path.partition("?")
+    handler = ROUTES.get((bare, "GET" if method == "HEAD" else method))
+    if handler is None:
+        if any(p == bare for p, _ in ROUTES):
+            allowed = ", ".join(m for p, m in ROUTES if p == bare)
+            return 405, "application/problem+json", problem(405, "method_not_allowed", allowed).body
+        return None
+    reply = handler(engine, parse_qs(query, keep_blank_values=True), body)
+    return reply.status, reply.content_type, reply.body
 
 
 def coverage(engine, query: dict, body) -> Reply:
@@ -101,10 +116,10 @@ def selftest_end(engine, query: dict, body) -> Reply:
 
 
 ROUTES = {
-    ("/v1/admin/coverage", b"GET"): coverage,
-    ("/v1/admin/bundle", b"GET"): bundle,
-    ("/v1/admin/decisions", b"GET"): decisions,
-    ("/v1/admin/replay", b"POST"): replay,
-    ("/v1/admin/selftest", b"POST"): selftest_start,
-    ("/v1/admin/selftest/end", b"POST"): selftest_end,
+    ("/v1/admin/coverage", "GET"): coverage,
+    ("/v1/admin/bundle", "GET"): bundle,
+    ("/v1/admin/decisions", "GET"): decisions,
+    ("/v1/admin/replay", "POST"): replay,
+    ("/v1/admin/selftest", "POST"): selftest_start,
+    ("/v1/admin/selftest/end", "POST"): selftest_end,
 }

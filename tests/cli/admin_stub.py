@@ -54,16 +54,10 @@ def routes(table: dict, token: str | None = None):
 
 
 def engine_routes(engine, token: str | None = None):
-    """An `answer` dispatching to the engine's operator endpoints (pyengine.operator_api)."""
-    from pyengine import operator_api
-
+    """An `answer` dispatching to the engine's admin routes (pyengine.admin_api), as the admin listener does."""
     def answer(method, path, headers, body):
         if token is not None and headers.get("Authorization") != f"Bearer {token}":
             return 401, "application/problem+json", '{"status":401}'
-        handler = operator_api.ROUTES.get((path.partition("?")[0], method.encode()))
-        if handler is None:
-            return 404, "application/problem+json", '{"status":404}'
-        reply = handler(engine, operator_api.query_of(path.encode()), body)
-        return reply.status, reply.content_type, reply.body
+        return engine.admin_routes.handle(method, path, body, "test")
 
     return answer

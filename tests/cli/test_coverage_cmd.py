@@ -26,7 +26,7 @@ def _engine():
 
 
 def _run(engine, *args, token=None, env_token=None):
-    table = {"/v1/admin/coverage": lambda: engine_coverage.reply(engine)}
+    table = {"/v1/admin/coverage": lambda: engine_coverage.reply(engine)}  # the report as the route answers it
     env = {"FAIRVISOR_ADMIN_TOKEN": env_token} if env_token else {}
     with admin_server(routes(table, token)) as url:
         return CliRunner().invoke(main, ["coverage", "--admin-url", url, *args], env=env)
