@@ -9,7 +9,7 @@ from ..llm.request import LLM_HEADERS
 from ..request import DESCRIBED_HEADERS, SELFTEST_HEADER
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from .rules import CostRule, LLMRule, TokenBucketRule
+from .rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
 
 
 def _epoch_s(dt) -> float | None:
@@ -110,6 +110,8 @@ class CompiledBundle:
                 if cfg.cost_source.startswith("header:"):
                     needed.setdefault(cfg.cost_source[7:].lower())
                 return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
+            if rule.algorithm == "concurrency":
+                return ConcurrencyRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
                 needed.update(dict.fromkeys(LLM_HEADERS))
