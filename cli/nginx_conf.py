@@ -7,7 +7,8 @@ import pathlib
 import re
 from urllib.parse import urlsplit
 
-from pyengine.resources import LUA_SHIM_DIR, NGINX_DIR as TEMPLATE_DIR
+from pyengine.config import ADMIN_OFF
+from pyengine.resources import ADMIN_CONF, LUA_SHIM_DIR, NGINX_DIR as TEMPLATE_DIR
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates: trusted upstream CAs
 DEBIAN_LUA_PATH = "/usr/share/lua/5.1/?.lua;"  # resty.core from Debian's lua-resty-core
 
@@ -47,10 +48,18 @@ def header_name(name: str) -> str:
     return name
 
 
-def _listen(listen: str) -> str:
+def _listen(listen: str, var: str = "FAIRVISOR_LISTEN") -> str:
     if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[\w.-]+)?:?\d{1,5}", listen):
-        raise RenderError(f"FAIRVISOR_LISTEN: expected host:port, got {listen!r}")
+        raise RenderError(f"{var}: expected host:port, got {listen!r}")
     return listen
+
+
+def _admin_server(settings) -> str:
+    """The admin listener's server {} (contract §8), or nothing with FAIRVISOR_ADMIN_LISTEN=off."""
+    if settings.admin_listen == ADMIN_OFF:
+        return "\n    # Admin listener: off (FAIRVISOR_ADMIN_LISTEN=off).\n"
+    return _fill("admin_server.conf.tmpl", {"admin_listen": _listen(settings.admin_listen, "FAIRVISOR_ADMIN_LISTEN"),
+                                            "admin_conf": str(ADMIN_CONF)})
 
 
 def _worker_processes(value: str) -> str:
@@ -237,7 +246,7 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
         "lua_extra_path": DEBIAN_LUA_PATH,
     }
     values["fairvisor_http"] = _fill("fairvisor.conf.tmpl", values).rstrip("\n")
-    values["admin_locations"] = _fill("admin_locations.conf.tmpl", values).rstrip("\n")
+    values["probe_locations"] = _fill("probe_locations.conf.tmpl", values).rstrip("\n")
     if settings.mode == "reverse_proxy":
         values.update(_backend(settings))
         values["strip_headers"] = _header_lines((name, "") for name in settings.strip_request_headers)
@@ -245,7 +254,7 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
     else:
         server = _fill("decision_service.conf.tmpl", values)
     values["http"] = _fill("http.conf.tmpl", values).rstrip("\n")
-    values["server"] = server.rstrip("\n")
+    values["server"] = server.rstrip("\n") + "\n" + _admin_server(settings).rstrip("\n")
     return _fill("nginx.conf.tmpl", values)
 
 

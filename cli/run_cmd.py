@@ -46,6 +46,8 @@ _FLAG_VARS = {
     "retry_jitter": "FAIRVISOR_RETRY_JITTER",
     "hide_reason": "FAIRVISOR_HIDE_REASON",
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
+    "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
+    "admin_token": "FAIRVISOR_ADMIN_TOKEN",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
 # --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
@@ -55,7 +57,7 @@ _PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTR
 _NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
                          "upstream_timeout_ms", "worker_processes", "strip_request_headers",
                          "upstream_headers", "backend_url_openai", "backend_url_anthropic",
-                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS})
+                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS, "admin_listen"})
 
 
 def settings_options(f, hide: frozenset = frozenset()):
@@ -87,6 +89,8 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--retry-jitter", "on | off: spread Retry-After per client by up to +50% (default on)"),
         ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
         ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
+        ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
+        ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
     ]
     f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
                      help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)
@@ -287,8 +291,10 @@ class Supervisor:
             self.start_nginx()
             while not self.stopping:
                 if self.nginx.poll() is not None:
-                    self.log(f"nginx exited with status {self.nginx.returncode}; "
-                             f"see {os.path.join(self.runtime_dir, 'error.log')}")
+                    from .listen_check import last_emerg
+                    error_log = os.path.join(self.runtime_dir, "error.log")
+                    self.log(f"nginx exited with status {self.nginx.returncode}: "
+                             f"{last_emerg(error_log) or 'no fatal error logged'}; see {error_log}")
                     return self.nginx.returncode or 1
                 if self.engine is None or self.engine.poll() is not None:
                     self._restart_engine()
@@ -303,6 +309,11 @@ class Supervisor:
                 if proc is not None:
                     _stop(proc, sig, timeout_s)
                     self.log(f"{name} stopped (status {proc.returncode})")
+
+
+def admin_url(admin_listen: str) -> str:
+    """Where a client on this machine reaches the admin listener (the --admin-url that fits)."""
+    return _client_url(admin_listen) if admin_listen != "off" else "(admin listener off)"
 
 
 def _client_url(listen: str) -> str:
@@ -323,6 +334,7 @@ token_bucket, 5 requests/s with a burst of 10, per client IP.
   rejected (429):  for i in $(seq 12); do {ask}; done
                    (the first 10 print 200, then 429 with Retry-After and RateLimit headers)
   health:          curl -s {url}/readyz
+  metrics:         curl -s {admin_url(settings.admin_listen)}/metrics   (admin listener, FAIRVISOR_ADMIN_LISTEN)
 """, err=True)
 
 
@@ -333,14 +345,19 @@ def run(**flags) -> None:
     from .nginx_conf import RenderError, write
 
     from .instance_guard import claim_state_dir
+    from .listen_check import ListenInUse, check_listeners
 
     settings, env = resolve(flags)
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
         conf = write(settings, runtime_dir)
+        check_listeners(settings)  # a port already taken (a second instance): say so, start nothing
     except RenderError as exc:
         raise click.UsageError(str(exc)) from None
+    except ListenInUse as exc:
+        click.echo(f"fairvisor run: {exc}", err=True)
+        sys.exit(1)
     sup = Supervisor(settings, env, runtime_dir, str(conf))
     sup.log(f"nginx config {conf}; engine socket {settings.engine_socket}")
     if settings.config_file is None and settings.mode == "decision_service":

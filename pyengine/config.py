@@ -1,6 +1,8 @@
 """Runtime settings from FAIRVISOR_* environment variables (contract §5), loaded once at start."""
 
+import ipaddress
 import os
+import re
 import tempfile
 
 import msgspec
@@ -10,6 +12,8 @@ LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/
 PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
+ADMIN_OFF = "off"  # FAIRVISOR_ADMIN_LISTEN value that disables the admin listener
+_HOST_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[\w.-]+):)?(\d{1,5})")
 
 
 class ConfigError(ValueError):
@@ -30,6 +34,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     strip_request_headers: tuple[str, ...] = ()  # FAIRVISOR_STRIP_REQUEST_HEADERS, lower-case
     upstream_headers: tuple[tuple[str, str], ...] = ()  # FAIRVISOR_UPSTREAM_HEADER_<Name>
     listen: str = "0.0.0.0:8080"  # FAIRVISOR_LISTEN, host:port
+    # FAIRVISOR_ADMIN_LISTEN: host:port of the admin listener (metrics, full readiness); "off" = none
+    admin_listen: str = "127.0.0.1:9090"
+    admin_token: str | None = None  # FAIRVISOR_ADMIN_TOKEN: set = every admin endpoint needs this Bearer token
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
     fail_mode: str = "open"  # FAIRVISOR_FAIL_MODE
     engine_timeout_ms: int = 100  # FAIRVISOR_ENGINE_TIMEOUT_MS
@@ -109,6 +116,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
         "retry_jitter": "FAIRVISOR_RETRY_JITTER",
         "hide_reason": "FAIRVISOR_HIDE_REASON",
+        "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
+        "admin_token": "FAIRVISOR_ADMIN_TOKEN",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -165,6 +174,7 @@ def _finish(raw: dict) -> Settings:
         raw["llm_format"] = None
     if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):
         raise ConfigError("FAIRVISOR_BACKEND_URL: required when FAIRVISOR_MODE=reverse_proxy")
+    _check_admin(raw)
     state_dir = raw.get("state_dir") or os.path.join(tempfile.gettempdir(), "fairvisor")
     raw["state_dir"] = state_dir
     if not raw.get("engine_socket"):
@@ -172,3 +182,45 @@ def _finish(raw: dict) -> Settings:
     if not raw.get("decision_log"):
         raw["decision_log"] = os.path.join(state_dir, "decisions.jsonl")
     return msgspec.convert(raw, Settings)
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port", "[v6]:port" or a bare "port" (host ""); None when malformed."""
+    m = _HOST_PORT.fullmatch(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        return None
+    return (m.group(1) or "").strip("[]"), int(m.group(2))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` ("" and 0.0.0.0 mean every address: not loopback)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name may resolve anywhere
+
+
+def _check_admin(raw: dict) -> None:
+    """FAIRVISOR_ADMIN_LISTEN is host:port or off; off loopback it needs FAIRVISOR_ADMIN_TOKEN."""
+    listen = raw.get("admin_listen", "127.0.0.1:9090")
+    if listen.lower() == ADMIN_OFF:
+        raw["admin_listen"] = ADMIN_OFF
+        return
+    token = raw.get("admin_token")
+    if token is not None and not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ConfigError("FAIRVISOR_ADMIN_TOKEN: must be printable ASCII without spaces")
+    parts = split_host_port(listen)
+    if parts is None:
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: expected host:port or off, got {listen!r}")
+    if not is_loopback(parts[0]) and not raw.get("admin_token"):
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: {listen} is reachable from other machines; set "
+                          "FAIRVISOR_ADMIN_TOKEN (every admin request then needs Authorization: Bearer <token>), "
+                          "or listen on 127.0.0.1")
+    public = split_host_port(raw.get("listen", "0.0.0.0:8080"))
+    if public is not None and public[1] == parts[1] and (public[0] in ("", "0.0.0.0", "*", "::")
+                                                          or parts[0] in ("", "0.0.0.0", "::")
+                                                          or public[0] == parts[0]):
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: {listen} is the port of FAIRVISOR_LISTEN; give the admin "
+                          "listener a port of its own")

@@ -9,6 +9,7 @@ import msgspec
 from .clock import SystemClock
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
+from .admin import AdminApi
 from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
@@ -22,8 +23,8 @@ from .console.stats import ConsoleStats
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
-                                Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
+                                Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
 from .llm.formats import request_format
 from .llm.proxy import LLMProxy
@@ -121,6 +122,7 @@ class Engine:
         self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
             else self.decide_untraced
         self.hello_reply = self._make_hello()
+        self.admin = AdminApi(self, settings.admin_token)  # the admin listener's endpoints (contract §8)
 
     # -- policy ------------------------------------------------------------------------
 
@@ -364,7 +366,7 @@ class Engine:
         except Exception:  # noqa: BLE001 - our bug: counted, logged, answered; the engine keeps serving
             where = _WHERE.get(t, "frame")
             self.errors.record(where)
-            if t in (Usage, Health, Metrics):
+            if t in (Usage, Health, Metrics, Admin):
                 body = _json.encode({"status": 500, "title": "Internal Server Error", "reason": "engine_error"})
                 return Reply(status=500, content_type="application/problem+json", body=body.decode())
             return ErrorReply(code="engine_error", message=f"engine error in {where}")
@@ -380,10 +382,10 @@ class Engine:
             return self.health()
         if t is Metrics:
             self._report_shim_counts(msg)
-            self._guard_gauges()
-            for hook in self.scrape_hooks:
-                hook(self.metrics)
-            return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
+            return self.scrape()
+        if t is Admin:
+            self._report_shim_counts(msg)
+            return self.admin.handle(msg)
         if t is Settle:
             if self.llm_proxy is not None:
                 return self.llm_proxy.settle(msg, self.clock.now_s())
@@ -500,20 +502,23 @@ class Engine:
         path = strip_provider_prefix(msg.uri.decode("utf-8", "replace").partition("?")[0])
         return request_format(self.llm_format, msg.uri, normalize_path(path))
 
+    def scrape(self) -> Reply:
+        """GET /metrics: the Prometheus text exposition (public in decision-service mode, and admin)."""
+        self._guard_gauges()
+        for hook in self.scrape_hooks:
+            hook(self.metrics)
+        return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
+
     def health(self) -> Reply:
+        """The public /readyz (contract §2): status, version and hash, nothing more."""
         b = self.bundle
         if b is None:
             # "ready": fairvisor/edge's probes look for that word; ours read "status" (docs/migrating.md).
-            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": self.last_errors}
+            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded"}
             return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
-                "uptime_s": int(time.time() - self.started_at_s)}
-        if self.last_errors:
-            body["last_reload_errors"] = self.last_errors
-        if self.policy_source == "last_good":  # the configured file was refused at start
-            body["policy_source"] = "last_good"
-        body["top_rejected_keys"] = self.decision_log.top_rejected()
+        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash}
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
 
 
 def _undo_quietly(charged, now_s: float) -> None:
@@ -526,7 +531,7 @@ def _undo_quietly(charged, now_s: float) -> None:
             log.debug("undo after engine error failed", exc_info=True)
 
 
-_WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello"}
+_WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello", Admin: "admin"}
 
 
 def _stat_of(path: str):

@@ -144,10 +144,11 @@ def _answers(port: int) -> bool:
 def test_edge_runs_as_the_unit_runs_it(box):
     """ExecStart as User=, with EnvironmentFile's variables: decides, reloads on ExecReload, stops on SIGTERM."""
     unit = _unit(box)
-    port = free_port()
-    # The unit's own lines, with the listen address moved to a free loopback port of this host.
+    port, admin_port = free_port(), free_port()
+    # The unit's own lines, with both listen addresses moved to free loopback ports of this host.
     start = (f"set -a && . {unit['EnvironmentFile'].lstrip('-')} && set +a && "
-             f"export FAIRVISOR_LISTEN=127.0.0.1:{port} FAIRVISOR_WORKER_PROCESSES=1 && cd / && "
+             f"export FAIRVISOR_LISTEN=127.0.0.1:{port} FAIRVISOR_ADMIN_LISTEN=127.0.0.1:{admin_port} "
+             f"FAIRVISOR_WORKER_PROCESSES=1 && cd / && "
              f"exec setpriv --reuid {unit['User']} --regid {unit['Group']} --init-groups --no-new-privs "
              f"{unit['ExecStart']}")
     box.sh(f"nohup bash -c '{start}' >/tmp/run.log 2>&1 & echo $! >/tmp/run.pid")
@@ -168,7 +169,8 @@ def test_edge_runs_as_the_unit_runs_it(box):
     main_pid = box.sh("cat /tmp/run.pid").stdout.strip()
     box.sh(unit["ExecReload"].replace("$MAINPID", main_pid))
     status = lambda: json.loads(box.sh(  # noqa: E731
-        "set -a && . /etc/default/fairvisor && /usr/bin/fairvisor status --json", user="fairvisor",
+        f"set -a && . /etc/default/fairvisor && /usr/bin/fairvisor status --json "
+        f"--admin-url http://127.0.0.1:{admin_port}", user="fairvisor",
         check=False).stdout or "{}")
     wait_until(lambda: status().get("counters", {}).get("reloads_ok", 0) >= 1, 30.0, "the reload, in status")
     assert status()["counters"]["reloads_refused"] == 0
