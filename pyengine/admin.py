@@ -67,7 +67,6 @@ class AdminApi:
             return METHOD_NOT_ALLOWED
         return route()
 
-
     def readiness(self) -> Reply:
         """The admin /readyz: the public body (Engine.health) plus uptime, reload errors, the
         policy's source, the state backend and the top rejected keys."""
@@ -87,7 +86,6 @@ class AdminApi:
         body["top_rejected_keys"] = e.decision_log.top_rejected()
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
-
     def _console(self, msg: Admin, path: str) -> Reply:
         """/status, /v1/admin/summary and the /v1/admin/ API (pyengine.admin_api), with the
         token's fingerprint as the actor its audit records name."""
@@ -96,7 +94,9 @@ class AdminApi:
             return NOT_FOUND
         if self._actor is None:
             self._actor = admin_api.actor_of(self._token, self.engine.decision_log.hasher)
-        status, ctype, body = routes.handle(msg.method.decode("latin-1"), path, msg.body, self._actor)
+        # The query too: the operator endpoints read theirs (pyengine.operator_api).
+        status, ctype, body = routes.handle(msg.method.decode("latin-1"), msg.uri.decode("latin-1"), msg.body,
+                                            self._actor)
         return Reply(status=status, content_type=ctype, body=body)
 
 

@@ -8,6 +8,9 @@ from .bounded import remember
 
 from .protocol.messages import SURFACE_DESCRIBED
 
+# Asked of every request: a self-test request carries its run's secret in it (pyengine.selftest).
+SELFTEST_HEADER = "x-fairvisor-selftest"
+
 # Header names the engine needs on the decision-service surface, besides the policy's own.
 DESCRIBED_HEADERS = (
     "x-original-method",

@@ -6,10 +6,10 @@ from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.request import LLM_HEADERS
-from ..request import DESCRIBED_HEADERS
+from ..request import DESCRIBED_HEADERS, SELFTEST_HEADER
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from .rules import CostRule, LLMRule, TokenBucketRule
+from .rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
 
 
 def _epoch_s(dt) -> float | None:
@@ -88,6 +88,7 @@ class CompiledBundle:
         if settings.debug_session_secret:
             needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
         needed.update(dict.fromkeys(sorted(extra_headers)))
+        needed.setdefault(SELFTEST_HEADER)  # self-test requests (pyengine.selftest): one more header looked up
         needs_body = False
 
         def extractor(limit_key: str):
@@ -109,6 +110,8 @@ class CompiledBundle:
                 if cfg.cost_source.startswith("header:"):
                     needed.setdefault(cfg.cost_source[7:].lower())
                 return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
+            if rule.algorithm == "concurrency":
+                return ConcurrencyRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
                 needed.update(dict.fromkeys(LLM_HEADERS))
