@@ -9,6 +9,7 @@ MODES = ("decision_service", "reverse_proxy")
 LLM_FORMATS = ("openai", "anthropic", "gemini")
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
+REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.request.REQUEST_HEADER_FAMILIES
 
 
 class ConfigError(ValueError):
@@ -24,6 +25,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_headers: tuple[tuple[str, str], ...] = ()  # FAIRVISOR_UPSTREAM_HEADER_<Name>
     listen: str = "0.0.0.0:8080"  # FAIRVISOR_LISTEN, host:port
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
+    # FAIRVISOR_REQUEST_HEADERS: the one header family describing a decision-service request,
+    # "original" (X-Original-*, nginx auth_request) or "forwarded" (X-Forwarded-*, Traefik).
+    request_headers: str = "original"
     fail_mode: str = "open"  # FAIRVISOR_FAIL_MODE
     engine_timeout_ms: int = 100  # FAIRVISOR_ENGINE_TIMEOUT_MS
     upstream_timeout_ms: int = 60_000  # FAIRVISOR_UPSTREAM_TIMEOUT_MS: nginx connect / between-bytes timeout
@@ -84,6 +88,7 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
         "retry_jitter": "FAIRVISOR_RETRY_JITTER",
         "hide_reason": "FAIRVISOR_HIDE_REASON",
+        "request_headers": "FAIRVISOR_REQUEST_HEADERS",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -127,6 +132,7 @@ def _finish(raw: dict) -> Settings:
                                             ("on", "off")) == "on"
     _choice("FAIRVISOR_MODE", raw.get("mode", "decision_service"), MODES)
     _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
+    _choice("FAIRVISOR_REQUEST_HEADERS", raw.get("request_headers", "original"), REQUEST_HEADER_MODES)
     if raw.get("llm_format") is not None:
         _choice("FAIRVISOR_LLM_FORMAT", raw["llm_format"], LLM_FORMATS)
     if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):

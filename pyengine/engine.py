@@ -21,7 +21,7 @@ from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, 
                                 Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
 from .llm.proxy import LLMProxy
-from .request import DESCRIBED_HEADERS, view_from_decide
+from .request import described_headers, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .signing import sig_path, verify
@@ -108,7 +108,8 @@ class Engine:
         if self.bundle is not None:
             headers, needs_body = self.bundle.header_names, self.bundle.needs_body
         else:
-            headers = list(DESCRIBED_HEADERS) if self.settings.mode == "decision_service" else []
+            described = self.settings.mode == "decision_service"
+            headers = list(described_headers(self.settings.request_headers)) if described else []
             needs_body = False
         return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
                           needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
@@ -369,6 +370,8 @@ class Engine:
             return False
         i = b.header_index.get("cookie")
         raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        if raw.__class__ is list:  # Cookie in several lines (HTTP/2 splits it): one list (RFC 6265 §5.4)
+            raw = b"; ".join(raw)
         return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
     def decide_untraced(self, msg: Decide):
@@ -384,7 +387,8 @@ class Engine:
                 verdict = render(d, msg.surface, self.settings.llm_format)
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
-            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
+                                    bundle.family)
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
