@@ -1,5 +1,5 @@
 # Fairvisor: `make run` starts the edge on the bundled default policy; `make test` runs every test.
-.PHONY: bootstrap bootstrap-run run demo test test-fast test-latest test-docker lock wheel bench soak clean fuzz
+.PHONY: bootstrap bootstrap-run run demo test test-fast test-latest test-docker lock wheel deb bench soak clean fuzz
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -41,8 +41,14 @@ wheel: bootstrap-run
 	rm -rf build
 	$(VENV)/bin/pip wheel -q --no-deps --no-build-isolation -w dist .
 
-# Builds the real image (docker/build-local.sh) and drives it over HTTP; needs a docker daemon or dockerd.
-test-docker: bootstrap
+# dist/fairvisor_<version>_<arch>.deb with dpkg-deb: the wheel in a venv under /usr/lib/fairvisor
+# from requirements.lock, fairvisor.service, /etc/fairvisor/policy.json (packaging/deb; docs/install.md).
+deb: wheel
+	packaging/deb/build.sh
+
+# Builds the real image (docker/build-local.sh) and installs the .deb in a clean Debian 12 container,
+# driving both over HTTP; needs a docker daemon or dockerd.
+test-docker: bootstrap deb
 	docker/install-tools.sh
 	$(PY) -m pytest -q -m docker tests/docker
 

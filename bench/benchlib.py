@@ -118,10 +118,12 @@ def start_nginx(conf: str, work_dir: pathlib.Path, port: int, what: str) -> subp
 
 
 def start_edge(policy: pathlib.Path, backend_port: int, port: int, state_dir: pathlib.Path,
-               *extra_args: str) -> subprocess.Popen:
+               *extra_args: str, admin_port: int | None = None) -> subprocess.Popen:
     """`fairvisor run --mode reverse_proxy` in front of 127.0.0.1:backend_port, WORKERS nginx workers.
-    Its nginx and engine pids are in state_dir/nginx/{nginx,engine}.pid; stopping this process stops both."""
-    proc = subprocess.Popen([FAIRVISOR, "run", "--mode", "reverse_proxy", *extra_args,
+    Its nginx and engine pids are in state_dir/nginx/{nginx,engine}.pid; stopping this process stops both.
+    admin_port: its admin listener (/metrics) on 127.0.0.1; None = off."""
+    admin = f"127.0.0.1:{admin_port}" if admin_port else "off"
+    proc = subprocess.Popen([FAIRVISOR, "run", "--mode", "reverse_proxy", "--admin-listen", admin, *extra_args,
                              "--backend-url", f"http://127.0.0.1:{backend_port}", "--config", str(policy),
                              "--listen", f"127.0.0.1:{port}", "--state-dir", str(state_dir),
                              "--worker-processes", str(WORKERS), "--decision-log", "off"],

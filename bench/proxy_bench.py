@@ -56,7 +56,7 @@ _METRIC = re.compile(r"^(fairvisor_decisions_total|fairvisor_engine_unavailable_
 
 
 def edge_counters(port: int) -> dict:
-    """{"allow", "reject", "engine_unavailable"} from the edge's /metrics, summed over labels."""
+    """{"allow", "reject", "engine_unavailable"} from the edge's admin /metrics, summed over labels."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/metrics")
@@ -151,13 +151,14 @@ def main() -> int:
         work = pathlib.Path(tmp)
         try:
             upstream_port, plain_port, edge_port = free_port(), free_port(), free_port()
+            admin_port = free_port()  # the edge's /metrics: on its admin listener in this mode
             procs.append(start_nginx(nginx_conf(work / "upstream", upstream_port, UPSTREAM_SERVER),
                                      work / "upstream", upstream_port, "upstream nginx"))
             procs.append(start_nginx(plain_proxy_conf(work / "plain", plain_port, upstream_port),
                                      work / "plain", plain_port, "plain nginx"))
             policy = work / "policy.json"
             policy.write_text(json.dumps(POLICY))
-            procs.append(start_edge(policy, upstream_port, edge_port, work / "state"))
+            procs.append(start_edge(policy, upstream_port, edge_port, work / "state", admin_port=admin_port))
             check_proxies(plain_port, "plain nginx")
             check_proxies(edge_port, "the edge")
 
@@ -168,9 +169,9 @@ def main() -> int:
             runtime = work / "state" / "nginx"  # `fairvisor run` writes its children's pids here
             edge_cpu = {"nginx": child_pids(int((runtime / "nginx.pid").read_text())),
                         "engine": [int((runtime / "engine.pid").read_text())], "upstream": upstream_workers}
-            before = edge_counters(edge_port)
+            before = edge_counters(admin_port)
             edge = measure(edge_port, args, edge_cpu)
-            after = edge_counters(edge_port)
+            after = edge_counters(admin_port)
             edge_delta = {k: after[k] - before[k] for k in after}
         finally:
             stop_all(procs)

@@ -199,7 +199,7 @@ class Edge:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
         env["FAIRVISOR_WORKER_PROCESSES"] = os.environ.get("FAIRVISOR_WORKER_PROCESSES", "auto")
         env.update({"FAIRVISOR_LISTEN": f"127.0.0.1:{self.port}", "FAIRVISOR_STATE_DIR": str(work),
-                    "FAIRVISOR_LOG_LEVEL": "warning"})
+                    "FAIRVISOR_LOG_LEVEL": "warning", "FAIRVISOR_ADMIN_LISTEN": "off"})  # public /metrics here
         if policy is not None:
             env["FAIRVISOR_CONFIG_FILE"] = str(policy)
         self.settings = from_env(env)

@@ -80,7 +80,7 @@ def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
 
 class Edge:
     def __init__(self, work: pathlib.Path, name: str, policy: dict, flags: list[str]):
-        self.name, self.port = name, free_port()
+        self.name, self.port, self.admin_port = name, free_port(), free_port()
         self.dir = work / name
         self.dir.mkdir()
         self.policy_path = self.dir / "policy.json"
@@ -92,7 +92,8 @@ class Edge:
         self.log = open(self.dir / "run.log", "wb")
         self.proc = subprocess.Popen([FAIRVISOR, "run", "--listen", f"127.0.0.1:{self.port}", "--state-dir",
                                       str(self.state_dir), "--worker-processes", "2", "--config",
-                                      str(self.policy_path), *flags], stdout=self.log, stderr=subprocess.STDOUT,
+                                      str(self.policy_path), "--admin-listen", f"127.0.0.1:{self.admin_port}",
+                                      *flags], stdout=self.log, stderr=subprocess.STDOUT,
                                      env=env)
         wait_for(self.ready, 30, f"the {name} edge")
         self.first_engine_pid = self.engine_pid()
@@ -129,7 +130,7 @@ class Edge:
                 if line.startswith("VmRSS:"):
                     rss_kb = int(line.split()[1])
         keys = None
-        status, body = _get(self.port, "/metrics")
+        status, body = _get(self.admin_port, "/metrics")  # the admin listener: both modes
         for line in body.decode(errors="replace").splitlines() if status == 200 else ():
             if line.startswith("fairvisor_state_keys "):
                 keys = int(float(line.split()[1]))

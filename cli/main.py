@@ -14,6 +14,8 @@ _LAZY = {
     "status": ".status_cmd:status",
     "logs": ".logs_cmd:logs",
     "nginx-include": ".include_cmd:nginx_include",
+    "kill-switch": ".kill_switch_cmd:kill_switch",
+    "override": ".override_cmd:override",
 }
 
 

@@ -7,7 +7,8 @@ import pathlib
 import re
 from urllib.parse import urlsplit
 
-from pyengine.resources import LUA_SHIM_DIR, NGINX_DIR as TEMPLATE_DIR
+from pyengine.config import ADMIN_OFF
+from pyengine.resources import ADMIN_CONF, LUA_SHIM_DIR, NGINX_DIR as TEMPLATE_DIR
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian's ca-certificates: trusted upstream CAs
 DEBIAN_LUA_PATH = "/usr/share/lua/5.1/?.lua;"  # resty.core from Debian's lua-resty-core
 
@@ -47,10 +48,18 @@ def header_name(name: str) -> str:
     return name
 
 
-def _listen(listen: str) -> str:
+def _listen(listen: str, var: str = "FAIRVISOR_LISTEN") -> str:
     if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[\w.-]+)?:?\d{1,5}", listen):
-        raise RenderError(f"FAIRVISOR_LISTEN: expected host:port, got {listen!r}")
+        raise RenderError(f"{var}: expected host:port, got {listen!r}")
     return listen
+
+
+def _admin_server(settings) -> str:
+    """The admin listener's server {} (contract §8), or nothing with FAIRVISOR_ADMIN_LISTEN=off."""
+    if settings.admin_listen == ADMIN_OFF:
+        return "\n    # Admin listener: off (FAIRVISOR_ADMIN_LISTEN=off).\n"
+    return _fill("admin_server.conf.tmpl", {"admin_listen": _listen(settings.admin_listen, "FAIRVISOR_ADMIN_LISTEN"),
+                                            "admin_conf": str(ADMIN_CONF)})
 
 
 def _worker_processes(value: str) -> str:
@@ -69,40 +78,142 @@ def _user_line() -> str:
     return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
 
 
+class _Upstream:
+    """One backend URL, checked: scheme, upstream block name, host:port, Host header, path."""
+
+    def __init__(self, name: str, var: str, raw: str | None):
+        url = urlsplit(raw or "")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise RenderError(f"{var}: expected http(s)://host[:port][/path], got {raw!r}")
+        if url.query or url.fragment:
+            raise RenderError(f"{var}: must not carry a query or a fragment")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+        self.name, self.scheme, self.hostname = name, url.scheme, url.hostname
+        self.hostport = f"{host}:{port}"
+        self.host_header = host if port == (443 if url.scheme == "https" else 80) else f"{host}:{port}"
+        self.path = url.path.rstrip("/")
+        if any(c in self.path for c in "$\"{}; \t") or any(c in url.hostname for c in "$\"{}; "):
+            raise RenderError(f"{var}: must not contain quotes, braces, spaces, ';' or '$'")
+
+    def block(self) -> str:
+        return f"    upstream {self.name} {{\n        server {self.hostport};\n        keepalive 64;\n    }}"
+
+
+def _upstreams(settings) -> tuple[_Upstream, dict[str, _Upstream]]:
+    """The default backend and the per-provider ones (FAIRVISOR_BACKEND_URL_<PROVIDER>)."""
+    from pyengine.config import backend_url_var
+
+    default = _Upstream("fairvisor_backend", "FAIRVISOR_BACKEND_URL", settings.backend_url)
+    own = {p: _Upstream(f"fairvisor_backend_{p}", backend_url_var(p), url) for p, url in settings.backend_urls}
+    return default, own
+
+
+def _route_map(settings) -> str:
+    """$fairvisor_route: the provider of each request, from the table the engine applies
+    (pyengine/llm/formats.py), so routing and metering agree; "" = plain HTTP."""
+    from pyengine.llm.formats import AUTO, nginx_route_patterns
+
+    lines = ["    # The provider of the request (pyengine/llm/formats.py: the engine meters it in this format)."]
+    lines.append("    map $request_uri $fairvisor_route {")
+    if settings.llm_format == AUTO:
+        lines += [f'        "~{pattern}" {provider};' for pattern, provider in nginx_route_patterns()]
+        lines.append('        default "";')
+    else:
+        lines.append(f'        default "{settings.llm_format or ""}";')
+    lines.append("    }")
+    return "\n".join(lines)
+
+
+def _var_map(name: str, by_route: dict[str, str], default: str) -> str:
+    """A map from $fairvisor_route to `$name`, values already in nginx syntax."""
+    lines = [f"    map $fairvisor_route ${name} {{"]
+    lines += [f"        {route} {value};" for route, value in by_route.items()]
+    lines.append(f"        default {default};")
+    lines.append("    }")
+    return "\n".join(lines)
+
+
+def _ssl_lines(settings, ssl_name: str) -> str:
+    ssl = (f"            proxy_ssl_server_name on;\n"
+           f"            proxy_ssl_name {ssl_name};\n")
+    if settings.backend_tls_verify:
+        ssl += (f"            proxy_ssl_verify on;\n"
+                f"            proxy_ssl_trusted_certificate {CA_BUNDLE};\n"
+                f"            proxy_ssl_verify_depth 4;\n")
+    else:  # FAIRVISOR_BACKEND_TLS_VERIFY=off: an explicit opt-out, e.g. a self-signed lab upstream
+        ssl += "            proxy_ssl_verify off;\n"
+    return ssl
+
+
 def _backend(settings) -> dict:
-    url = urlsplit(settings.backend_url or "")
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise RenderError(f"FAIRVISOR_BACKEND_URL: expected http(s)://host[:port][/path], got {settings.backend_url!r}")
-    if url.query or url.fragment:
-        raise RenderError("FAIRVISOR_BACKEND_URL: must not carry a query or a fragment")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
-    default_port = port == (443 if url.scheme == "https" else 80)
-    ssl = ""
-    if url.scheme == "https":
-        ssl = (f"            proxy_ssl_server_name on;\n"
-               f"            proxy_ssl_name {url.hostname};\n")
-        if settings.backend_tls_verify:
-            ssl += (f"            proxy_ssl_verify on;\n"
-                    f"            proxy_ssl_trusted_certificate {CA_BUNDLE};\n"
-                    f"            proxy_ssl_verify_depth 4;\n")
-        else:  # FAIRVISOR_BACKEND_TLS_VERIFY=off: an explicit opt-out, e.g. a self-signed lab upstream
-            ssl += "            proxy_ssl_verify off;\n"
-    # The engine parses LLM response bodies for usage: ask the upstream for them uncompressed.
-    encoding = '            proxy_set_header Accept-Encoding "";' if settings.llm_format else "            # (as sent)"
+    default, own = _upstreams(settings)
+    maps = [_route_map(settings)]
+    if own:  # one edge before several providers: every upstream part chosen by the route
+        maps.append(_var_map("fairvisor_backend_name", {p: u.name for p, u in own.items()}, default.name))
+        maps.append(_var_map("fairvisor_backend_scheme", {p: u.scheme for p, u in own.items()}, default.scheme))
+        maps.append(_var_map("fairvisor_backend_path", {p: f'"{u.path}"' for p, u in own.items()}, f'"{default.path}"'))
+        maps.append(_var_map("fairvisor_backend_host", {p: f'"{u.host_header}"' for p, u in own.items()},
+                             f'"{default.host_header}"'))
+        maps.append(_var_map("fairvisor_ssl_name", {p: u.hostname for p, u in own.items()}, default.hostname))
+        proxy_pass = ("$fairvisor_backend_scheme://$fairvisor_backend_name$fairvisor_backend_path"
+                      "$fairvisor_upstream_uri")
+        host_header = "$fairvisor_backend_host"
+        https = any(u.scheme == "https" for u in (default, *own.values()))
+        ssl = _ssl_lines(settings, "$fairvisor_ssl_name") if https else ""
+    else:
+        proxy_pass = f"{default.scheme}://{default.name}{default.path}$fairvisor_upstream_uri"
+        host_header = f'"{default.host_header}"'
+        ssl = _ssl_lines(settings, default.hostname) if default.scheme == "https" else ""
+    # The engine parses LLM response bodies for usage: ask the upstream for them uncompressed
+    # (under auto, LLM routes only: plain HTTP keeps the client's Accept-Encoding).
+    if settings.llm_format == "auto":
+        maps.append(_var_map("fairvisor_accept_encoding", {'""': "$http_accept_encoding"}, '""'))
+        encoding = "            proxy_set_header Accept-Encoding $fairvisor_accept_encoding;"
+    elif settings.llm_format:
+        encoding = '            proxy_set_header Accept-Encoding "";'
+    else:
+        encoding = "            # (as sent)"
     # Only LLM formats get response recipes (stream counting, cutoff, Settle). Without one these
     # phases would do nothing but still cost a Lua call per body chunk and per request.
     response_phases = _LLM_RESPONSE_PHASES if settings.llm_format else _NO_RESPONSE_PHASES
+    injected, header_maps = _injected(settings)
+    maps += header_maps
     return {
-        "backend_scheme": url.scheme,
-        "backend_hostport": f"{host}:{port}",
-        "backend_host_header": host if default_port else f"{host}:{port}",
-        "backend_path": url.path.rstrip("/"),
-        "upstream_timeout_ms": int(settings.upstream_timeout_ms),
+        "upstreams": "\n".join(u.block() for u in (default, *own.values())),
+        "route_maps": "\n".join(maps),
+        "proxy_pass": proxy_pass,
+        "host_header": host_header,
         "proxy_ssl": ssl,
         "accept_encoding": encoding,
         "response_phases": response_phases,
+        "upstream_timeout_ms": int(settings.upstream_timeout_ms),
+        "inject_headers": injected,
     }
+
+
+def _injected(settings) -> tuple[str, list[str]]:
+    """The proxy_set_header lines of injected headers, and the maps they need: a provider's own
+    header (FAIRVISOR_<PROVIDER>_UPSTREAM_HEADER_*) goes to that provider's requests only, and
+    wins over a global one of the same name there. An empty value sends no such header."""
+    if not settings.provider_headers:
+        return _header_lines(settings.upstream_headers), []
+    names: dict[str, str] = {}  # lower-case -> the spelling first given
+    defaults: dict[str, str] = {}
+    per: dict[str, dict[str, str]] = {}
+    for name, value in settings.upstream_headers:
+        names.setdefault(header_name(name).lower(), name)
+        defaults[name.lower()] = value
+    for provider, name, value in settings.provider_headers:
+        names.setdefault(header_name(name).lower(), name)
+        per.setdefault(name.lower(), {})[provider] = value
+    lines, maps = [], []
+    for i, (low, name) in enumerate(sorted(names.items())):
+        var = f"fairvisor_inject_{i}"
+        maps.append(_var_map(var, {p: nginx_string(v) for p, v in per.get(low, {}).items()},
+                             nginx_string(defaults.get(low, ""))))
+        lines.append(f"            proxy_set_header {name} ${var};")
+    return "\n".join(lines), maps
 
 
 _LLM_RESPONSE_PHASES = """\
@@ -135,16 +246,15 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
         "lua_extra_path": DEBIAN_LUA_PATH,
     }
     values["fairvisor_http"] = _fill("fairvisor.conf.tmpl", values).rstrip("\n")
-    values["admin_locations"] = _fill("admin_locations.conf.tmpl", values).rstrip("\n")
+    values["probe_locations"] = _fill("probe_locations.conf.tmpl", values).rstrip("\n")
     if settings.mode == "reverse_proxy":
         values.update(_backend(settings))
         values["strip_headers"] = _header_lines((name, "") for name in settings.strip_request_headers)
-        values["inject_headers"] = _header_lines(settings.upstream_headers)
         server = _fill("reverse_proxy.conf.tmpl", values)
     else:
         server = _fill("decision_service.conf.tmpl", values)
     values["http"] = _fill("http.conf.tmpl", values).rstrip("\n")
-    values["server"] = server.rstrip("\n")
+    values["server"] = server.rstrip("\n") + "\n" + _admin_server(settings).rstrip("\n")
     return _fill("nginx.conf.tmpl", values)
 
 

@@ -24,6 +24,9 @@ _FLAG_VARS = {
     "config": "FAIRVISOR_CONFIG_FILE",
     "listen": "FAIRVISOR_LISTEN",
     "backend_url": "FAIRVISOR_BACKEND_URL",
+    "backend_url_openai": "FAIRVISOR_BACKEND_URL_OPENAI",
+    "backend_url_anthropic": "FAIRVISOR_BACKEND_URL_ANTHROPIC",
+    "backend_url_gemini": "FAIRVISOR_BACKEND_URL_GEMINI",
     "backend_tls_verify": "FAIRVISOR_BACKEND_TLS_VERIFY",
     "fail_mode": "FAIRVISOR_FAIL_MODE",
     "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
@@ -44,12 +47,18 @@ _FLAG_VARS = {
     "retry_jitter": "FAIRVISOR_RETRY_JITTER",
     "hide_reason": "FAIRVISOR_HIDE_REASON",
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
+    "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
+    "admin_token": "FAIRVISOR_ADMIN_TOKEN",
 }
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+# --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
+_PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTREAM_HEADER_"
+                          for p in ("openai", "anthropic", "gemini")}
 # Flags only nginx's config reads: `fairvisor engine` accepts them but its --help hides them.
 _NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
                          "upstream_timeout_ms", "worker_processes", "strip_request_headers",
-                         "upstream_headers"})
+                         "upstream_headers", "backend_url_openai", "backend_url_anthropic",
+                         "backend_url_gemini", *_PROVIDER_HEADER_FLAGS, "admin_listen"})
 
 
 def settings_options(f, hide: frozenset = frozenset()):
@@ -59,6 +68,9 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--config", "policy bundle file (default: the bundled per-IP policy)"),
         ("--listen", "host:port nginx listens on (default 0.0.0.0:8080)"),
         ("--backend-url", "upstream for reverse_proxy mode"),
+        ("--backend-url-openai", "reverse_proxy: upstream for OpenAI-format requests (default --backend-url)"),
+        ("--backend-url-anthropic", "reverse_proxy: upstream for Anthropic-format requests (default --backend-url)"),
+        ("--backend-url-gemini", "reverse_proxy: upstream for Gemini-format requests (default --backend-url)"),
         ("--backend-tls-verify", "on | off: verify an https upstream's certificate (default on)"),
         ("--fail-mode", "open | closed, when the engine does not answer"),
         ("--engine-timeout-ms", "connect/send/receive timeout of the shim, in ms"),
@@ -68,7 +80,7 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--worker-processes", "nginx workers: auto or a count"),
         ("--trusted-proxies", "comma-separated CIDRs"),
         ("--request-headers", "original | forwarded: X-Original-* or X-Forwarded-* describe a decision request"),
-        ("--llm-format", "openai | anthropic | gemini"),
+        ("--llm-format", "auto (default: per request) | openai | anthropic | gemini | none"),
         ("--log-level", "debug | info | warning | error"),
         ("--strip-request-headers", "comma-separated client headers removed before the upstream"),
         ("--decision-log", "decision log file, or off (default <state-dir>/decisions.jsonl)"),
@@ -79,12 +91,19 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--retry-jitter", "on | off: spread Retry-After per client by up to +50% (default on)"),
         ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
         ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
+        ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
+        ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
     ]
     f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
                      help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)
     f = click.option("--upstream-header", "upstream_headers", multiple=True, metavar="NAME=VALUE",
                      hidden="upstream_headers" in hide,
                      help=f"header injected towards the upstream; repeatable [{_UPSTREAM_PREFIX}<Name>]")(f)
+    for param, prefix in reversed(list(_PROVIDER_HEADER_FLAGS.items())):
+        provider = param.split("_", 1)[0]
+        f = click.option(f"--{provider}-upstream-header", param, multiple=True, metavar="NAME=VALUE",
+                         hidden=param in hide,
+                         help=f"header injected into {provider} requests only; repeatable [{prefix}<Name>]")(f)
     for flag, help_text in reversed(flags):
         name = flag[2:].replace("-", "_")
         f = click.option(flag, default=None, hidden=name in hide, help=f"{help_text} [{_FLAG_VARS[name]}]")(f)
@@ -97,11 +116,13 @@ def flags_env(flags: dict, base: dict | None = None) -> dict:
     for name, var in _FLAG_VARS.items():
         if flags.get(name) is not None:
             env[var] = str(flags[name])
-    for item in flags.get("upstream_headers") or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--upstream-header")
-        env[_UPSTREAM_PREFIX + name.replace("-", "_")] = value
+    for param, prefix in (("upstream_headers", _UPSTREAM_PREFIX), *_PROVIDER_HEADER_FLAGS.items()):
+        for item in flags.get(param) or ():
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                hint = "--" + param[:-1].replace("_", "-")
+                raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint=hint)
+            env[prefix + name.replace("-", "_")] = value
     return env
 
 
@@ -181,6 +202,10 @@ class Supervisor:
         self.engine_started_at = 0.0
         self.restarts = 0
         self.stopping = False
+        self.exit_code = 0
+        from .instance_guard import SocketWatch
+
+        self.socket_watch = SocketWatch(settings.engine_socket)
 
     def log(self, msg: str) -> None:
         click.echo(f"fairvisor: {msg}", err=True)
@@ -193,6 +218,7 @@ class Supervisor:
             self.engine.send_signal(signal.SIGHUP)  # policy reload
 
     def start_engine(self) -> None:
+        self.socket_watch.engine_gone()
         self.engine = _spawn([sys.executable, "-m", "pyengine"], self.env)
         self.engine_started_at = time.monotonic()
         with open(os.path.join(self.runtime_dir, "engine.pid"), "w") as f:
@@ -204,6 +230,7 @@ class Supervisor:
             if self.engine.poll() is not None:
                 return False
             if engine_answers(self.settings.engine_socket):
+                self.socket_watch.engine_ready()
                 return True
             time.sleep(POLL_S / 2)
         return False
@@ -212,8 +239,28 @@ class Supervisor:
         self.nginx = _spawn(["nginx", "-p", self.runtime_dir, "-c", self.conf_path,
                              "-e", os.path.join(self.runtime_dir, "error.log")], self.env)
 
+    def _check_engine_socket(self) -> None:
+        """The engine's socket removed or replaced: its nginx no longer reaches it. Restart it."""
+        if not self.socket_watch.watching:
+            if self.engine.poll() is None and engine_answers(self.settings.engine_socket, timeout_s=0.05):
+                self.socket_watch.engine_ready()  # a restarted engine is up
+            return
+        problem = self.socket_watch.problem()
+        if problem:
+            self.log(f"ERROR: the engine socket {self.settings.engine_socket} was {problem} while the engine "
+                     f"(pid {self.engine.pid}) ran; nginx cannot reach it there. Restarting the engine")
+            _stop(self.engine, signal.SIGTERM, STOP_TIMEOUT_S)
+
     def _restart_engine(self) -> None:
         code = self.engine.returncode
+        from pyengine.instance_lock import EXIT_BUSY
+
+        if code == EXIT_BUSY:
+            self.log(f"the engine refused to start: another live process owns {self.settings.engine_socket} "
+                     "or the state dir (its reason is above); stopping rather than serve on someone else's engine")
+            self.stopping = True
+            self.exit_code = 1
+            return
         young = time.monotonic() - self.engine_started_at < CRASH_WINDOW_S
         self.restarts = self.restarts + 1 if young else 0
         self.log(f"engine exited with status {code}; restarting (nginx applies fail mode "
@@ -236,19 +283,27 @@ class Supervisor:
             if not self.wait_engine_ready(ENGINE_READY_TIMEOUT_S):
                 if self.stopping:
                     return 0
-                self.log(f"the engine did not answer on {self.settings.engine_socket} "
-                         f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
+                if self.engine.poll() is not None:
+                    self.log(f"the engine exited with status {self.engine.returncode} before answering on "
+                             f"{self.settings.engine_socket} (its reason is above)")
+                else:
+                    self.log(f"the engine did not answer on {self.settings.engine_socket} "
+                             f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
                 return 1
             self.start_nginx()
             while not self.stopping:
                 if self.nginx.poll() is not None:
-                    self.log(f"nginx exited with status {self.nginx.returncode}; "
-                             f"see {os.path.join(self.runtime_dir, 'error.log')}")
+                    from .listen_check import last_emerg
+                    error_log = os.path.join(self.runtime_dir, "error.log")
+                    self.log(f"nginx exited with status {self.nginx.returncode}: "
+                             f"{last_emerg(error_log) or 'no fatal error logged'}; see {error_log}")
                     return self.nginx.returncode or 1
                 if self.engine is None or self.engine.poll() is not None:
                     self._restart_engine()
+                else:
+                    self._check_engine_socket()
                 time.sleep(POLL_S)
-            return 0
+            return self.exit_code
         finally:
             # nginx first: while it drains, the engine still answers its in-flight requests.
             for name, proc, sig, timeout_s in (("nginx", self.nginx, signal.SIGQUIT, NGINX_QUIT_TIMEOUT_S),
@@ -256,6 +311,11 @@ class Supervisor:
                 if proc is not None:
                     _stop(proc, sig, timeout_s)
                     self.log(f"{name} stopped (status {proc.returncode})")
+
+
+def admin_url(admin_listen: str) -> str:
+    """Where a client on this machine reaches the admin listener (the --admin-url that fits)."""
+    return _client_url(admin_listen) if admin_listen != "off" else "(admin listener off)"
 
 
 def _client_url(listen: str) -> str:
@@ -276,6 +336,7 @@ token_bucket, 5 requests/s with a burst of 10, per client IP.
   rejected (429):  for i in $(seq 12); do {ask}; done
                    (the first 10 print 200, then 429 with Retry-After and RateLimit headers)
   health:          curl -s {url}/readyz
+  metrics:         curl -s {admin_url(settings.admin_listen)}/metrics   (admin listener, FAIRVISOR_ADMIN_LISTEN)
 """, err=True)
 
 
@@ -285,12 +346,20 @@ def run(**flags) -> None:
     """Run the engine and nginx in the foreground, supervising both."""
     from .nginx_conf import RenderError, write
 
+    from .instance_guard import claim_state_dir
+    from .listen_check import ListenInUse, check_listeners
+
     settings, env = resolve(flags)
+    lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
         conf = write(settings, runtime_dir)
+        check_listeners(settings)  # a port already taken (a second instance): say so, start nothing
     except RenderError as exc:
         raise click.UsageError(str(exc)) from None
+    except ListenInUse as exc:
+        click.echo(f"fairvisor run: {exc}", err=True)
+        sys.exit(1)
     sup = Supervisor(settings, env, runtime_dir, str(conf))
     sup.log(f"nginx config {conf}; engine socket {settings.engine_socket}")
     if settings.config_file is None and settings.mode == "decision_service":

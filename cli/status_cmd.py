@@ -13,12 +13,24 @@ PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1
 EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on disk was refused
 EXIT_UNREACHABLE = 3
+EXIT_UNAUTHORIZED = 5  # the admin listener wants FAIRVISOR_ADMIN_TOKEN (absent or wrong)
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"  # FAIRVISOR_ADMIN_LISTEN's default (contract §5)
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 class Unreachable(Exception):
     """Neither the engine socket nor the edge URL answered."""
+
+
+class Unauthorized(Exception):
+    """The admin listener answered 401: FAIRVISOR_ADMIN_TOKEN is missing or wrong."""
+
+
+def _token_header() -> bytes | None:
+    """Authorization for the admin endpoints, from FAIRVISOR_ADMIN_TOKEN (never a flag: ps shows flags)."""
+    token = os.environ.get("FAIRVISOR_ADMIN_TOKEN")
+    return f"Bearer {token}".encode() if token else None
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict, float]]]:
@@ -50,42 +62,55 @@ def fetch_socket(path: str, timeout_s: float) -> tuple[int, dict, str, list[floa
     import socket
 
     from pyengine.errors import ProtocolError
-    from pyengine.protocol.messages import Health, Metrics
+    from pyengine.protocol.messages import Admin, Health
 
+    auth = _token_header()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
             sock.connect(path)
             rtts_ms = []
-            for _ in range(PINGS):
+            for _ in range(PINGS):  # the public probe: the plain round trip
                 start = time.perf_counter()
-                health = _call(sock, Health())
+                _call(sock, Health())
                 rtts_ms.append((time.perf_counter() - start) * 1000)
-            metrics = _call(sock, Metrics(engine_unavailable_delta=0))
+            # The socket is the admin listener's own way in: the same endpoints, the same token.
+            health = _call(sock, Admin(uri=b"/readyz", method=b"GET", authorization=auth))
+            metrics = _call(sock, Admin(uri=b"/metrics", method=b"GET", authorization=auth))
     except (OSError, ProtocolError) as exc:
         raise Unreachable(f"engine socket {path}: {exc}") from None
+    if 401 in (health.status, metrics.status):
+        raise Unauthorized(f"engine socket {path}")
     return health.status, json.loads(health.body), metrics.body, rtts_ms
 
 
 def fetch_url(url: str, timeout_s: float) -> tuple[int, dict, str, list[float]]:
-    """The same through the edge: GET /readyz (timed) and GET /metrics."""
+    """The same through the admin listener: GET /readyz (timed) and GET /metrics."""
     import http.client
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    auth = _token_header()
+    headers = {"Authorization": auth.decode()} if auth else {}
     try:
         conn = conn_cls(parts.netloc, timeout=timeout_s)
         rtts_ms = []
         for _ in range(PINGS):
             start = time.perf_counter()
-            conn.request("GET", parts.path.rstrip("/") + "/readyz")
+            conn.request("GET", parts.path.rstrip("/") + "/readyz", headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             rtts_ms.append((time.perf_counter() - start) * 1000)
-        conn.request("GET", parts.path.rstrip("/") + "/metrics")
-        metrics = conn.getresponse().read().decode()
+        conn.request("GET", parts.path.rstrip("/") + "/metrics", headers=headers)
+        scrape = conn.getresponse()
+        metrics = scrape.read().decode()
         conn.close()
+        if 401 in (resp.status, scrape.status):
+            raise Unauthorized(url)
+        if scrape.status != 200:
+            raise Unreachable(f"{url}: GET /metrics answered {scrape.status}: is this the admin listener "
+                              "(FAIRVISOR_ADMIN_LISTEN), not the public one?")
         health = json.loads(body)
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise Unreachable(f"{url}: {exc}") from None
@@ -169,31 +194,42 @@ def render(s: dict) -> str:
 
 
 @click.command("status")
-@click.option("--url", default=None, envvar="FAIRVISOR_URL", show_envvar=True,
-              help="Ask the edge over HTTP (/readyz, /metrics), e.g. http://127.0.0.1:8080.")
+@click.option("--admin-url", default=None, envvar="FAIRVISOR_ADMIN_URL", show_envvar=True,
+              help=f"The edge's admin listener (/readyz, /metrics) [default: {DEFAULT_ADMIN_URL}]. "
+                   "Sends FAIRVISOR_ADMIN_TOKEN as a Bearer token when it is set.")
+@click.option("--url", default=None, hidden=True, help="Older name of --admin-url.")
 @click.option("--socket", "socket_path", default=None, envvar="FAIRVISOR_ENGINE_SOCKET", show_envvar=True,
-              help="Ask the engine directly on its Unix socket [default: <state dir>/engine.sock].")
-@click.option("--state-dir", default=None, envvar="FAIRVISOR_STATE_DIR", show_envvar=True,
-              help="Where the default engine socket lives.")
+              help="Ask the engine directly on its Unix socket instead (the same endpoints and token).")
+@click.option("--state-dir", default=None,  # no envvar: FAIRVISOR_STATE_DIR alone keeps the admin URL
+              help="Ask on <state dir>/engine.sock instead.")
 @click.option("--timeout-s", default=2.0, show_default=True, type=click.FloatRange(min=0.01),
               help="Per-call timeout, in seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON, for scripts.")
-def status(url, socket_path, state_dir, timeout_s, as_json) -> None:
+def status(admin_url, url, socket_path, state_dir, timeout_s, as_json) -> None:
     """Show health, the policy version and hash, uptime, decisions by action and reason,
-    top rejected keys and the engine round-trip latency.
+    top rejected keys and the engine round-trip latency, from the admin listener.
 
     Exit status: 0 ready, 1 not ready (no valid policy), 4 ready but the policy file on disk
-    was refused (the last good bundle is in force), 3 unreachable, 2 usage.
+    was refused (the last good bundle is in force), 3 unreachable, 5 the admin listener
+    refused FAIRVISOR_ADMIN_TOKEN (absent or wrong), 2 usage.
     """
+    admin_url = admin_url or url
     try:
-        if url:
-            s = summarize(url, *fetch_url(url, timeout_s))
+        if admin_url or (socket_path is None and state_dir is None):
+            admin_url = admin_url or DEFAULT_ADMIN_URL
+            s = summarize(admin_url, *fetch_url(admin_url, timeout_s))
         else:
             if socket_path is None:
                 from pyengine.config import from_env
 
                 socket_path = from_env({"FAIRVISOR_STATE_DIR": state_dir or ""}).engine_socket
             s = summarize(f"socket {os.path.abspath(socket_path)}", *fetch_socket(socket_path, timeout_s))
+    except Unauthorized as exc:
+        if as_json:
+            echo_json({"ready": False, "health": {"status": "unauthorized"}, "error": str(exc)})
+        click.echo(f"fairvisor status: {exc}: 401, the admin listener needs FAIRVISOR_ADMIN_TOKEN "
+                   "(absent or wrong)", err=True)
+        raise SystemExit(EXIT_UNAUTHORIZED)
     except Unreachable as exc:
         if as_json:
             echo_json({"ready": False, "health": {"status": "unreachable"}, "error": str(exc)})

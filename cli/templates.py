@@ -37,7 +37,8 @@ LLM = {
     "policies": [{
         "id": "llm",
         "spec": {
-            "selector": {"pathPrefix": "/v1/", "methods": ["POST"]},
+            # "/", not "/v1/": Gemini's /v1beta/ paths (what many SDK versions call) are LLM calls too.
+            "selector": {"pathPrefix": "/", "methods": ["POST"]},
             "mode": "enforce",
             "rules": [
                 {
@@ -84,7 +85,8 @@ AGENT_GUARD = {
     "policies": [{
         "id": "agent-guard",
         "spec": {
-            "selector": {"pathPrefix": "/v1/", "methods": ["POST"]},
+            # "/", not "/v1/": Gemini's /v1beta/ paths (what many SDK versions call) are LLM calls too.
+            "selector": {"pathPrefix": "/", "methods": ["POST"]},
             "mode": "enforce",
             "rules": [
                 {
@@ -140,14 +142,23 @@ FAIRVISOR_DECISION_LOG_MAX_MB=64
 FAIRVISOR_LOG_KEYS=hashed
 """
 
+_PROXY_ENV = """\
+FAIRVISOR_MODE=reverse_proxy
+FAIRVISOR_BACKEND_URL=https://llm-provider.example.com
+# auto: each request in its own provider's format (/openai, /anthropic, /gemini prefixes, or the
+# request's path).
+FAIRVISOR_LLM_FORMAT=auto
+# Per-provider upstreams and keys, for one edge before all three:
+# FAIRVISOR_BACKEND_URL_ANTHROPIC=https://api.anthropic.com
+# FAIRVISOR_BACKEND_URL_GEMINI=https://generativelanguage.googleapis.com
+# FAIRVISOR_ANTHROPIC_UPSTREAM_HEADER_X_Api_Key=...
+"""
+
 _MODE_ENV = {
     "api": "# Answer nginx auth_request / gateway sub-requests on POST /v1/decision.\n"
            "FAIRVISOR_MODE=decision_service\n",
-    "llm": "# Proxy LLM traffic inline and answer rejections in the provider's error shape.\n"
-           "FAIRVISOR_MODE=reverse_proxy\nFAIRVISOR_BACKEND_URL=https://llm-provider.example.com\n"
-           "FAIRVISOR_LLM_FORMAT=openai\n",
-    "agent-guard": "FAIRVISOR_MODE=reverse_proxy\nFAIRVISOR_BACKEND_URL=https://llm-provider.example.com\n"
-                   "FAIRVISOR_LLM_FORMAT=openai\n",
+    "llm": "# Proxy LLM traffic inline and answer rejections in the provider's error shape.\n" + _PROXY_ENV,
+    "agent-guard": _PROXY_ENV,
 }
 
 

@@ -1,15 +1,20 @@
 """Runtime settings from FAIRVISOR_* environment variables (contract §5), loaded once at start."""
 
+import ipaddress
 import os
+import re
 import tempfile
 
 import msgspec
 
 MODES = ("decision_service", "reverse_proxy")
-LLM_FORMATS = ("openai", "anthropic", "gemini")
+LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/formats.py SETTINGS
+PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
 REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.request.REQUEST_HEADER_FAMILIES
+ADMIN_OFF = "off"  # FAIRVISOR_ADMIN_LISTEN value that disables the admin listener
+_HOST_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[\w.-]+):)?(\d{1,5})")
 
 
 class ConfigError(ValueError):
@@ -20,10 +25,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     config_file: str | None = None  # FAIRVISOR_CONFIG_FILE; None = the bundled default policy
     mode: str = "decision_service"  # FAIRVISOR_MODE
     backend_url: str | None = None  # FAIRVISOR_BACKEND_URL (reverse_proxy only)
-    llm_format: str | None = None  # FAIRVISOR_LLM_FORMAT
+    # FAIRVISOR_LLM_FORMAT: "auto" (the reverse-proxy default: per request), a provider, or None
+    # ("none": plain HTTP; unset in decision-service mode, where only the drop-in include uses it).
+    llm_format: str | None = None
+    # FAIRVISOR_BACKEND_URL_<PROVIDER>: (provider, url) pairs that override backend_url for it.
+    backend_urls: tuple[tuple[str, str], ...] = ()
+    # FAIRVISOR_<PROVIDER>_UPSTREAM_HEADER_<Name>: (provider, name, value), after the global ones.
+    provider_headers: tuple[tuple[str, str, str], ...] = ()
     strip_request_headers: tuple[str, ...] = ()  # FAIRVISOR_STRIP_REQUEST_HEADERS, lower-case
     upstream_headers: tuple[tuple[str, str], ...] = ()  # FAIRVISOR_UPSTREAM_HEADER_<Name>
     listen: str = "0.0.0.0:8080"  # FAIRVISOR_LISTEN, host:port
+    # FAIRVISOR_ADMIN_LISTEN: host:port of the admin listener (metrics, full readiness); "off" = none
+    admin_listen: str = "127.0.0.1:9090"
+    admin_token: str | None = None  # FAIRVISOR_ADMIN_TOKEN: set = every admin endpoint needs this Bearer token
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
     # FAIRVISOR_REQUEST_HEADERS: the one header family describing a decision-service request,
     # "original" (X-Original-*, nginx auth_request) or "forwarded" (X-Forwarded-*, Traefik).
@@ -67,6 +81,24 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+UPSTREAM_HEADER_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+
+
+def backend_url_var(provider: str) -> str:
+    """FAIRVISOR_BACKEND_URL_OPENAI, _ANTHROPIC, _GEMINI."""
+    return f"FAIRVISOR_BACKEND_URL_{provider.upper()}"
+
+
+def provider_header_prefix(provider: str) -> str:
+    """FAIRVISOR_OPENAI_UPSTREAM_HEADER_<Name>, and likewise for ANTHROPIC and GEMINI."""
+    return f"FAIRVISOR_{provider.upper()}_UPSTREAM_HEADER_"
+
+
+def _headers(env, prefix: str) -> list[tuple[str, str]]:
+    """(Name, value) of every `<prefix><Name>` variable, `_` in the name becoming `-`."""
+    return sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+
+
 def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from an environment mapping; `overrides` (CLI flags) win when not None."""
     env = os.environ if env is None else env
@@ -89,6 +121,8 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "retry_jitter": "FAIRVISOR_RETRY_JITTER",
         "hide_reason": "FAIRVISOR_HIDE_REASON",
         "request_headers": "FAIRVISOR_REQUEST_HEADERS",
+        "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
+        "admin_token": "FAIRVISOR_ADMIN_TOKEN",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -107,10 +141,15 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         raw["max_state_keys"] = env["FAIRVISOR_MAX_STATE_KEYS"]
     if env.get("FAIRVISOR_BACKEND_TLS_VERIFY"):
         raw["backend_tls_verify"] = env["FAIRVISOR_BACKEND_TLS_VERIFY"]
-    prefix = "FAIRVISOR_UPSTREAM_HEADER_"
-    injected = sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+    injected = _headers(env, UPSTREAM_HEADER_PREFIX)
     if injected:
         raw["upstream_headers"] = tuple(injected)
+    backends = tuple((p, env[backend_url_var(p)]) for p in PROVIDERS if env.get(backend_url_var(p)))
+    if backends:
+        raw["backend_urls"] = backends
+    per_provider = tuple((p, name, value) for p in PROVIDERS for name, value in _headers(env, provider_header_prefix(p)))
+    if per_provider:
+        raw["provider_headers"] = per_provider
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return _finish(raw)
 
@@ -135,8 +174,13 @@ def _finish(raw: dict) -> Settings:
     _choice("FAIRVISOR_REQUEST_HEADERS", raw.get("request_headers", "original"), REQUEST_HEADER_MODES)
     if raw.get("llm_format") is not None:
         _choice("FAIRVISOR_LLM_FORMAT", raw["llm_format"], LLM_FORMATS)
+    elif raw.get("mode") == "reverse_proxy":
+        raw["llm_format"] = "auto"  # contract §3: the format per request
+    if raw.get("llm_format") == "none":
+        raw["llm_format"] = None
     if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):
         raise ConfigError("FAIRVISOR_BACKEND_URL: required when FAIRVISOR_MODE=reverse_proxy")
+    _check_admin(raw)
     state_dir = raw.get("state_dir") or os.path.join(tempfile.gettempdir(), "fairvisor")
     raw["state_dir"] = state_dir
     if not raw.get("engine_socket"):
@@ -144,3 +188,45 @@ def _finish(raw: dict) -> Settings:
     if not raw.get("decision_log"):
         raw["decision_log"] = os.path.join(state_dir, "decisions.jsonl")
     return msgspec.convert(raw, Settings)
+
+
+def split_host_port(value: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port", "[v6]:port" or a bare "port" (host ""); None when malformed."""
+    m = _HOST_PORT.fullmatch(value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        return None
+    return (m.group(1) or "").strip("[]"), int(m.group(2))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach `host` ("" and 0.0.0.0 mean every address: not loopback)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another name may resolve anywhere
+
+
+def _check_admin(raw: dict) -> None:
+    """FAIRVISOR_ADMIN_LISTEN is host:port or off; off loopback it needs FAIRVISOR_ADMIN_TOKEN."""
+    listen = raw.get("admin_listen", "127.0.0.1:9090")
+    if listen.lower() == ADMIN_OFF:
+        raw["admin_listen"] = ADMIN_OFF
+        return
+    token = raw.get("admin_token")
+    if token is not None and not re.fullmatch(r"[\x21-\x7e]+", token):
+        raise ConfigError("FAIRVISOR_ADMIN_TOKEN: must be printable ASCII without spaces")
+    parts = split_host_port(listen)
+    if parts is None:
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: expected host:port or off, got {listen!r}")
+    if not is_loopback(parts[0]) and not raw.get("admin_token"):
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: {listen} is reachable from other machines; set "
+                          "FAIRVISOR_ADMIN_TOKEN (every admin request then needs Authorization: Bearer <token>), "
+                          "or listen on 127.0.0.1")
+    public = split_host_port(raw.get("listen", "0.0.0.0:8080"))
+    if public is not None and public[1] == parts[1] and (public[0] in ("", "0.0.0.0", "*", "::")
+                                                          or parts[0] in ("", "0.0.0.0", "::")
+                                                          or public[0] == parts[0]):
+        raise ConfigError(f"FAIRVISOR_ADMIN_LISTEN: {listen} is the port of FAIRVISOR_LISTEN; give the admin "
+                          "listener a port of its own")

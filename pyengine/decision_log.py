@@ -45,6 +45,11 @@ class LogRecord(msgspec.Struct, omit_defaults=True, gc=False):
     hash: str = ""  # reloads: policy hash
     errors: list[str] = []  # refused reloads
     reservation_id: str = ""  # cutoffs
+    # Audit records of the admin API (event "admin"; reason says what changed, key the scope value):
+    item_id: str = ""  # the kill switch's or override's id
+    scope_key: str = ""
+    expires_at: str = ""  # RFC 3339; "" = until removed
+    actor: str = ""  # which admin token made the change: its fingerprint, never the token; "engine" on expiry
 
 
 _second = [-1, ""]  # the last whole second formatted by rfc3339_ms, and its text
@@ -203,6 +208,19 @@ class DecisionLog:
         if self.enabled:
             self._add(now_s, LogRecord(ts="", event="cutoff", reason="stream_cut", reservation_id=reservation_id,
                                        tokens=counted_tokens))
+
+    def admin(self, now_s: float, change: str, rec, actor: str) -> None:
+        """An audit record of the admin API: `change` (kill_switch_added, override_removed, ...)
+        to the runtime kill switch or override `rec` (pyengine.overlay.model), by `actor`.
+        Also an INFO log line, so the change is on record with the decision log off."""
+        log.info("admin: %s id=%s scope=%s=%s by %s", change, rec.id, rec.scope_key, self.shown_key(rec.scope_value),
+                 actor)
+        if self.enabled:
+            expires = rfc3339_ms(rec.expires_at_s) if rec.expires_at_s is not None else ""
+            self._add(now_s, LogRecord(ts="", event="admin", reason=change, key=rec.scope_value,
+                                       policy=getattr(rec, "policy", None) or "", rule=getattr(rec, "rule", None) or "",
+                                       detail=rec.reason or "", item_id=rec.id, scope_key=rec.scope_key,
+                                       expires_at=expires, actor=actor))
 
     # -- output (upkeep and shutdown) -----------------------------------------------------
 

@@ -9,19 +9,24 @@ import msgspec
 from .clock import SystemClock
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
+from .admin import AdminApi
 from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
 from .metrics import EngineMetrics
+from .overlay.overrides import install as install_overrides
+from .overlay.registry import Overlay
+from .admin_api import AdminRoutes
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, DebugSession, Decide, ErrorReply, Health,
-                                Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
+from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
+                                Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
+from .llm.formats import request_format
 from .llm.proxy import LLMProxy
-from .request import described_headers, view_from_decide
+from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .signing import sig_path, verify
@@ -71,11 +76,16 @@ class Engine:
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
-        self.pipeline = Pipeline(_Sink(self.metrics, self))
+        # Kill switches and limit overrides added through the admin API (pyengine.overlay).
+        self.overlay = Overlay(settings.trusted_proxies)
+        self.pipeline = Pipeline(_Sink(self.metrics, self), self.overlay.index)
+        self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
-        # The LLM reverse proxy: streaming recipes and provider-usage settlement.
-        self.llm_proxy = (LLMProxy(settings.llm_format, self.reservations, self.metrics, self.decision_log)
+        # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
+        # request's own format (FAIRVISOR_LLM_FORMAT=auto picks it per request: llm/formats.py).
+        self.llm_format = settings.llm_format
+        self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
@@ -101,6 +111,7 @@ class Engine:
         self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
             else self.decide_untraced
         self.hello_reply = self._make_hello()
+        self.admin = AdminApi(self, settings.admin_token)  # the admin listener's endpoints (contract §8)
 
     # -- policy ------------------------------------------------------------------------
 
@@ -142,7 +153,9 @@ class Engine:
 
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
-        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped)
+        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
+                                  self.overlay.index.headers())
+        install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
@@ -208,6 +221,8 @@ class Engine:
         from it (pyengine.state.last_good). Returns the entries restored."""
         self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
         restored = self.snapshots.restore(self.clock.now_s())
+        if self.snapshots.enabled:  # a locked dir belongs to another engine
+            self.overlay.enable(self.settings.state_dir, self.clock.now_s())
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
@@ -252,6 +267,7 @@ class Engine:
             self.metrics.reservations_evicted.inc((), rs.evicted - early)
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
+        self._expire_overlay(now_s)
         self._count_kill_switches(now_s)
         self.decision_log.flush()
 
@@ -269,7 +285,38 @@ class Engine:
         # Switches past their expires_at no longer act, so they no longer count as in force.
         switches = self.bundle.kill_switches if self.bundle is not None else ()
         active = sum(1 for ks in switches if ks.expires_at_s is None or now_s < ks.expires_at_s)
-        self.metrics.kill_switch_active.set((), active)
+        self.metrics.kill_switch_active.set((), active + self.overlay.active_switches(now_s))
+
+    # -- runtime kill switches and overrides (pyengine.overlay, pyengine.admin_api) -------
+
+    def overlay_changed(self, scope: tuple[str, str] | None = None) -> None:
+        """A runtime switch or override was added or removed: in force for the next request.
+        New headers to read (a switch on a header the policy never reads) recompile the bundle
+        under a new generation, so the shim re-describes requests with them."""
+        b = self.bundle
+        if b is None:
+            return
+        headers = self.overlay.index.headers()
+        if not headers <= set(b.header_names):
+            generation = self.generation + 1
+            compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
+                                      headers)
+            install_overrides(compiled, self.overlay.overrides.values(), self.store)
+            self.bundle, self.generation = compiled, generation
+            self.hello_reply = self._make_hello()
+        elif scope is not None:
+            install_overrides(b, self.overlay.overrides.values(), self.store, scope)
+        self._count_kill_switches(self.clock.now_s())
+
+    def _expire_overlay(self, now_s: float) -> None:
+        switches, overrides = self.overlay.expire(now_s)
+        for rec in switches:
+            self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
+        for rec in overrides:
+            self.decision_log.admin(now_s, "override_expired", rec, "engine")
+            if self.bundle is not None:
+                install_overrides(self.bundle, self.overlay.overrides.values(), self.store,
+                                  (rec.scope_key, rec.scope_value))
 
     def close(self) -> None:
         """Final flush at shutdown: decision log and a last durable-state snapshot."""
@@ -290,7 +337,8 @@ class Engine:
             m.circuit_breakers.set((pid, "half_open"), n_half)
         m.kill_switch_hits.values.clear()
         if self.bundle is not None:
-            for switch, hits in hit_counts(self.store, self.bundle.kill_switches, now_s).items():
+            switches = (*self.bundle.kill_switches, *self.overlay.index.by_id.values())
+            for switch, hits in hit_counts(self.store, switches, now_s).items():
                 m.kill_switch_hits.set((switch,), hits)
 
     # -- messages ----------------------------------------------------------------------
@@ -304,7 +352,7 @@ class Engine:
         except Exception:  # noqa: BLE001 - our bug: counted, logged, answered; the engine keeps serving
             where = _WHERE.get(t, "frame")
             self.errors.record(where)
-            if t in (Usage, Health, Metrics):
+            if t in (Usage, Health, Metrics, Admin):
                 body = _json.encode({"status": 500, "title": "Internal Server Error", "reason": "engine_error"})
                 return Reply(status=500, content_type="application/problem+json", body=body.decode())
             return ErrorReply(code="engine_error", message=f"engine error in {where}")
@@ -320,10 +368,10 @@ class Engine:
             return self.health()
         if t is Metrics:
             self._report_shim_counts(msg)
-            self._guard_gauges()
-            for hook in self.scrape_hooks:
-                hook(self.metrics)
-            return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
+            return self.scrape()
+        if t is Admin:
+            self._report_shim_counts(msg)
+            return self.admin.handle(msg)
         if t is Settle:
             if self.llm_proxy is not None:
                 return self.llm_proxy.settle(msg, self.clock.now_s())
@@ -384,11 +432,12 @@ class Engine:
             bundle = self.bundle
             if bundle is None:
                 d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
-                verdict = render(d, msg.surface, self.settings.llm_format)
+                verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
             view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
                                     bundle.family)
+            fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
@@ -396,12 +445,12 @@ class Engine:
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm)
+                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, self.settings.llm_format)
+            verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view)
+                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:
@@ -430,22 +479,33 @@ class Engine:
             _undo_quietly(d.charged, self.clock.now_s())
         self.last_decision = ENGINE_ERROR
         self.metrics.decisions.inc(("reject", "engine_error", ""))
-        return render(ENGINE_ERROR, msg.surface, self.settings.llm_format)
+        return render(ENGINE_ERROR, msg.surface, self._raw_format(msg))
+
+    def _raw_format(self, msg: Decide) -> str | None:
+        """The request's format without a view (no policy, or the decision failed): from the raw
+        target, so the rejection still has the shape the client's SDK expects."""
+        if msg.surface != SURFACE_INLINE or self.llm_format is None:
+            return None
+        path = strip_provider_prefix(msg.uri.decode("utf-8", "replace").partition("?")[0])
+        return request_format(self.llm_format, msg.uri, normalize_path(path))
+
+    def scrape(self) -> Reply:
+        """GET /metrics: the Prometheus text exposition (public in decision-service mode, and admin)."""
+        self._guard_gauges()
+        for hook in self.scrape_hooks:
+            hook(self.metrics)
+        return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
 
     def health(self) -> Reply:
+        """The public /readyz (contract §2): status, version and hash, nothing more."""
         b = self.bundle
         if b is None:
             # "ready": fairvisor/edge's probes look for that word; ours read "status" (docs/migrating.md).
-            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": self.last_errors}
+            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded"}
             return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
-                "uptime_s": int(time.time() - self.started_at_s)}
-        if self.last_errors:
-            body["last_reload_errors"] = self.last_errors
-        if self.policy_source == "last_good":  # the configured file was refused at start
-            body["policy_source"] = "last_good"
-        body["top_rejected_keys"] = self.decision_log.top_rejected()
+        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash}
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
 
 
 def _undo_quietly(charged, now_s: float) -> None:
@@ -458,7 +518,7 @@ def _undo_quietly(charged, now_s: float) -> None:
             log.debug("undo after engine error failed", exc_info=True)
 
 
-_WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello"}
+_WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello", Admin: "admin"}
 
 
 def _stat_of(path: str):

@@ -11,6 +11,7 @@ import jwt as pyjwt
 
 from .bots import CATEGORIES, bot_category
 from .bounded import remember
+from .llm.request import llm_of
 
 # Decoded JWT payloads by raw token. Clients repeat their token on every request, so the cache
 # hits almost always (bounded: pyengine.bounded).
@@ -159,6 +160,10 @@ def make_extractor(limit_key: str, proxies: TrustedProxies):
         return ua_bot
     if limit_key == "ua:bot_category":
         return lambda view: bot_category(view.header("user-agent"))
+    if limit_key == "llm:model":
+        def llm_model(view):  # the request's LLM fields are parsed once, shared with the LLM rules
+            return llm_of(view).model or None
+        return llm_model
     raise ValueError(f"unknown limit key {limit_key!r}")
 
 

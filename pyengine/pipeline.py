@@ -33,13 +33,15 @@ def _rejected(outcome, rule) -> Decision:
                     outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
 
 
-def _ambiguous(bundle, view, now_s: float, sink) -> Decision | None:
+def _ambiguous(bundle, view, now_s: float, sink, runtime) -> Decision | None:
     """The refusal of a request that repeated a header read as one value, or None when only
-    shadow state reads those headers (the would-be refusal is counted; they read as absent)."""
+    shadow state reads those headers (the would-be refusal is counted; they read as absent).
+    Kill switches, the bundle's and the runtime ones (`runtime`), are never in shadow."""
     global_shadow = bundle.global_shadow is not None and bundle.global_shadow_active(now_s)
+    switched = runtime.headers() if runtime is not None and runtime.by_key else ()
     for name in view.ambiguous:
         if name in bundle.single_always or (name in bundle.single_enforced and not global_shadow) \
-                or name not in bundle.header_index:
+                or name in switched or name not in bundle.header_index:
             # The header's name (from the policy or the engine, never a client value) is for operators.
             return Decision(status=400, reason="ambiguous_header", detail=name)
     sink.would_reject("", "", "ambiguous_header", "", view)
@@ -102,28 +104,40 @@ def _decide_straight(rules: tuple, view, now_s: float, sink) -> Decision:
     return _allowed(charged, best, warning, delay_ms)
 
 
+def _killed(bundle, ks, now_s: float) -> Decision:
+    retry = KILL_SWITCH_RETRY_S
+    if ks.expires_at_s is not None:
+        retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
+    record_hit(bundle.store, ks, now_s)
+    # The switch's reason is for operators (decision log), never for the client.
+    return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
+
+
 class Pipeline:
     """Stateless apart from its metrics sink; all counters live in the store behind the rules."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, runtime_switches=None):
         self.sink = sink  # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
+        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex).
+        self.runtime_switches = runtime_switches
 
     def decide(self, bundle, view, now_s: float) -> Decision:
         if view.ambiguous is not None:
-            refusal = _ambiguous(bundle, view, now_s, self.sink)
+            refusal = _ambiguous(bundle, view, now_s, self.sink, self.runtime_switches)
             if refusal is not None:
                 return refusal
         switches = bundle.kill_switches
-        if switches and bundle.kill_switches_overridden(now_s):
-            switches = ()  # kill_switch_override: every switch skipped until it expires
-        for ks in switches:
-            if ks.hits(view, now_s):
-                retry = KILL_SWITCH_RETRY_S
-                if ks.expires_at_s is not None:
-                    retry = max(1, min(retry, math.ceil(ks.expires_at_s - now_s)))
-                record_hit(bundle.store, ks, now_s)
-                # The switch's reason is for operators (decision log), never for the client.
-                return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
+        runtime = self.runtime_switches
+        if (switches or (runtime is not None and runtime.by_key)) and bundle.kill_switches_overridden(now_s):
+            switches = runtime = None  # kill_switch_override: every switch skipped until it expires
+        if switches:
+            for ks in switches:
+                if ks.hits(view, now_s):
+                    return _killed(bundle, ks, now_s)
+        if runtime is not None and runtime.by_key:
+            ks = runtime.match(view, now_s)
+            if ks is not None:
+                return _killed(bundle, ks, now_s)
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
         if not policies:

@@ -14,6 +14,8 @@ from .clock import FakeClock
 from .config import from_env
 from .decision_log import DecisionLog, rfc3339_ms
 from .engine import Engine
+from .policy.loader import parse_json
+from .policy.shape_errors import locate
 from .protocol.messages import SURFACE_INLINE, Decide, Usage
 
 DEFAULT_START_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z, when no request carries a timestamp
@@ -63,7 +65,6 @@ class Result(msgspec.Struct, omit_defaults=True):
     passed: bool | None = None  # expect met; None without an expectation
 
 
-_decoder = msgspec.json.Decoder(RequestSpec)
 
 
 def epoch_s(value: float | str, where: str) -> float:
@@ -84,10 +85,20 @@ def parse_requests(text: str, source: str) -> list[tuple[int, RequestSpec]]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        try:
-            out.append((n, _decoder.decode(line)))
-        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise RequestFileError(f"{source}:{n}: {exc}") from None
+        # Our wording, never msgspec's (it changes between releases): the loader's JSON
+        # checks, then the field path and what was expected (shape_errors).
+        errors: list = []
+        doc = parse_json(line.encode(), errors)
+        if not errors:
+            try:
+                out.append((n, msgspec.convert(doc, RequestSpec)))
+                continue
+            except msgspec.ValidationError as e:
+                errors.append(locate(e, doc, RequestSpec, "$"))
+            except RecursionError:
+                errors.append(("$", "nested too deeply"))
+        path, message = errors[0]
+        raise RequestFileError(f"{source}:{n}: {path}: {message}")
     return out
 
 

@@ -19,15 +19,18 @@ DEFAULT_MAX_OPEN = 1_000_000
 
 
 class Reservation:
-    __slots__ = ("id", "at_s", "charges", "model", "prompt_estimate_tokens", "prompt_chars")
+    __slots__ = ("id", "at_s", "charges", "model", "prompt_estimate_tokens", "prompt_chars", "llm_format")
 
-    def __init__(self, rid, at_s, charges, model, prompt_estimate_tokens, prompt_chars=0):
+    def __init__(self, rid, at_s, charges, model, prompt_estimate_tokens, prompt_chars=0, llm_format=None):
         self.id = rid
         self.at_s = at_s  # when it was reserved (epoch s): refunds apply only within that period
         self.charges = charges  # [(rule, state key, reserved amount)]: tokens or micro-USD
         self.model = model
         self.prompt_estimate_tokens = prompt_estimate_tokens
         self.prompt_chars = prompt_chars  # characters the estimate was made from
+        # The request's provider format (llm/formats.py): its answer is settled in that format.
+        # None: plain HTTP (settled without usage: the reservation stands, or is refunded on error).
+        self.llm_format = llm_format
 
 
 class Reservations:
@@ -46,11 +49,12 @@ class Reservations:
     def __len__(self) -> int:
         return len(self._open)
 
-    def open(self, charges, at_s: float, llm_request) -> Reservation:
+    def open(self, charges, at_s: float, llm_request, llm_format: str | None = None) -> Reservation:
         rid = f"{self._prefix}-{next(self._seq):x}"
         req = llm_request
         r = self._open[rid] = Reservation(rid, at_s, charges, req.model if req else None,
-                                          req.prompt_tokens if req else 0, req.prompt_chars if req else 0)
+                                          req.prompt_tokens if req else 0, req.prompt_chars if req else 0,
+                                          llm_format)
         return r
 
     def get(self, rid: str) -> Reservation | None:

@@ -15,5 +15,6 @@ DATA_DIR = _BUNDLED if _BUNDLED.is_dir() else PACKAGE_DIR.parent
 
 NGINX_DIR = DATA_DIR / "nginx"  # *.conf.tmpl and fairvisor-protect.conf
 PROTECT_CONF = NGINX_DIR / "fairvisor-protect.conf"
+ADMIN_CONF = NGINX_DIR / "fairvisor-admin.conf"  # the admin endpoints, one location for the engine to route
 LUA_SHIM_DIR = DATA_DIR / "lua-shim"  # the directory nginx's lua_package_path names
 DEFAULT_POLICY = PACKAGE_DIR / "default_policy.json"  # what run/engine load without --config

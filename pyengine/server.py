@@ -4,8 +4,8 @@ import asyncio
 import logging
 import os
 import signal
-import stat
 
+from .instance_lock import EXIT_BUSY, InstanceBusy, SocketIdentity, hold, live_owner
 from .protocol.connection import ConnectionProtocol, FrameStats
 from .protocol.framing import DEFAULT_MAX_FRAME_BYTES
 from .protocol.limits import ConnectionLimits
@@ -45,9 +45,10 @@ class EngineServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task] = []
         self._stopped = asyncio.Event()
+        self.socket_identity: SocketIdentity | None = None
 
     async def start(self) -> None:
-        _remove_stale_socket(self.socket_path)
+        _remove_stale_socket(self.socket_path)  # InstanceBusy when a live process listens there
         loop = asyncio.get_running_loop()
         handle = self.engine.handle
         # The umask makes bind() create the socket 0660 already: a chmod afterwards alone would
@@ -62,6 +63,7 @@ class EngineServer:
             )
         finally:
             os.umask(old_umask)
+        self.socket_identity = SocketIdentity(self.socket_path)
         os.chmod(self.socket_path, SOCKET_MODE)
         self._tasks = [loop.create_task(self._every(UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep")),
                        loop.create_task(self._every(WATCH_INTERVAL_S, self.engine.watch, "watch")),
@@ -104,21 +106,29 @@ class EngineServer:
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_GRACE_S
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.01)
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        # Only the socket we bound: a path removed or taken over meanwhile is another process's.
+        if self.socket_identity is not None and not self.socket_identity.unlink_if_ours():
+            log.warning("engine socket %s is no longer ours (removed or replaced): left in place", self.socket_path)
         self.engine.close()
         log.info("engine stopped")
 
 
 def _remove_stale_socket(path: str) -> None:
+    """A crashed engine's leftover goes; a socket some live process listens on is never touched."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    reason = live_owner(path)
+    if reason is not None:
+        raise InstanceBusy(reason)
     try:
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+        os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def hold_instance_locks(settings) -> list:
+    """The state dir's and the socket's locks, before any state is read (InstanceBusy when taken)."""
+    return [hold(os.path.join(settings.state_dir, "engine.lock"), f"state dir {settings.state_dir}"),
+            hold(settings.engine_socket + ".lock", f"engine socket {settings.engine_socket}")]
 
 
 async def serve(engine, socket_path: str) -> None:
@@ -148,8 +158,14 @@ def main() -> int:
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # A refused policy at start does not stop the engine: it answers 503 no_policy_loaded
-    # (and /readyz says why) until a valid file appears, like a failed reload would.
-    engine = build_engine(settings)
-    uvloop.run(serve(engine, settings.engine_socket))
+    try:
+        locks = hold_instance_locks(settings)  # noqa: F841 - held until the process exits
+        # A refused policy at start does not stop the engine: it answers 503 no_policy_loaded
+        # (and /readyz says why) until a valid file appears, like a failed reload would.
+        engine = build_engine(settings)
+        uvloop.run(serve(engine, settings.engine_socket))
+    except InstanceBusy as exc:
+        print(f"fairvisor engine: refusing to start: {exc}; give this instance its own "
+              f"FAIRVISOR_STATE_DIR / FAIRVISOR_ENGINE_SOCKET", flush=True)
+        return EXIT_BUSY
     return 0

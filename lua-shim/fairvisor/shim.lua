@@ -225,4 +225,27 @@ function _M.admin(kind)
     return ngx.exit(reply[2])
 end
 
+local ADMIN_BODY_METHODS = { POST = true, PUT = true, PATCH = true, DELETE = true }
+
+-- content_by_lua for every path of the admin listener (nginx/fairvisor-admin.conf): the engine
+-- checks FAIRVISOR_ADMIN_TOKEN and routes; the shim only passes the request on.
+function _M.admin_route()
+    local method = req.get_method()
+    local body
+    if ADMIN_BODY_METHODS[method] then
+        body = read_body(USAGE_MAX_BYTES)
+    else
+        req.discard_body()
+    end
+    local auth = req.get_headers(100)["authorization"]
+    if type(auth) == "table" then auth = table.concat(auth, ", ") end -- repeated: never a valid token
+    local reply, err = client.call({ 9, ngx.var.request_uri, method, auth, body }, 7, true)
+    if not reply or reply[1] ~= 7 then
+        ngx.log(ngx.ERR, "fairvisor: admin: ", err or "unexpected reply")
+        local failure = ADMIN_FAILURE.health
+        return respond(503, CLOSED_HEADERS, failure[2], failure[1])
+    end
+    return respond(reply[2], reply[5] or {}, reply[4], reply[3])
+end
+
 return _M

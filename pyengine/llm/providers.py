@@ -144,4 +144,16 @@ class Gemini:
         return u
 
 
+class Plain:
+    """A plain-HTTP answer (FAIRVISOR_LLM_FORMAT=auto, a path of no provider) that an LLM rule
+    reserved for: its usage is never read, so a 2xx answer keeps the whole reservation."""
+    name = "plain"
+    running_totals = False
+
+    @staticmethod
+    def usage(raw: bytes) -> Usage:
+        return Usage()
+
+
+PLAIN = Plain
 ADAPTERS = {"openai": OpenAI, "anthropic": Anthropic, "gemini": Gemini}

@@ -7,7 +7,7 @@ import msgspec
 from ..protocol.messages import Reply, Settle
 from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
 from .estimator import Estimator
-from .providers import ADAPTERS
+from .providers import ADAPTERS, PLAIN
 from .sse import is_event_stream
 
 log = logging.getLogger("fairvisor.llm")
@@ -17,22 +17,25 @@ _json = msgspec.json.Encoder()
 
 
 class LLMProxy:
-    """Per engine: the configured provider format, the learned ratios, the open reservations."""
+    """Per engine: the learned ratios and the open reservations; each request in its own format."""
 
-    def __init__(self, llm_format: str, reservations, metrics, decision_log=None):
-        self.adapter = ADAPTERS[llm_format]
+    def __init__(self, reservations, metrics, decision_log=None):
         self.reservations = reservations
         self.metrics = metrics
         self.decision_log = decision_log
         self.estimator = Estimator()
 
-    def attach(self, verdict, reservation_id: str, view) -> None:
-        """Fill the response-side recipe of an allowed, reserving request (Verdict fields 6-12)."""
+    def attach(self, verdict, reservation_id: str, view, llm_format: str | None) -> None:
+        """Fill the response-side recipe of an allowed, reserving request (Verdict fields 6-12),
+        in the request's format. A plain-HTTP request is only settled (refund on an error)."""
         req = view.llm
         r = self.reservations.get(reservation_id)
         if r is None or req is None:
             return
-        a = self.adapter
+        if llm_format is None:
+            verdict.settle_bytes = SETTLE_BYTES
+            return
+        a = ADAPTERS[llm_format]
         verdict.allowance_tokens = completion_allowance(r, req)
         verdict.count_regex = a.count_regex
         verdict.chars_per_token_milli = int(self.estimator.output.get(req.model) * 1000)
@@ -59,13 +62,14 @@ class LLMProxy:
             m.reservation_unused.inc((), reserved_tokens(r))
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
-        usage = self.adapter.usage(msg.tail)
+        adapter = ADAPTERS.get(r.llm_format, PLAIN)
+        usage = adapter.usage(msg.tail)
         completion = usage.completion_tokens
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
         # Only what reached the client is charged. The tail holds nothing past a cut (the
         # shim stops filtering there), so a running total (Gemini) is exactly what was sent;
         # a once-at-the-end count (OpenAI, Anthropic) never arrives for a cut stream.
-        if completion is not None and (not msg.cut or self.adapter.running_totals):
+        if completion is not None and (not msg.cut or adapter.running_totals):
             result = "cut" if msg.cut else "exact"
             reply = self._charge(r, msg, result, prompt, completion, True, now_s)
             if usage.prompt_tokens:

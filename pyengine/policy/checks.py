@@ -31,9 +31,10 @@ from pyengine.policy.schema import (
 
 Errors = list[tuple[str, str]]
 
-EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category"})
+EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category",
+                        "llm:model"})
 _KEY_HELP = ("expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, "
-             "ip:type, ip:tor, ua:bot or ua:bot_category")
+             "ip:type, ip:tor, ua:bot, ua:bot_category or llm:model")
 # `\Z`, not `$`: `$` also matches before a final "\n", which would let `"name\n"` through
 # into a RateLimit header. RFC 9110 token: header field names and method names.
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -352,3 +353,10 @@ def _num(x: float) -> str:
 
 def _fmt_time(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")  # already UTC (see _to_utc)
+
+
+# For the runtime kill switches and overrides of the admin API (pyengine.overlay.model): the
+# same checks as a bundle's kill_switches, so a runtime switch cannot hold what a bundle may not.
+KEY_HELP = _KEY_HELP
+check_key_value = _check_key_value
+check_route = _check_route

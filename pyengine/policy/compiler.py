@@ -64,7 +64,10 @@ class CompiledPolicy:
 class CompiledBundle:
     """Everything derived from one policy file; replaced whole on reload, never mutated."""
 
-    def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None):
+    def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None,
+                 extra_headers=()):
+        """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too."""
+        self.source = bundle  # the validated Bundle, for recompiling with runtime changes
         proxies = TrustedProxies(settings.trusted_proxies)
         # The client address behind trusted proxies, for whoever needs it outside a rule (jitter).
         self.client_ip = make_extractor("ip:address", proxies)
@@ -87,10 +90,17 @@ class CompiledBundle:
             needed.add(described_headers(settings.request_headers))
         if settings.debug_session_secret:
             needed.add(("cookie",))  # debug sessions only: otherwise cookies never leave nginx
+        # Runtime kill switches: read whatever the shadow state. Only names are known here, so a
+        # list header among them (ip:address reads X-Forwarded-For) stays a joined list.
+        needed.add(sorted(extra_headers))
         needs_body = False
 
         def extractor(limit_key: str):
+            nonlocal needs_body
             needed.add(headers_needed(limit_key), raw=limit_key.startswith("header:"))
+            if limit_key == "llm:model":  # the model is in the body (or a Gemini path)
+                needs_body = True
+                needed.add(LLM_HEADERS)
             return make_extractor(limit_key, proxies)
 
         def compile_rule(policy, rule, shadow: bool):

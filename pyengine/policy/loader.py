@@ -37,7 +37,7 @@ MAX_USD_PER_MTOK = 1_000_000  # USD per million tokens
 def load_bundle_bytes(data: bytes, source: str, now_s: float) -> Bundle:
     """Parse and validate a bundle; `source` names it in errors, `now_s` is for expiry."""
     errors: Errors = []
-    doc = _parse_json(data, errors)
+    doc = parse_json(data, errors)
     bundle = None if errors else _structure(doc, errors)
     if bundle is not None and not errors:
         errors = check_bundle(bundle, now_s)
@@ -72,7 +72,7 @@ def count_rules(bundle: Bundle) -> int:
 
 # --- pass 1: JSON syntax -------------------------------------------------------------------
 
-def _parse_json(data: bytes, errors: Errors) -> Any:
+def parse_json(data: bytes, errors: Errors) -> Any:
     """Decode with msgspec; every message is ours, from our own checks of `data`."""
     try:
         text = data.decode("utf-8")

@@ -84,7 +84,17 @@ class DebugSession(_Msg, tag=8):
     secret: Union[bytes, None] = None  # X-Fairvisor-Debug-Secret as sent; None = absent
 
 
-Request = Union[Hello, Decide, Settle, Health, Metrics, Usage, DebugSession]
+class Admin(_Msg, tag=9):
+    """One request to the admin listener (contract §8); the engine checks the token and routes."""
+    uri: bytes  # raw path and query, as the operator sent them
+    method: bytes
+    authorization: Union[bytes, None] = None  # the Authorization header as sent (repeats joined); None = absent
+    body: Union[bytes, None] = None  # POST/PUT/PATCH/DELETE bodies, at most 1 MiB; None = not read
+    engine_unavailable_delta: int = 0  # as in Metrics: carried on every admin request
+    settle_lost_delta: int = 0
+
+
+Request = Union[Hello, Decide, Settle, Health, Metrics, Usage, DebugSession, Admin]
 
 # ---- engine -> shim -------------------------------------------------------------------
 
@@ -119,9 +129,10 @@ class Verdict(_Msg, tag=2):
 
 
 class Reply(_Msg, tag=7):
-    status: int  # HTTP status for the admin endpoint (health, metrics, usage)
+    status: int  # HTTP status for the admin endpoint (health, metrics, usage, admin)
     content_type: str
     body: str
+    headers: list[str] = []  # flat [name, value, ...] added to the response (e.g. WWW-Authenticate)
 
 
 Response = Union[ErrorReply, HelloReply, Verdict, Reply]

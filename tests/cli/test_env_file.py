@@ -39,8 +39,10 @@ def test_missing_file_is_a_usage_error(tmp_path):
 def _listen(args, env=None) -> str:
     result = CliRunner().invoke(main, ["nginx-conf", *args], env=env)
     assert result.exit_code == 0, result.stderr
-    (line,) = [ln.strip() for ln in result.stdout.splitlines() if ln.strip().startswith("listen ")]
-    return line
+    # The public server comes first; the admin listener's server {} follows it.
+    public, admin = [ln.strip() for ln in result.stdout.splitlines() if ln.strip().startswith("listen ")]
+    assert admin == "listen 127.0.0.1:9090;"
+    return public
 
 
 def test_precedence_flag_over_environment_over_env_file(tmp_path):

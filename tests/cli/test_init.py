@@ -45,7 +45,7 @@ def test_the_env_example_is_a_valid_env_file(tmp_path):
     CliRunner().invoke(main, ["init", "--template=llm", "--out", str(tmp_path / "p.json")])
     values = read_env_file(str(tmp_path / "p.env.example"))
     assert values["FAIRVISOR_CONFIG_FILE"] == str(tmp_path / "p.json")
-    assert values["FAIRVISOR_LLM_FORMAT"] == "openai"
+    assert values["FAIRVISOR_LLM_FORMAT"] == "auto"
 
 
 def test_refuses_to_overwrite_without_force(tmp_path):

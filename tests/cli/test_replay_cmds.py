@@ -78,8 +78,9 @@ def test_failed_expectation_exits_1(runner, tmp_path):
 
 
 @pytest.mark.parametrize("line, error", [
-    ('{"path": "/x", "verb": "GET"}', "r.jsonl:2: Object contains unknown field `verb`"),
-    ("not json", "r.jsonl:2: JSON is malformed: invalid character (byte 4)"),
+    ('{"path": "/x", "verb": "GET"}', "r.jsonl:2: $.verb: unknown field"),
+    ("not json", "r.jsonl:2: $: invalid JSON at line 1, column 1"),
+    ('{"path": 7}', "r.jsonl:2: $.path: must be a string (got 7)"),
     ('{"path": "/x", "timestamp": "yesterday"}', "r.jsonl:2: timestamp: not RFC 3339: 'yesterday'"),
     ('{"path": "/x", "timestamp": "2025-01-01T00:00:00Z"}',
      "r.jsonl:2: timestamp: goes back in time (2025-01-01T00:00:00.000Z < 2026-01-01T00:00:00.000Z)"),

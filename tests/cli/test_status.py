@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from pyengine.cli.main import main
 from pyengine.cli.status_cmd import parse_metrics, value
 from pyengine.protocol.framing import HEADER_BYTES, decode_request, encode_frame
+from pyengine.protocol.messages import Admin
 from tests.engine.helpers import described, make_engine, one_rule_bundle
 
 RULE = {"name": "per-ip", "limit_keys": ["ip:address"], "algorithm": "token_bucket",
@@ -146,15 +147,16 @@ def test_unreachable_exits_3(tmp_path):
     assert "unreachable: engine socket" in result.stderr
 
 
-def test_status_over_the_edge_url():
-    engine = busy_engine()
-
+def _admin_server(engine):
+    """An HTTP server answering like the admin listener: every request through engine.handle(Admin)."""
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
-            reply = engine.health() if self.path == "/readyz" else None
-            status, body = (reply.status, reply.body) if reply else (200, engine.metrics.render())
+            auth = self.headers.get("Authorization")
+            reply = engine.handle(Admin(uri=self.path.encode(), method=b"GET",
+                                        authorization=auth.encode() if auth else None))
+            status, body = reply.status, reply.body
             data = body.encode()
             self.send_response(status)
             self.send_header("Content-Length", str(len(data)))
@@ -166,16 +168,57 @@ def test_status_over_the_edge_url():
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("flag", ["--admin-url", "--url"])  # --url: the older name, kept
+def test_status_over_the_admin_url(flag):
+    engine = busy_engine()
+    server = _admin_server(engine)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        result = CliRunner().invoke(main, ["status", "--url", url, "--json"])
+        result = CliRunner().invoke(main, ["status", flag, url, "--json"])
     finally:
         server.shutdown()
         server.server_close()
     assert result.exit_code == 0, result.output
     s = json.loads(result.stdout)
     assert s["source"] == url and s["health"]["policy_version"] == 7
+    assert s["health"]["top_rejected_keys"][0]["rejections"] == 3
     assert sum(d["count"] for d in s["decisions"]) == 6
+
+
+def test_status_sends_fairvisor_admin_token_over_http_and_the_socket(engine_socket):
+    engine = make_engine(one_rule_bundle(RULE, version=7), decision_log="off", admin_token="tk-1")
+    server = _admin_server(engine)
+    path = engine_socket(engine)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for where in (["--admin-url", url], ["--socket", path]):
+            assert CliRunner().invoke(main, ["status", *where], env={"FAIRVISOR_ADMIN_TOKEN": "tk-1"}).exit_code == 0
+            for env in ({"FAIRVISOR_ADMIN_TOKEN": None}, {"FAIRVISOR_ADMIN_TOKEN": "tk-2"}):
+                refused = CliRunner().invoke(main, ["status", *where, "--json"], env=env)
+                assert refused.exit_code == 5, where
+                assert json.loads(refused.stdout)["health"] == {"status": "unauthorized"}
+                assert "FAIRVISOR_ADMIN_TOKEN" in refused.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_status_defaults_to_the_admin_listener_on_9090(monkeypatch):
+    from pyengine.cli import status_cmd
+
+    seen = []
+
+    def fake_fetch(url, timeout_s):
+        seen.append(url)
+        raise status_cmd.Unreachable(f"{url}: refused")
+
+    monkeypatch.setattr(status_cmd, "fetch_url", fake_fetch)
+    result = CliRunner().invoke(main, ["status"], env={"FAIRVISOR_ENGINE_SOCKET": None, "FAIRVISOR_STATE_DIR": None,
+                                                       "FAIRVISOR_ADMIN_URL": None})
+    assert result.exit_code == 3 and seen == ["http://127.0.0.1:9090"]
 
 
 def test_parse_metrics_handles_labels_and_escapes():

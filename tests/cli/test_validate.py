@@ -43,7 +43,7 @@ def test_invalid_file_prints_every_error_on_stderr(runner):
     result = runner.invoke(main, ["validate", path])
     assert result.exit_code == 1
     assert result.stdout == ""
-    keys = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot or ua:bot_category)"
+    keys = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot, ua:bot_category or llm:model)"
     p0 = "semantic_errors_collected.json: $.policies[0].spec"
     assert result.stderr.splitlines() == [
         f'{p0}.selector.pathPrefix: must start with "/"',
@@ -129,7 +129,7 @@ def test_json_output_lists_every_error_with_its_path(runner):
         {"path": "$.policies[0].spec.selector.pathPrefix", "message": 'must start with "/"'},
         {"path": "$.policies[0].spec.rules[0].limit_keys[0]",
          "message": 'invalid limit key "ip" (expected jwt:<claim>, header:<name>, query:<name>,'
-                    ' ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot or ua:bot_category)'},
+                    ' ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot, ua:bot_category or llm:model)'},
     ]
 
 

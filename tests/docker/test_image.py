@@ -4,46 +4,22 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import pathlib
-import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
+from tests.docker.conftest import docker as _docker
 from tests.integration.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.docker
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TAG = "fairvisor:test"
+TAG = os.environ.get("FAIRVISOR_TEST_IMAGE", "fairvisor:test")  # another tag: no clash with a parallel run
 BUILD_TIMEOUT_S = 1200.0  # a cold machine: debootstrap, then apt and pip inside the build
-
-
-def _docker(*args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check)
-
-
-def _daemon_up() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-
-
-@pytest.fixture(scope="session")
-def docker_daemon(tmp_path_factory):
-    """The running daemon, or one started here (no bridge, no iptables) and stopped by its PID."""
-    assert shutil.which("docker"), "the docker CLI is missing: run docker/base-image.sh --install first"
-    if _daemon_up():
-        yield
-        return
-    assert shutil.which("dockerd"), "no docker daemon is running and dockerd is not installed"
-    log = open(tmp_path_factory.mktemp("dockerd") / "dockerd.log", "wb")
-    proc = subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none"], stdout=log, stderr=log)
-    wait_until(lambda: proc.poll() is None and _daemon_up(), 60.0, "dockerd to answer", interval_s=0.5)
-    yield
-    proc.terminate()
-    proc.wait(timeout=60)
-    log.close()
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +46,9 @@ class Container:
             cmd += ["-v", v]
         _docker(*cmd, image, *args)
 
-    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None,
+                port: int | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=10)
         try:
             conn.request(method, path, body=json.dumps(body) if body else None, headers=headers or {})
             resp = conn.getresponse()
@@ -111,7 +88,8 @@ def containers():
 
 def test_image_runs_non_root_decides_and_turns_healthy(image, containers):
     port = free_port()
-    edge = containers(image, [], {"FAIRVISOR_LISTEN": f"127.0.0.1:{port}", "FAIRVISOR_WORKER_PROCESSES": "1"}, port)
+    edge = containers(image, [], {"FAIRVISOR_LISTEN": f"127.0.0.1:{port}", "FAIRVISOR_WORKER_PROCESSES": "1",
+                                  "FAIRVISOR_ADMIN_LISTEN": f"127.0.0.1:{free_port()}"}, port)
     wait_until(lambda: edge.answers("/readyz"), 60.0, "the container's /readyz")
 
     assert _docker("exec", edge.name, "id", "-u").stdout.strip() == "10001"
@@ -142,6 +120,7 @@ def test_quickstart_edge_in_front_of_the_mock_llm(image, containers):
         "FAIRVISOR_MODE": "reverse_proxy", "FAIRVISOR_BACKEND_URL": f"http://127.0.0.1:{mock_port}",
         "FAIRVISOR_LLM_FORMAT": "openai", "FAIRVISOR_CONFIG_FILE": "/etc/fairvisor/policy.json",
         "FAIRVISOR_UPSTREAM_HEADER_Authorization": "Bearer sk-upstream-demo",
+        "FAIRVISOR_ADMIN_LISTEN": f"127.0.0.1:{free_port()}",
     }, port, volumes=(f"{policy}:/etc/fairvisor/policy.json:ro",))
     wait_until(lambda: edge.answers("/readyz"), 60.0, "the quickstart edge's /readyz")
 
@@ -166,3 +145,27 @@ def test_quickstart_edge_in_front_of_the_mock_llm(image, containers):
     assert chat(1200, 1200)[0] == 200
     status, headers, _ = chat(1200, 1200)
     assert status == 429 and headers["X-Fairvisor-Reason"] == "tpm_exceeded"
+
+
+def test_admin_listener_outside_the_container_needs_a_token(image, containers):
+    """docs/operations.md: in a container, FAIRVISOR_ADMIN_LISTEN=0.0.0.0:9090 with a token; without
+    the token the container refuses to start (exit non-zero) instead of exposing metrics."""
+    port, admin_port = free_port(), free_port()
+    base = {"FAIRVISOR_LISTEN": f"127.0.0.1:{port}", "FAIRVISOR_WORKER_PROCESSES": "1",
+            "FAIRVISOR_ADMIN_LISTEN": f"0.0.0.0:{admin_port}"}
+    refused = containers(image, [], base, port)
+    wait_until(lambda: refused.inspect("{{.State.Status}}") == "exited", 60.0, "the tokenless container to exit",
+               interval_s=0.5)
+    assert refused.inspect("{{.State.ExitCode}}") != "0"
+    assert "FAIRVISOR_ADMIN_TOKEN" in _docker("logs", refused.name, check=False).stderr
+
+    edge = containers(image, [], {**base, "FAIRVISOR_ADMIN_TOKEN": "docker-adm-1"}, port)
+    wait_until(lambda: edge.answers("/readyz"), 60.0, "the container's /readyz")
+    assert edge.request("GET", "/metrics", port=admin_port)[0] == 401
+    status, _, body = edge.request("GET", "/metrics", port=admin_port,
+                                   headers={"Authorization": "Bearer docker-adm-1"})
+    assert status == 200 and b"fairvisor_decisions_total" in body
+    ready = json.loads(edge.request("GET", "/readyz", port=admin_port,
+                                    headers={"Authorization": "Bearer docker-adm-1"})[2])
+    assert ready["state"]["backend"] == "memory"
+    assert set(json.loads(edge.request("GET", "/readyz")[2])) == {"status", "ready", "policy_version", "policy_hash"}

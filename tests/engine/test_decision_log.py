@@ -128,7 +128,7 @@ def test_top_rejected_keys_in_health_body(tmp_path):
     for ip, n in (("10.0.0.1", 4), ("10.0.0.2", 2), ("10.0.0.3", 1)):
         for _ in range(n):
             described(engine, xff=ip)
-    body = json.loads(engine.health().body)
+    body = json.loads(engine.admin.readiness().body)
     assert body["top_rejected_keys"] == [
         {"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.1"), "rejections": 3},
         {"policy": "p1", "key": engine.decision_log.hasher.digest("10.0.0.2"), "rejections": 1},

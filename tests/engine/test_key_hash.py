@@ -39,7 +39,7 @@ def test_health_top_keys_use_the_install_secret(tmp_path):
     engine = make_engine(one_rule_bundle(rule), state_dir=str(tmp_path))
     for _ in range(2):
         described(engine, xff="10.0.0.9")
-    top = json.loads(engine.health().body)["top_rejected_keys"]
+    top = json.loads(engine.admin.readiness().body)["top_rejected_keys"]
     assert top == [{"policy": "p1", "key": KeyHasher(str(tmp_path)).show("10.0.0.9"), "rejections": 1}]
 
 

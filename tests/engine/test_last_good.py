@@ -42,7 +42,7 @@ class Restarts:
         return self.engine
 
     def ready(self) -> dict:
-        return json.loads(self.engine.health().body)
+        return json.loads(self.engine.admin.readiness().body)
 
     def close(self):
         self.engine.close()

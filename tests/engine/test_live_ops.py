@@ -104,11 +104,11 @@ def test_reloading_the_bundle_in_force_is_a_no_op_not_a_refusal(tmp_path):
     engine.watch()
     assert engine.metrics.reloads.values == {("ok",): 1}
     assert (engine.generation, engine.last_errors) == (generation, [])
-    assert "last_reload_errors" not in json.loads(engine.health().body)
+    assert "last_reload_errors" not in json.loads(engine.admin.readiness().body)
     # An edit refused, then undone: the file on disk is in force again, no longer in error.
     write_atomic(path, policy(1).replace(b'"budget": 100', b'"budget": -1'))
     engine.watch()
-    assert engine.last_errors and "last_reload_errors" in json.loads(engine.health().body)
+    assert engine.last_errors and "last_reload_errors" in json.loads(engine.admin.readiness().body)
     write_atomic(path, policy(1))
     engine.watch()
     assert engine.last_errors == [] and engine.bundle.version == 1

@@ -52,6 +52,7 @@ def test_any_traffic_from_five_peers_stays_within_the_budget_and_stalls_are_clos
                 assert t.closed or clock.t - proto.last_read_s < IDLE_S
         held = sum(p._frames.pending_bytes for p, _ in peers)
         assert held == lim.pending_bytes <= BUDGET  # the account is exact, and bounded
+        assert sum(p.buffered_bytes for p, _ in peers) <= held  # memory held never exceeds the account
         assert all(p._frames.pending_bytes == 0 for p, t in peers if t.closed)
     for _, t in peers:  # whatever was answered is well-formed frames
         buf = FrameBuffer(1 << 20)

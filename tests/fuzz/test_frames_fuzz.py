@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pyengine.errors import ProtocolError
 from pyengine.protocol.connection import ConnectionProtocol
 from pyengine.protocol.framing import FrameBuffer, decode_request, decode_response, encode_frame
-from pyengine.protocol.messages import (Decide, ErrorReply, Health, Hello, HelloReply, Metrics, Reply, Settle,
+from pyengine.protocol.messages import (Admin, Decide, ErrorReply, Health, Hello, HelloReply, Metrics, Reply, Settle,
                                         Usage, Verdict)
 
 from ..protocol.test_server import FakeTransport
@@ -147,6 +147,10 @@ messages = st.one_of(
               tail=st.binary(max_size=200), client_aborted=st.booleans(), counted_chars=ints),
     st.builds(Health), st.builds(Metrics, engine_unavailable_delta=ints),
     st.builds(Usage, body=st.binary(max_size=200)),
+    st.builds(Admin, uri=st.one_of(st.sampled_from([b"/metrics", b"/readyz", b"/livez", b"/readyz?x"]),
+                                   st.binary(max_size=40)),
+              method=st.one_of(st.sampled_from([b"GET", b"HEAD", b"POST"]), st.binary(max_size=8)),
+              authorization=maybe_bytes, body=maybe_bytes, engine_unavailable_delta=ints, settle_lost_delta=ints),
 )
 
 

@@ -82,6 +82,17 @@ class Edge:
     def __init__(self, tmp: pathlib.Path, flags: list[str], env: dict | None = None, workers: int = 2,
                  command: list[str] = FAIRVISOR, cwd: pathlib.Path | None = None):
         self.port = free_port()
+        # Every edge gets an admin listener of its own (the default 127.0.0.1:9090 would collide).
+        self.admin_port = free_port()
+        merged = {**os.environ, **(env or {})}
+        self.admin_token = merged.get("FAIRVISOR_ADMIN_TOKEN")
+        if "--admin-token" in flags:
+            self.admin_token = flags[flags.index("--admin-token") + 1]
+        admin_flags = ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
+        if "--admin-listen" in flags:  # the test chose: its port, or off
+            admin_flags = []
+            port = flags[flags.index("--admin-listen") + 1].rpartition(":")[2]
+            self.admin_port = int(port) if port.isdigit() else None
         self.state_dir = tmp / "state"
         self.runtime_dir = self.state_dir / "nginx"
         self.log_path = tmp / "fairvisor-run.log"
@@ -90,7 +101,7 @@ class Edge:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             command + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
-                         "--worker-processes", str(workers), *flags],
+                         "--worker-processes", str(workers), *admin_flags, *flags],
             stdout=self._log, stderr=subprocess.STDOUT, env=child_env, cwd=cwd)
         self._conn: http.client.HTTPConnection | None = None
 
@@ -168,6 +179,23 @@ class Edge:
 
     def get(self, path: str, **kw) -> Response:
         return self.request("GET", path, **kw)
+
+    def admin(self, path: str, method: str = "GET", headers: dict | None = None, token: str | None = "",
+              body: bytes | None = None) -> Response:
+        """One request to the admin listener, on a new connection; token "" = the edge's own
+        FAIRVISOR_ADMIN_TOKEN (if any), None = no Authorization header."""
+        token = self.admin_token if token == "" else token
+        h = {"Authorization": f"Bearer {token}"} if token else {}
+        h.update(headers or {})
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+        start = time.monotonic()
+        try:
+            conn.request(method, path, body=body, headers=h)
+            resp = conn.getresponse()
+            data = resp.read()
+        finally:
+            conn.close()
+        return Response(resp.status, resp.headers, data, time.monotonic() - start)
 
     def decide(self, xff: str = "10.0.0.1", method: str = "GET", uri: str = "/api/items",
                headers: dict | None = None) -> Response:

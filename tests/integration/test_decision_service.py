@@ -43,12 +43,15 @@ def test_seed_walkthrough(start_edge):
     assert ready.headers["Content-Type"].startswith("application/json")
     assert ready.json()["status"] == "ok"
     assert ready.json()["policy_version"] == 1
+    assert set(ready.json()) == {"status", "ready", "policy_version", "policy_hash"}  # no detail in public
 
     assert edge.get("/livez").status == 200
     metrics = edge.get("/metrics")
     assert metrics.status == 200
     assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="default-per-ip",policy_id="default-per-ip"} 2' \
         in metrics.body.decode()
+    assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="default-per-ip",policy_id="default-per-ip"} 2' \
+        in edge.admin("/metrics").body.decode()  # the same counts on the admin listener
 
 
 def test_sighup_reload_changes_described_headers(start_edge):

@@ -86,7 +86,7 @@ def test_ip_and_ua_keys_from_upstream_headers(start_edge):
     assert edge.decide(uri="/api/x", headers={"User-Agent": "Googlebot/2.1"}).status == 200
     assert edge.decide(uri="/api/x", headers={"User-Agent": "Mozilla/5.0 Firefox/130.0"}).status == 200
     # The same decisions under both metric names (fairvisor/edge's labels included).
-    text = edge.get("/metrics").body.decode()
+    text = edge.admin("/metrics").body.decode()
     assert 'fairvisor_decisions_total{action="reject",reason="rate_limit_exceeded",policy="edge-keys",' \
            'policy_id="edge-keys"}' in text
     assert 'fairvisor_ratelimit_remaining{policy="edge-keys",rule=' in text

@@ -29,7 +29,7 @@ def policy(*rules: dict, **bundle) -> dict:
 
 
 def metric(edge, pattern: str) -> float | None:
-    m = re.search("^" + pattern + r" (\S+)$", edge.get("/metrics", fresh=True).body.decode(), re.M)
+    m = re.search("^" + pattern + r" (\S+)$", edge.admin("/metrics").body.decode(), re.M)
     return float(m.group(1)) if m else None
 
 

@@ -19,7 +19,7 @@ POLICY = token_bucket_policy("ip:address", tps=1000, burst=1000)
 
 
 def _unavailable_total(edge) -> int:
-    text = edge.get("/metrics").body.decode()
+    text = edge.admin("/metrics").body.decode()
     match = re.search(r"^fairvisor_engine_unavailable_total (\d+)", text, re.M)
     assert match, text
     return int(match.group(1))

@@ -35,7 +35,7 @@ UPSTREAM_TIMEOUT_MS = 500
 
 
 def metric(edge, pattern: str) -> float | None:
-    m = re.search("^" + pattern + r" (\S+)$", edge.get("/metrics", fresh=True).body.decode(), re.M)
+    m = re.search("^" + pattern + r" (\S+)$", edge.admin("/metrics").body.decode(), re.M)
     return float(m.group(1)) if m else None
 
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def metrics_text(edge) -> str:
-    return edge.get("/metrics").body.decode()
+    return edge.admin("/metrics").body.decode()
 
 
 def gauge(edge, pattern: str) -> float | None:

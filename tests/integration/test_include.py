@@ -76,3 +76,24 @@ def test_engine_down_fails_open_with_degraded_header(site, engine, upstream):
     assert r.status == 200
     assert r.headers["X-Fairvisor-Degraded"] == "engine_unavailable"
     assert len(upstream.requests) == 2
+
+
+def test_the_admin_include_serves_the_admin_endpoints_in_your_own_nginx(engine, tmp_path):
+    """docs/operations.md: `include nginx/fairvisor-admin.conf;` in a server of your own."""
+    _, sock = engine
+    include = subprocess.run(FAIRVISOR + ["nginx-include", "--engine-socket", str(sock)],
+                             check=True, capture_output=True, text=True).stdout
+    (tmp_path / "fairvisor.conf").write_text(include)
+    port = free_port()
+    server = (f"    server {{\n        listen 127.0.0.1:{port};\n"
+              f"        include {REPO}/nginx/fairvisor-admin.conf;\n    }}\n")
+    nginx = UserNginx(tmp_path / "admin", f"    include {tmp_path}/fairvisor.conf;\n{server}", port,
+                      main_extra=LUA_MODULES)
+    try:
+        metrics = nginx.request("GET", "/metrics")
+        assert metrics.status == 200 and "fairvisor_policy_info" in metrics.body.decode(), nginx.error_log()
+        assert nginx.request("GET", "/readyz").json()["state"]["backend"] == "memory"
+        assert nginx.request("GET", "/livez").status == 200
+        assert nginx.request("GET", "/other").status == 404
+    finally:
+        nginx.stop()

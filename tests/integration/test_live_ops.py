@@ -37,7 +37,7 @@ def push(edge, doc) -> None:
 
 
 def metric(edge, pattern: str) -> float | None:
-    m = re.search("^" + pattern + r" (\S+)$", edge.get("/metrics").body.decode(), re.M)
+    m = re.search("^" + pattern + r" (\S+)$", edge.admin("/metrics").body.decode(), re.M)
     return float(m.group(1)) if m else None
 
 
@@ -117,7 +117,7 @@ def test_broken_policy_pushed_under_traffic_is_refused_and_the_old_one_enforces(
         thread.join()
 
     assert answers and set(answers) <= {200, 429}  # never a 5xx or a degraded gap during reloads
-    ready = edge.get("/readyz").json()
+    ready = edge.admin("/readyz").json()
     assert ready["policy_version"] == 1
     assert ready["last_reload_errors"] == [
         "policy.json: $.bundle_version: must be greater than the version in force (1), got 1"]

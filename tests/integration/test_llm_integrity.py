@@ -67,7 +67,7 @@ def chat_body(fmt: str, prompt: str, stream: bool = False, **extra) -> bytes:
 
 
 def metric(e: LLMEdge, name: str, labels: str = "") -> float:
-    text = e.edge.get("/metrics", fresh=True).body.decode()
+    text = e.edge.admin("/metrics").body.decode()
     found = re.findall(rf"^{name}{{{re.escape(labels)}}} (\S+)$" if labels else rf"^{name} (\S+)$", text, re.M)
     return float(found[0]) if found else 0.0
 

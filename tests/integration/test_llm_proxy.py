@@ -185,7 +185,7 @@ class LLMEdge:
         return self.edge.request("POST", path, headers=h, body=body, fresh=True)
 
     def settlements(self) -> int:
-        text = self.edge.get("/metrics", fresh=True).body.decode()
+        text = self.edge.admin("/metrics").body.decode()
         return sum(int(float(v)) for v in re.findall(r'^fairvisor_llm_settlements_total\{[^}]*\} (\S+)$', text, re.M))
 
     def wait_settled(self, count: int) -> None:

@@ -43,7 +43,7 @@ def _decide(port: int, i: int) -> tuple[int, str | None, str | None, str | None]
 
 
 def _metric(edge, name: str) -> float:
-    m = re.search("^" + name + r" (\S+)$", edge.get("/metrics", fresh=True).body.decode(), re.M)
+    m = re.search("^" + name + r" (\S+)$", edge.admin("/metrics").body.decode(), re.M)
     assert m, f"{name} missing from /metrics"
     return float(m.group(1))
 

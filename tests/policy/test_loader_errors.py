@@ -17,7 +17,7 @@ NOW_S = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SPEC = "$.policies[0].spec"
 R0 = f"{SPEC}.rules[0]"
 CFG = f"{R0}.algorithm_config"
-KEYS = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot or ua:bot_category)"
+KEYS = "(expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, ip:type, ip:tor, ua:bot, ua:bot_category or llm:model)"
 REJECT_100 = "a reject action at threshold_percent 100 is required"
 
 # fixture name -> every message, in order, without the "<file>: " prefix the test adds.

@@ -5,6 +5,7 @@ import pathlib
 
 from pyengine.protocol.framing import encode_frame
 from pyengine.protocol.messages import (
+    Admin,
     Decide,
     ErrorReply,
     Health,
@@ -76,6 +77,9 @@ CASES = [
                                             remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r", body_bytes=0)),
     ("health", "request", Health()),
     ("metrics", "request", Metrics(engine_unavailable_delta=7, settle_lost_delta=2)),
+    ("admin", "request", Admin(uri=b"/metrics?x=1", method=b"GET", authorization=b"Bearer s3cret", body=None,
+                               engine_unavailable_delta=4, settle_lost_delta=1)),
+    ("admin_no_auth", "request", Admin(uri=b"/readyz", method=b"POST", authorization=None, body=b"{}")),
     ("usage", "request", Usage(body=b'{"key":"org-a","prompt_tokens":10,"completion_tokens":5,"model":"m"}')),
     ("error_reply", "response", ErrorReply(code="version_mismatch", message="engine speaks protocol 1")),
     (
@@ -146,6 +150,8 @@ CASES = [
                                              tail=b"", client_aborted=True, counted_chars=0, upstream_bytes_sent=0)),
     ("reply_health", "response", Reply(status=200, content_type="application/json",
                                        body='{"status":"ok","policy_version":3,"policy_hash":"ab12"}')),
+    ("reply_unauthorized", "response", Reply(status=401, content_type="application/problem+json",
+                                             body='{"status":401}', headers=["WWW-Authenticate", "Bearer"])),
     (
         "reply_metrics",
         "response",
