@@ -184,3 +184,16 @@ def test_a_header_only_shadow_policies_read_is_not_refused():
     assert ask(under_shadow, [("x-tenant", "a"), ("x-tenant", "b")]).status == 0
     enforced = make_engine(bundle(bucket("t", "header:x-tenant")))
     assert refused(ask(enforced, [("x-tenant", "a"), ("x-tenant", "b")]))
+
+
+def test_a_runtime_kill_switch_header_is_refused_when_repeated_even_if_only_shadow_reads_it(tmp_path):
+    # The header was already sent for a shadow policy (no recompile when the switch is added),
+    # and a runtime switch is never in shadow: a decoy line must not hide the switched value.
+    shadowed = {"bundle_version": 1, "policies": [{"id": "s", "spec": {
+        "selector": {"pathPrefix": "/"}, "mode": "shadow", "rules": [bucket("t", "header:x-tenant")]}}]}
+    engine = make_engine(shadowed, state_dir=str(tmp_path))
+    assert ask(engine, [("x-tenant", "a"), ("x-tenant", "evil")]).status == 0
+    body = json.dumps({"scope_key": "header:x-tenant", "scope_value": "evil"}).encode()
+    assert engine.admin_routes.handle("POST", "/v1/admin/kill-switches", body, "token:test")[0] == 201
+    assert ask(engine, [("x-tenant", "evil")]).status == 429
+    assert refused(ask(engine, [("x-tenant", "a"), ("x-tenant", "evil")]))
