@@ -7,6 +7,7 @@ import time
 import msgspec
 
 from .clock import SystemClock
+from .coverage import Coverage
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
 from .admin import AdminApi
@@ -26,9 +27,11 @@ from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSe
 from .explain import trace as explain_trace
 from .llm.formats import request_format
 from .llm.proxy import LLMProxy
+from .recent import RecentRequests
 from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
+from .selftest import Selftests
 from .signing import sig_path, verify
 from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
@@ -47,9 +50,11 @@ _json = msgspec.json.Encoder()
 class _Sink:
     """Where the pipeline reports skipped rules and shadow would-rejects."""
 
-    def __init__(self, metrics: EngineMetrics, engine=None):
+    def __init__(self, metrics: EngineMetrics, engine=None, coverage: Coverage | None = None):
         self.metrics = metrics
         self.engine = engine  # for the decision log: the bundle in force and the clock
+        coverage = coverage or Coverage()
+        self.unmatched, self.unlimited = coverage.unmatched, coverage.unlimited
 
     def skipped(self, policy_id: str, rule: str) -> None:
         self.metrics.rule_skipped.inc((policy_id, rule))
@@ -76,10 +81,13 @@ class Engine:
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
+        self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies)
-        self.pipeline = Pipeline(_Sink(self.metrics, self), self.overlay.index)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
+        self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
+        self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
         # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
@@ -88,6 +96,7 @@ class Engine:
         self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
+        self.bundle_bytes: bytes | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
         self.last_errors: list[str] = []
@@ -157,6 +166,7 @@ class Engine:
                                   self.overlay.index.headers())
         install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
+        self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
         self.metrics.policy_info.values.clear()
@@ -269,6 +279,7 @@ class Engine:
         self.metrics.state_keys.set((), len(self.store))
         self._expire_overlay(now_s)
         self._count_kill_switches(now_s)
+        self.selftests.expire(now_s)
         self.decision_log.flush()
 
     def watch_policy(self) -> None:
@@ -441,6 +452,11 @@ class Engine:
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
+            if self.selftests.runs:  # empty but during `fairvisor selftest`
+                verdict = self.selftests.decide(bundle, view, now_s, msg.surface, self.settings.llm_format)
+                if verdict is not None:
+                    return verdict  # scratch state only: no metric, log, coverage or replay sample
+            self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)

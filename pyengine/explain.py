@@ -13,7 +13,8 @@ from .policy.rules import key_value
 from .request import view_from_decide
 from .state import keys
 
-_ALGORITHM = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based"}
+_ALGORITHM = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",
+              "ConcurrencyRule": "concurrency"}
 
 
 def selector_miss(sel, method: str, host: str, path: str) -> str | None:

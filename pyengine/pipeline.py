@@ -101,6 +101,8 @@ def _decide_straight(rules: tuple, view, now_s: float, sink) -> Decision:
     except BaseException:
         _undo(charged, now_s, now_s)  # all-or-nothing holds for our own bugs too
         raise
+    if not charged:
+        sink.unlimited(view)  # no rule limited it (pyengine.coverage)
     return _allowed(charged, best, warning, delay_ms)
 
 
@@ -117,7 +119,9 @@ class Pipeline:
     """Stateless apart from its metrics sink; all counters live in the store behind the rules."""
 
     def __init__(self, sink, runtime_switches=None):
-        self.sink = sink  # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
+        # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
+        # .unmatched(view) .unlimited(view): allowed with no policy / no rule limiting it
+        self.sink = sink
         # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex).
         self.runtime_switches = runtime_switches
 
@@ -141,6 +145,7 @@ class Pipeline:
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
         if not policies:
+            self.sink.unmatched(view)  # pyengine.coverage
             return Decision()
         global_shadow = bundle.global_shadow_active(now_s) if bundle.global_shadow is not None else False
         if straight is not None and not global_shadow:
@@ -225,4 +230,6 @@ class Pipeline:
             raise
         if shadow_failed:
             _undo(shadow_charged, now_s, now_s)
+        if not charged:
+            sink.unlimited(view)
         return _allowed(charged, best, warning, delay_ms)

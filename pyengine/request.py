@@ -8,6 +8,9 @@ from .bounded import remember
 from .header_lines import header_text, resolve
 from .protocol.messages import SURFACE_DESCRIBED
 
+# Asked of every request: a self-test request carries its run's secret in it (pyengine.selftest).
+SELFTEST_HEADER = "x-fairvisor-selftest"
+
 # The header family that describes the request on the decision-service surface: method, URI
 # (path and query) and host. Exactly one is trusted per deployment (FAIRVISOR_REQUEST_HEADERS,
 # pyengine.config): the other family's headers are not even asked of the shim, so a client
@@ -22,7 +25,6 @@ ORIGINAL = REQUEST_HEADER_FAMILIES["original"]
 def described_headers(family: str) -> tuple[str, ...]:
     """Header names the engine needs on the decision-service surface, besides the policy's own."""
     return REQUEST_HEADER_FAMILIES[family] + ("x-forwarded-for", "x-token-estimate")
-
 
 
 def normalize_path(path: str) -> str:

@@ -9,7 +9,7 @@ expires after `ttl_s` and stays charged as reserved: over-counting is the safe s
 import itertools
 import os
 
-from .policy.rules import CostRule, LLMRule
+from .policy.rules import ConcurrencyRule, CostRule, LLMRule
 
 DEFAULT_TTL_S = 900.0
 # Open reservations held at most (~430 bytes each with one LLM rule, measured: ~0.4 GiB). Past
@@ -121,6 +121,9 @@ def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: st
             if price is None:
                 continue
             actual = rule.usd_micros(price, prompt_tokens, completion_tokens)
+        elif isinstance(rule, ConcurrencyRule):
+            rule.release(key, amount, now_s)  # the answer ended: the request is no longer in flight
+            continue
         else:
             continue
         rule.settle(key, amount, actual if refund or actual > amount else amount, r.at_s, now_s)

@@ -62,6 +62,7 @@ _MESSAGES = {
     "loop_detected": "Identical requests repeated: agent loop detected",
     "circuit_breaker_open": "Spend circuit breaker is open",
     "unknown_model_price": "No price is configured for this model",
+    "concurrency_exceeded": "Too many requests in flight for this key",
     "missing_limit_key": "The request lacks a value this limit is keyed on",
     "ambiguous_header": "A header this edge reads as one value was sent more than once",
     "no_policy_loaded": "No policy is loaded",

@@ -30,17 +30,16 @@ class LLMProxy:
         in the request's format. A plain-HTTP request is only settled (refund on an error)."""
         req = view.llm
         r = self.reservations.get(reservation_id)
-        if r is None or req is None:
+        if r is None:
             return
-        if llm_format is None:
-            verdict.settle_bytes = SETTLE_BYTES
+        verdict.settle_bytes = SETTLE_BYTES  # Settle also ends in-flight leases (concurrency)
+        if llm_format is None or req is None:
             return
         a = ADAPTERS[llm_format]
         verdict.allowance_tokens = completion_allowance(r, req)
         verdict.count_regex = a.count_regex
         verdict.chars_per_token_milli = int(self.estimator.output.get(req.model) * 1000)
         verdict.cutoff = a.cutoff(req.model or "")
-        verdict.settle_bytes = SETTLE_BYTES
         if a.name == "openai" and req.stream and req.readable and view.body:
             body = a.with_usage(view.body)
             if body is not None:  # the client did not ask for usage: ask for it, and hide it

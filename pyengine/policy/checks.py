@@ -18,6 +18,7 @@ from pyengine.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_
 from pyengine.policy.schema import (
     Bundle,
     CircuitBreaker,
+    ConcurrencyConfig,
     CostBasedConfig,
     KillSwitch,
     LoopDetection,
@@ -265,7 +266,7 @@ def _fold_completion_alias(cfg: TokenBucketLLMConfig, path: str, errors: Errors)
     cfg.default_max_completion = alias
 
 
-_BOUNDED = (TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, LoopDetection, CircuitBreaker)
+_BOUNDED = (TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, ConcurrencyConfig, LoopDetection, CircuitBreaker)
 
 
 def _check_bounds(cfg, path: str, errors: Errors) -> None:

@@ -7,10 +7,10 @@ from ..guards.policy_guards import PolicyGuards
 from ..header_lines import HeaderNeeds
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.request import LLM_HEADERS
-from ..request import REQUEST_HEADER_FAMILIES, described_headers
+from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from .rules import CostRule, LLMRule, TokenBucketRule
+from .rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
 
 
 def _epoch_s(dt) -> float | None:
@@ -93,6 +93,7 @@ class CompiledBundle:
         # Runtime kill switches: read whatever the shadow state. Only names are known here, so a
         # list header among them (ip:address reads X-Forwarded-For) stays a joined list.
         needed.add(sorted(extra_headers))
+        needed.add((SELFTEST_HEADER,))  # self-test requests (pyengine.selftest): one more header looked up
         needs_body = False
 
         def extractor(limit_key: str):
@@ -114,6 +115,8 @@ class CompiledBundle:
                 if cfg.cost_source.startswith("header:"):
                     needed.add((cfg.cost_source[7:].lower(),), raw=True)
                 return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
+            if rule.algorithm == "concurrency":
+                return ConcurrencyRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
                 needed.add(LLM_HEADERS)

@@ -7,6 +7,7 @@ lua-resty-limit-traffic's uncommit). Amounts are in the limiter's unit: tokens o
 
 import math
 
+from ..algorithms.concurrency import InFlight
 from ..algorithms.cost_based import CostBudget
 from ..algorithms.outcome import Outcome
 from ..algorithms.token_bucket import TokenBucket
@@ -195,3 +196,24 @@ class CostRule(CompiledRule):
             self.budget.refund(key, reserved_micros - actual_micros, at_s, now_s)
         elif actual_micros > reserved_micros:
             self.budget.charge(key, actual_micros - reserved_micros, now_s)
+
+
+class ConcurrencyRule(CompiledRule):
+    """concurrency: a lease per request in flight, released when the answer ends (Settle, or
+    POST /v1/usage in the decision service), by undo on a later rejection, or at lease_s."""
+
+    __slots__ = ("in_flight",)
+
+    def __init__(self, name, policy_id, key_fns, match, prefix, store, cfg, on_missing_key="skip"):
+        super().__init__(name, policy_id, key_fns, match, prefix, on_missing_key)
+        self.in_flight = InFlight(store, cfg.max_in_flight, cfg.lease_s)
+        self.reserves = True  # held until the answer ends: the reservation carries the lease
+
+    def apply(self, view, key, now_s):
+        return self.in_flight.acquire(key, now_s)  # the amount is the lease's end time
+
+    def undo(self, key, amount, at_s, now_s):
+        self.in_flight.release(key, amount, now_s)
+
+    def release(self, key, lease_end_s, now_s):
+        self.in_flight.release(key, lease_end_s, now_s)

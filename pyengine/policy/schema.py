@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta
 
+from ..algorithms.concurrency import MAX_IN_FLIGHT
 from ..numbers import POLICY_MAX
 
 # Annotated scalar types shared by the Structs below. `gt=0` also refuses NaN (NaN > 0 is
@@ -31,7 +32,7 @@ Timestamp = Annotated[datetime, Meta(tz=True)]
 # Throttle delays are capped so a misconfigured stage cannot hold a connection for minutes.
 MAX_THROTTLE_DELAY_MS = 30_000
 
-Algorithm = Literal["token_bucket", "token_bucket_llm", "cost_based"]
+Algorithm = Literal["token_bucket", "token_bucket_llm", "cost_based", "concurrency"]
 Period = Literal["5m", "1h", "1d", "7d", "1mo"]
 StageAction = Literal["warn", "throttle", "reject"]
 LoopAction = Literal["reject", "throttle", "warn"]
@@ -124,13 +125,22 @@ class CostBasedConfig(_Schema, kw_only=True):
     staged_actions: list[StagedAction]  # strictly ascending, ends with reject at 100
 
 
-AlgorithmConfig = Union[TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig]
+class ConcurrencyConfig(_Schema, kw_only=True):
+    """`concurrency`: requests in flight per key; each is released when its answer ends, or by
+    itself after lease_s (a request never reported finished stops counting then)."""
+
+    max_in_flight: Annotated[int, Meta(ge=1, le=MAX_IN_FLIGHT)]
+    lease_s: Annotated[float, Meta(gt=0, le=86_400)] = 300.0  # seconds
+
+
+AlgorithmConfig = Union[TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, ConcurrencyConfig]
 
 # Which config Struct each algorithm's `algorithm_config` object decodes into.
 CONFIG_TYPES: dict[str, type[_Schema]] = {
     "token_bucket": TokenBucketConfig,
     "token_bucket_llm": TokenBucketLLMConfig,
     "cost_based": CostBasedConfig,
+    "concurrency": ConcurrencyConfig,
 }
 
 if TYPE_CHECKING:

@@ -173,7 +173,7 @@ EXPECTED: dict[str, list[str]] = {
     "token_bucket_rate_and_rps": [f'{CFG}: exactly one of tokens_per_second or rps is required'],
     "token_bucket_without_rate": [f'{CFG}: exactly one of tokens_per_second or rps is required'],
     "unknown_algorithm": [
-        f'{R0}.algorithm: must be one of "token_bucket", "token_bucket_llm" or "cost_based"'
+        f'{R0}.algorithm: must be one of "token_bucket", "token_bucket_llm", "cost_based" or "concurrency"'
         ' (got "leaky_bucket")',
     ],
     "unknown_field_in_algorithm_config": [f'{CFG}.burts: unknown field'],
