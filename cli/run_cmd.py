@@ -356,7 +356,10 @@ def run(**flags) -> None:
     from .instance_guard import claim_state_dir
     from .listen_check import ListenInUse, check_listeners
 
+    from .preflight import check_policy
+
     settings, env = resolve(flags)
+    check_policy(settings)  # a missing or invalid --config: exit 1 with the reasons, start nothing
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
