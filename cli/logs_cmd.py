@@ -6,35 +6,11 @@ import time
 
 import click
 
+from pyengine.log_reader import log_files, parse_line, read_records  # noqa: F401 - also used by tests
+
 from .output import paint
 
 FOLLOW_POLL_S = 0.2  # how often --follow looks for new lines
-ROTATED = 3  # decisions.jsonl.3 (oldest) .. .1, as pyengine/decision_log.py keeps them
-
-
-def log_files(path: str) -> list[str]:
-    """The rotated files, oldest first, then the live one; only those that exist."""
-    names = [f"{path}.{i}" for i in range(ROTATED, 0, -1)] + [path]
-    return [p for p in names if os.path.exists(p)]
-
-
-def parse_line(line: str) -> dict | None:
-    try:
-        rec = json.loads(line)
-    except ValueError:
-        return None  # a line cut short by a crash mid-write: skip it
-    return rec if isinstance(rec, dict) else None
-
-
-def read_records(path: str, live_bytes: int | None = None):
-    """Every record, oldest first; of the live file only its first `live_bytes` when given."""
-    for name in log_files(path):
-        with open(name, "rb") as f:
-            data = f.read(live_bytes if name == path and live_bytes is not None else -1)
-        for line in data.decode("utf-8", "replace").splitlines():
-            rec = parse_line(line)
-            if rec is not None:
-                yield rec
 
 
 def follow_records(path: str, offset: int | None = None, poll_s: float = FOLLOW_POLL_S, sleep=time.sleep,

@@ -14,6 +14,8 @@ _LAZY = {
     "status": ".status_cmd:status",
     "logs": ".logs_cmd:logs",
     "nginx-include": ".include_cmd:nginx_include",
+    "coverage": ".coverage_cmd:coverage",
+    "shadow-report": ".shadow_report_cmd:shadow_report",
     "kill-switch": ".kill_switch_cmd:kill_switch",
     "override": ".override_cmd:override",
 }
@@ -40,13 +42,20 @@ def version() -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"valid", "policies", "rules", "errors": [{"path", "message"}]} on stdout.')
-def validate(file: str, as_json: bool) -> None:
+@click.option("--against", "admin_url", default=None, metavar="ADMIN_URL",
+              help="Also compare with the bundle in force at this admin listener and replay its recent "
+                   "traffic under both (sends FAIRVISOR_ADMIN_TOKEN); exit 1 when a reload would refuse it.")
+def validate(file: str, as_json: bool, admin_url: str | None) -> None:
     """Check a policy bundle file (or - for stdin).
 
     Prints "Valid: N policies, M rules" and exits 0, or prints every error as
     "<file>: <json path>: <message>" on stderr and exits 1. With --json, both go to stdout
     as one JSON object, with the same exit status.
     """
+    if admin_url:
+        from .validate_against import run_against
+
+        raise SystemExit(run_against(file, admin_url, as_json))
     from .validate_cmd import run_validate
 
     raise SystemExit(run_validate(file, as_json=as_json))

@@ -35,6 +35,7 @@ _FLAG_VARS = {
     "state_dir": "FAIRVISOR_STATE_DIR",
     "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
     "trusted_proxies": "FAIRVISOR_TRUSTED_PROXIES",
+    "request_headers": "FAIRVISOR_REQUEST_HEADERS",
     "llm_format": "FAIRVISOR_LLM_FORMAT",
     "log_level": "FAIRVISOR_LOG_LEVEL",
     "strip_request_headers": "FAIRVISOR_STRIP_REQUEST_HEADERS",
@@ -46,6 +47,9 @@ _FLAG_VARS = {
     "retry_jitter": "FAIRVISOR_RETRY_JITTER",
     "hide_reason": "FAIRVISOR_HIDE_REASON",
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
+    "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
+    "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
+    "nginx_user": "FAIRVISOR_NGINX_USER",
     "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
     "admin_token": "FAIRVISOR_ADMIN_TOKEN",
 }
@@ -78,6 +82,7 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--state-dir", "durable counters and runtime files"),
         ("--worker-processes", "nginx workers: auto or a count"),
         ("--trusted-proxies", "comma-separated CIDRs"),
+        ("--request-headers", "original | forwarded: X-Original-* or X-Forwarded-* describe a decision request"),
         ("--llm-format", "auto (default: per request) | openai | anthropic | gemini | none"),
         ("--log-level", "debug | info | warning | error"),
         ("--strip-request-headers", "comma-separated client headers removed before the upstream"),
@@ -89,6 +94,10 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--retry-jitter", "on | off: spread Retry-After per client by up to +50% (default on)"),
         ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
         ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
+        ("--engine-socket-group", "group given the engine socket: nginx workers' group (default: the engine's)"),
+        ("--engine-socket-mode", "octal mode of the engine socket (default 0660)"),
+        ("--nginx-user", "user nginx workers run as: checked against the socket; under run as root, the workers' "
+                         "user (default www-data, else nobody)"),
         ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
         ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
     ]
@@ -347,7 +356,10 @@ def run(**flags) -> None:
     from .instance_guard import claim_state_dir
     from .listen_check import ListenInUse, check_listeners
 
+    from .preflight import check_policy
+
     settings, env = resolve(flags)
+    check_policy(settings)  # a missing or invalid --config: exit 1 with the reasons, start nothing
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:
@@ -373,7 +385,15 @@ def engine_options(f):
 @engine_options
 def engine(**flags) -> None:
     """Run the engine alone in the foreground (for a user-managed nginx)."""
-    _, env = resolve(flags)
+    from pyengine.socket_access import system_nginx_user
+
+    from .worker_user import engine_notice
+
+    settings, env = resolve(flags)
+    system_user = system_nginx_user()
+    if not settings.nginx_user and system_user:
+        env["FAIRVISOR_NGINX_USER"] = system_user  # the engine checks it can reach the socket
+    click.echo(engine_notice(settings, system_user), err=True)
     os.execve(sys.executable, [sys.executable, "-m", "pyengine"], env)
 
 

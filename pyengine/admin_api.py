@@ -11,6 +11,7 @@ import logging
 
 import msgspec
 
+from . import operator_api
 from .overlay import model
 from .overlay.overrides import targets
 from .overlay.registry import Full
@@ -64,6 +65,10 @@ class AdminRoutes:
                                                       "so it was not applied")
 
     def _route(self, method, path, body, actor):
+        answer = operator_api.route(self.engine, method, path, body)  # coverage, bundle, replay, selftest
+        if answer is not None:
+            return answer
+        path = path.partition("?")[0]
         if path in self.extra:
             if method not in ("GET", "HEAD"):
                 return problem(405, "method_not_allowed", "GET only")

@@ -7,6 +7,7 @@ import time
 import msgspec
 
 from .clock import SystemClock
+from .coverage import Coverage
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
 from .admin import AdminApi
@@ -18,6 +19,8 @@ from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
 from .admin_api import AdminRoutes
+from .console import page as console_page, summary as console_summary
+from .console.stats import ConsoleStats
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
@@ -26,9 +29,11 @@ from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSe
 from .explain import trace as explain_trace
 from .llm.formats import adapter_name, request_format
 from .llm.proxy import LLMProxy
-from .request import DESCRIBED_HEADERS, normalize_path, strip_provider_prefix, view_from_decide
+from .recent import RecentRequests
+from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
+from .selftest import Selftests
 from .signing import sig_path, verify
 from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
@@ -47,9 +52,11 @@ _json = msgspec.json.Encoder()
 class _Sink:
     """Where the pipeline reports skipped rules and shadow would-rejects."""
 
-    def __init__(self, metrics: EngineMetrics, engine=None):
+    def __init__(self, metrics: EngineMetrics, engine=None, coverage: Coverage | None = None):
         self.metrics = metrics
         self.engine = engine  # for the decision log: the bundle in force and the clock
+        coverage = coverage or Coverage()
+        self.unmatched, self.unlimited = coverage.unmatched, coverage.unlimited
 
     def skipped(self, policy_id: str, rule: str) -> None:
         self.metrics.rule_skipped.inc((policy_id, rule))
@@ -76,10 +83,22 @@ class Engine:
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
+        self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies)
-        self.pipeline = Pipeline(_Sink(self.metrics, self), self.overlay.index)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
+        # The status page's figures (pyengine.console): the decision path only appends allowed
+        # decisions to a bounded deque; the decision log hands over the rejections it drains.
+        self.console = ConsoleStats(self.metrics, self.decision_log.hasher)
+        self._console_seen = self.console.recent.append
+        self.decision_log.listener = self.console.rejected
+        self.admin_routes.extra["/status"] = console_page.page_reply
+        self.admin_routes.extra["/v1/admin/summary"] = lambda: console_summary.summary_reply(self)
+        self.loaded_at_s: float | None = None
+        self.last_reload: tuple[str | None, float | None] = (None, None)  # (result, when) for the status page
+        self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
+        self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
         # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
@@ -88,6 +107,7 @@ class Engine:
         self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
+        self.bundle_bytes: bytes | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
         self.last_errors: list[str] = []
@@ -119,7 +139,8 @@ class Engine:
         if self.bundle is not None:
             headers, needs_body = self.bundle.header_names, self.bundle.needs_body
         else:
-            headers = list(DESCRIBED_HEADERS) if self.settings.mode == "decision_service" else []
+            described = self.settings.mode == "decision_service"
+            headers = list(described_headers(self.settings.request_headers)) if described else []
             needs_body = False
         return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
                           needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
@@ -156,8 +177,11 @@ class Engine:
                                   self.overlay.index.headers())
         install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
+        self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
+        self.loaded_at_s = self.clock.now_s()
+        self.last_reload = (result, self.loaded_at_s)
         self.metrics.policy_info.values.clear()
         self.metrics.last_outcome.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
@@ -197,6 +221,7 @@ class Engine:
         """A bundle was refused: the one in force stays; the refusal is counted and logged."""
         self.last_errors = errors
         self.metrics.reloads.inc(("refused",))
+        self.last_reload = ("refused", self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), "refused", errors=errors)
 
     def request_reload(self) -> None:
@@ -267,7 +292,9 @@ class Engine:
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
         self._expire_overlay(now_s)
+        self.console.tick(now_s)
         self._count_kill_switches(now_s)
+        self.selftests.expire(now_s)
         self.decision_log.flush()
 
     def watch_policy(self) -> None:
@@ -417,6 +444,8 @@ class Engine:
             return False
         i = b.header_index.get("cookie")
         raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        if raw.__class__ is list:  # Cookie in several lines (HTTP/2 splits it): one list (RFC 6265 §5.4)
+            raw = b"; ".join(raw)
         return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
     def decide_untraced(self, msg: Decide):
@@ -432,11 +461,17 @@ class Engine:
                 verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
-            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
+                                    bundle.family)
             fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
+            if self.selftests.runs:  # empty but during `fairvisor selftest`
+                verdict = self.selftests.decide(bundle, view, now_s, msg.surface, self.settings.llm_format)
+                if verdict is not None:
+                    return verdict  # scratch state only: no metric, log, coverage or replay sample
+            self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
@@ -458,8 +493,10 @@ class Engine:
                 action = "throttle" if d.delay_ms else "warn"
                 m.decisions.inc((action, d.warning, d.policy_id or ""))
                 self.decision_log.decision(action, d, bundle, view, now_s)
+                self._console_seen(d)
             else:
                 m.decisions.inc(("allow", "", d.policy_id or ""))
+                self._console_seen(d)
             m.duration.observe(time.perf_counter() - start)
             return verdict
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow

@@ -42,7 +42,9 @@ class Decide(_Msg, tag=2):
     uri: bytes  # raw path and query, as the client sent them
     host: bytes
     remote_addr: bytes  # the TCP peer of nginx
-    headers: list[Union[bytes, None]]  # values aligned with HelloReply.headers; None = absent
+    # Values aligned with HelloReply.headers; None = absent; a list = the header's repeated lines
+    # in the client's order (joined or refused by pyengine.header_lines, never one picked).
+    headers: list[Union[bytes, list[bytes], None]]
     body: Union[bytes, None] = None  # only when HelloReply.needs_body
     request_id: bytes = b""  # nginx $request_id, for the decision log
     # The request body's real length (bytes), which may exceed len(body) (cut at max_body_bytes);

@@ -5,7 +5,8 @@ A key is ``modifiers namespace field*``:
 * modifiers: ``~`` (shadow state: never touches enforce counters) and ``D`` (the TPD day
   counter kept beside a TPM bucket key), in the order they were applied;
 * namespace: one letter, ``R`` rule counters, ``L`` loop-detection windows, ``B`` circuit
-  breakers, ``K`` kill-switch hit counters;
+  breakers, ``K`` kill-switch hit counters, ``T`` self-test scratch counters (a run id, then
+  the rule key the request would have had: never a tenant's counter, pyengine.selftest);
 * fields: each text part as ``<len>:<text>`` (length in code points), or ``-`` for "the
   request had no value" (a rule with ``on_missing_key: shared``).
 
@@ -23,10 +24,11 @@ RULE = "R"
 LOOP = "L"
 BREAKER = "B"
 KILL_HITS = "K"
+SELFTEST = "T"
 ABSENT = "-"
 
 _MODIFIERS = frozenset(SHADOW + DAY)
-_NAMESPACES = frozenset(RULE + LOOP + BREAKER + KILL_HITS)
+_NAMESPACES = frozenset(RULE + LOOP + BREAKER + KILL_HITS + SELFTEST)
 
 
 class KeyFormatError(ValueError):
@@ -85,6 +87,12 @@ def kill_hits(switch_id: str) -> str:
     return KILL_HITS + field(switch_id)
 
 
+def selftest(run_id: str, key: str) -> str:
+    """The scratch twin of rule key `key` for one self-test run: its own namespace, so no
+    self-test request charges, reads or resets a tenant's counter."""
+    return SELFTEST + field(run_id) + field(key)
+
+
 # -- readers ----------------------------------------------------------------------------
 
 class ParsedKey:
@@ -138,12 +146,14 @@ def parse(key: str) -> ParsedKey:
 
 def _check_shape(namespace: str, fields: list) -> None:
     """Field counts the builders make: R policy, rule, then values or one ABSENT; L and B
-    policy, value; K switch id. ABSENT stands only where a rule's values would."""
+    policy, value; K switch id; T run id, a rule key. ABSENT stands only where a rule's values would."""
     n = len(fields)
     if namespace == RULE:
         ok = n >= 3 and None not in fields[:2] and (None not in fields[2:] or fields[2:] == [None])
     elif namespace == KILL_HITS:
         ok = n == 1 and fields[0] is not None
+    elif namespace == SELFTEST:
+        ok = n == 2 and None not in fields and is_state_key(fields[1]) and not fields[1].startswith(SELFTEST)
     else:
         ok = n == 2 and None not in fields
     if not ok:
@@ -176,7 +186,7 @@ def rule_values(key: str) -> tuple:
 def policy_of(key: str) -> str:
     """The policy id every namespace but K carries as its first field."""
     parsed = parse(key)
-    if parsed.namespace == KILL_HITS:
+    if parsed.namespace in (KILL_HITS, SELFTEST):
         raise KeyFormatError("no policy id")
     return parsed.fields[0]
 

@@ -139,3 +139,29 @@ def test_bench_decode_only(benchmark):
     body = msgspec.msgpack.encode(msgs[0])
     decoder = msgspec.msgpack.Decoder(Decide)
     assert benchmark(decoder.decode, body).method == b"POST"
+
+
+def test_bench_decide_unmatched(benchmark):
+    """A request no policy selects (the coverage counters' own path): TENANTS distinct paths
+    under one route prefix, so the bounded route table stays at one entry."""
+    clock = FakeClock()
+    policy = json.loads(ONE_RULE.read_text())
+    policy["policies"][0]["spec"]["selector"] = {"pathPrefix": "/api/"}
+    engine = make_engine(policy, clock=clock)
+    hello = engine.hello_reply
+    msgs = []
+    for n in range(TENANTS):
+        values = {"x-original-method": b"GET", "x-original-uri": f"/v1beta/models/m{n}:generate".encode(),
+                  "x-forwarded-for": f"10.1.{n // 256}.{n % 256}".encode()}
+        msgs.append(Decide(generation=hello.generation, surface=SURFACE_DESCRIBED, method=b"GET", uri=b"/v1/decision",
+                           host=b"edge.local", remote_addr=b"127.0.0.1",
+                           headers=[values.get(h) for h in hello.headers], body=None))
+    pick = _next(clock, msgs)
+
+    def one():
+        return engine.decide(pick())
+
+    for _ in range(TENANTS):
+        one()
+    verdict = benchmark(one)
+    assert isinstance(verdict, Verdict) and verdict.status == 0
