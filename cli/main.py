@@ -18,6 +18,7 @@ _LAZY = {
     "shadow-report": ".shadow_report_cmd:shadow_report",
     "kill-switch": ".kill_switch_cmd:kill_switch",
     "override": ".override_cmd:override",
+    "prices": ".prices_cmd:prices",
 }
 
 
