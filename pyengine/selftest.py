@@ -34,7 +34,8 @@ MAX_DRAIN = 20_000  # rule applications per drain request (a rule whose limit ne
 ALLOWED_STATUS = 409  # the rule allowed it; never 2xx, so nothing forwards it
 MARK = "X-Fairvisor-Selftest"  # response header: allowed | rejected | not_matched | key_missing | ...
 SYNTHETIC = "fv-selftest"  # limit-key values the plan fills in
-_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based"}
+_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",
+               "ConcurrencyRule": "concurrency"}
 
 
 class Run:
