@@ -46,6 +46,9 @@ _FLAG_VARS = {
     "retry_jitter": "FAIRVISOR_RETRY_JITTER",
     "hide_reason": "FAIRVISOR_HIDE_REASON",
     "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
+    "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
+    "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
+    "nginx_user": "FAIRVISOR_NGINX_USER",
     "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
     "admin_token": "FAIRVISOR_ADMIN_TOKEN",
 }
@@ -89,6 +92,10 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--retry-jitter", "on | off: spread Retry-After per client by up to +50% (default on)"),
         ("--hide-reason", "true | false: leave X-Fairvisor-Reason out of client responses (default false)"),
         ("--debug-session-secret", "enables POST /v1/debug/session with this secret (prefer the variable)"),
+        ("--engine-socket-group", "group given the engine socket: nginx workers' group (default: the engine's)"),
+        ("--engine-socket-mode", "octal mode of the engine socket (default 0660)"),
+        ("--nginx-user", "user nginx workers run as: checked against the socket; under run as root, the workers' "
+                         "user (default www-data, else nobody)"),
         ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
         ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
     ]
@@ -373,7 +380,15 @@ def engine_options(f):
 @engine_options
 def engine(**flags) -> None:
     """Run the engine alone in the foreground (for a user-managed nginx)."""
-    _, env = resolve(flags)
+    from pyengine.socket_access import system_nginx_user
+
+    from .worker_user import engine_notice
+
+    settings, env = resolve(flags)
+    system_user = system_nginx_user()
+    if not settings.nginx_user and system_user:
+        env["FAIRVISOR_NGINX_USER"] = system_user  # the engine checks it can reach the socket
+    click.echo(engine_notice(settings, system_user), err=True)
     os.execve(sys.executable, [sys.executable, "-m", "pyengine"], env)
 
 

@@ -13,6 +13,7 @@ PINGS = 5  # Health round trips timed for the latency figure
 EXIT_NOT_READY = 1
 EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on disk was refused
 EXIT_UNREACHABLE = 3
+ENGINE_DOWN_MARK = "# fairvisor engine unavailable"  # the first line of the shim's /metrics when it cannot ask
 EXIT_UNAUTHORIZED = 5  # the admin listener wants FAIRVISOR_ADMIN_TOKEN (absent or wrong)
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"  # FAIRVISOR_ADMIN_LISTEN's default (contract §5)
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
@@ -108,7 +109,10 @@ def fetch_url(url: str, timeout_s: float) -> tuple[int, dict, str, list[float]]:
         conn.close()
         if 401 in (resp.status, scrape.status):
             raise Unauthorized(url)
-        if scrape.status != 200:
+        # 503 with the shim's own body: the admin listener, with the engine unreachable from nginx
+        # (its cause is in /readyz and fairvisor_engine_unreachable_total): not-ready, not the wrong URL.
+        shim_down = scrape.status == 503 and metrics.startswith(ENGINE_DOWN_MARK)
+        if scrape.status != 200 and not shim_down:
             raise Unreachable(f"{url}: GET /metrics answered {scrape.status}: is this the admin listener "
                               "(FAIRVISOR_ADMIN_LISTEN), not the public one?")
         health = json.loads(body)
@@ -144,6 +148,9 @@ def summarize(source: str, status: int, health: dict, metrics_text: str, rtts_ms
             "decision_log_dropped": int(value(m, "fairvisor_decision_log_dropped_total")),
             "state_keys": int(value(m, "fairvisor_state_keys")),
         },
+        # Fail-mode answers by why nginx could not reach the engine (served by the shim: via the edge only).
+        "engine_unreachable": {lab.get("reason", ""): int(v) for lab, v in m.get("fairvisor_engine_unreachable_total", ())
+                               if v},
         # The shim's pipe: open connections from nginx and how many frames one read carried.
         "shim": {
             "connections": int(value(m, "fairvisor_shim_connections")),
@@ -168,7 +175,9 @@ def render(s: dict) -> str:
         lines.append(f"uptime     {_duration(h.get('uptime_s', 0))}")
         lines += [f"refused    {e}" for e in h.get("last_reload_errors", ())]
     else:
-        lines.append(f"reason     {h.get('reason', '')}")
+        lines.append(f"reason     {h.get('reason', '')}" + (f" ({h['cause']})" if h.get("cause") else ""))
+        if h.get("detail"):
+            lines.append(f"detail     {h['detail']}")
         lines += [f"error      {e}" for e in h.get("errors", ())]
     lat = s["latency_ms"]
     lines.append(f"latency    {lat['median']:.3f} ms median, {lat['max']:.3f} ms max "
@@ -179,6 +188,9 @@ def render(s: dict) -> str:
     lines.append(f"counters   reloads {c['reloads_ok']} ok / {c['reloads_refused']} refused, kill switches "
                  f"{c['kill_switches_active']}, would-reject {c['would_reject']}, engine unavailable "
                  f"{c['engine_unavailable']}, log dropped {c['decision_log_dropped']}, state keys {c['state_keys']}")
+    if s["engine_unreachable"]:
+        lines.append("nginx      could not reach the engine: " + ", ".join(
+            f"{reason} {n}" for reason, n in sorted(s["engine_unreachable"].items())) + " fail-mode answers")
     sh = s["shim"]
     per_read = f", {sh['frames_per_read']:.2f} frames per read" if sh["frames_per_read"] is not None else ""
     lines.append(f"shim       {sh['connections']} connections, {sh['frames']} frames{per_read}")

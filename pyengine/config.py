@@ -55,6 +55,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retry_jitter: bool = True  # FAIRVISOR_RETRY_JITTER: "off" = Retry-After exactly the base (pyengine.jitter)
     debug_session_secret: str | None = None  # FAIRVISOR_DEBUG_SESSION_SECRET: unset = no debug sessions
     hide_reason: bool = False  # FAIRVISOR_HIDE_REASON: "true" = no X-Fairvisor-Reason outside debug sessions
+    # Who may open the engine socket (pyengine/socket_access.py; docs/operations.md#engine-socket-access):
+    engine_socket_group: str | None = None  # FAIRVISOR_ENGINE_SOCKET_GROUP: group (name or gid) given the socket
+    engine_socket_mode: int = 0o660  # FAIRVISOR_ENGINE_SOCKET_MODE: octal, within 0666, owner rw always
+    nginx_user: str | None = None  # FAIRVISOR_NGINX_USER: the user nginx workers run as (checked; never root)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -116,6 +120,9 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
         "retry_jitter": "FAIRVISOR_RETRY_JITTER",
         "hide_reason": "FAIRVISOR_HIDE_REASON",
+        "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
+        "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
+        "nginx_user": "FAIRVISOR_NGINX_USER",
         "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
         "admin_token": "FAIRVISOR_ADMIN_TOKEN",
     }
@@ -149,7 +156,24 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     return _finish(raw)
 
 
+def _socket_mode(value) -> int:
+    if isinstance(value, int):
+        mode = value
+    else:
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            raise ConfigError(f"FAIRVISOR_ENGINE_SOCKET_MODE: expected an octal mode such as 0660, got {value!r}") from None
+    # No execute bits, nothing past rw-rw-rw-, and the engine's own user keeps rw.
+    if mode & ~0o666 or mode & 0o600 != 0o600:
+        raise ConfigError(f"FAIRVISOR_ENGINE_SOCKET_MODE: must be within 0666 with owner rw (0600, 0660, 0666), "
+                          f"got {value!r}")
+    return mode
+
+
 def _finish(raw: dict) -> Settings:
+    if "engine_socket_mode" in raw:
+        raw["engine_socket_mode"] = _socket_mode(raw["engine_socket_mode"])
     for field, var in (("engine_timeout_ms", "FAIRVISOR_ENGINE_TIMEOUT_MS"),
                        ("upstream_timeout_ms", "FAIRVISOR_UPSTREAM_TIMEOUT_MS"),
                        ("decision_log_max_mb", "FAIRVISOR_DECISION_LOG_MAX_MB"),

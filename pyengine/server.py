@@ -9,10 +9,11 @@ from .instance_lock import EXIT_BUSY, InstanceBusy, SocketIdentity, hold, live_o
 from .protocol.connection import ConnectionProtocol, FrameStats
 from .protocol.framing import DEFAULT_MAX_FRAME_BYTES
 from .protocol.limits import ConnectionLimits
+from .socket_access import SocketAccessError, apply as apply_socket_access, unreachable_reason, who_may_connect
 
 log = logging.getLogger("fairvisor.server")
 
-SOCKET_MODE = 0o660  # owner and group (nginx's group) only; never world-writable
+SOCKET_MODE = 0o660  # the default: owner and group (nginx's group) only (FAIRVISOR_ENGINE_SOCKET_MODE)
 SHUTDOWN_GRACE_S = 2.0
 UPKEEP_INTERVAL_S = 1.0
 # Policy-file watch and durable-state flush: a changed policy is in force, and a kill -9 loses
@@ -32,8 +33,12 @@ class EngineServer:
     """
 
     def __init__(self, engine, socket_path: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 limits: ConnectionLimits | None = None):
+                 limits: ConnectionLimits | None = None, socket_mode: int = SOCKET_MODE,
+                 socket_group: str | None = None, nginx_user: str | None = None):
         self.engine = engine
+        self.socket_mode = socket_mode
+        self.socket_group = socket_group  # FAIRVISOR_ENGINE_SOCKET_GROUP
+        self.nginx_user = nginx_user  # the workers' user to check (FAIRVISOR_NGINX_USER)
         self.socket_path = socket_path
         self.max_frame_bytes = max_frame_bytes
         self.connections: set[ConnectionProtocol] = set()
@@ -51,9 +56,10 @@ class EngineServer:
         _remove_stale_socket(self.socket_path)  # InstanceBusy when a live process listens there
         loop = asyncio.get_running_loop()
         handle = self.engine.handle
-        # The umask makes bind() create the socket 0660 already: a chmod afterwards alone would
-        # leave a window in which a permissive umask (e.g. 000) makes it world-connectable.
-        old_umask = os.umask(0o777 & ~SOCKET_MODE)
+        # The umask makes bind() create the socket owner-only: a chmod afterwards alone would leave
+        # a window in which a permissive umask (e.g. 000) makes it world-connectable. Group and
+        # mode are applied once the group is the configured one (socket_access.apply).
+        old_umask = os.umask(0o177)
         try:
             self._server = await loop.create_unix_server(
                 lambda: ConnectionProtocol(handle, self.connections, self.max_frame_bytes, self.frame_stats,
@@ -64,7 +70,8 @@ class EngineServer:
         finally:
             os.umask(old_umask)
         self.socket_identity = SocketIdentity(self.socket_path)
-        os.chmod(self.socket_path, SOCKET_MODE)
+        apply_socket_access(self.socket_path, self.socket_mode, self.socket_group)
+        self._say_who_may_connect()
         self._tasks = [loop.create_task(self._every(UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep")),
                        loop.create_task(self._every(WATCH_INTERVAL_S, self.engine.watch, "watch")),
                        loop.create_task(self._every(LOG_FLUSH_INTERVAL_S, self.engine.decision_log.flush,
@@ -72,6 +79,16 @@ class EngineServer:
                        loop.create_task(self._every(self.limits.reap_interval_s,
                                                     lambda: self.limits.reap(self.connections), "connection reap"))]
         log.info("engine listening on %s", self.socket_path)
+
+    def _say_who_may_connect(self) -> None:
+        log.info("engine socket %s: %s", self.socket_path, who_may_connect(self.socket_path))
+        if self.nginx_user:
+            reason = unreachable_reason(self.socket_path, self.nginx_user)
+            if reason:
+                # Every request would fail open (or closed) with the cause only in nginx's error.log.
+                log.error("nginx workers (user %s) cannot open the engine socket: %s; set "
+                          "FAIRVISOR_ENGINE_SOCKET_GROUP to their group, or run them as the engine's user "
+                          "(docs/operations.md#engine-socket-access)", self.nginx_user, reason)
 
     def _report_transport(self, metrics) -> None:
         metrics.shim_connections.set((), len(self.connections))
@@ -131,9 +148,12 @@ def hold_instance_locks(settings) -> list:
             hold(settings.engine_socket + ".lock", f"engine socket {settings.engine_socket}")]
 
 
-async def serve(engine, socket_path: str) -> None:
+async def serve(engine, socket_path: str, settings=None) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP asks the engine to reload its policy."""
-    server = EngineServer(engine, socket_path)
+    access = {} if settings is None else {"socket_mode": settings.engine_socket_mode,
+                                          "socket_group": settings.engine_socket_group,
+                                          "nginx_user": settings.nginx_user}
+    server = EngineServer(engine, socket_path, **access)
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
@@ -163,7 +183,10 @@ def main() -> int:
         # A refused policy at start does not stop the engine: it answers 503 no_policy_loaded
         # (and /readyz says why) until a valid file appears, like a failed reload would.
         engine = build_engine(settings)
-        uvloop.run(serve(engine, settings.engine_socket))
+        uvloop.run(serve(engine, settings.engine_socket, settings))
+    except SocketAccessError as exc:
+        print(f"fairvisor engine: {exc}", flush=True)
+        return 2
     except InstanceBusy as exc:
         print(f"fairvisor engine: refusing to start: {exc}; give this instance its own "
               f"FAIRVISOR_STATE_DIR / FAIRVISOR_ENGINE_SOCKET", flush=True)

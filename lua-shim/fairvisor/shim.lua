@@ -2,6 +2,7 @@
 
 local client = require "fairvisor.client"
 local mp = require "fairvisor.msgpack"
+local reach = require "fairvisor.reach"
 local response = require "fairvisor.response"
 
 local ngx = ngx
@@ -29,6 +30,7 @@ function _M.init(opts)
         "fairvisor: fail_mode must be open or closed")
     fail_open = opts.fail_mode ~= "closed"
     client.configure(opts)
+    reach.configure(opts)
 end
 
 local function add_headers(h)
@@ -72,8 +74,9 @@ end
 local function unavailable(err, surface)
     client.reset()
     client.count_unavailable()
+    local _, log_it = reach.note(err)
     local now = ngx.now()
-    if now - last_log >= 1 then -- at most one line per second per worker during an outage
+    if log_it and now - last_log >= 1 then -- at most one line per second per worker during an outage
         last_log = now
         ngx.log(ngx.ERR, "fairvisor: engine unavailable (fail mode ", fail_open and "open" or "closed", "): ", err)
     end
@@ -216,12 +219,20 @@ function _M.admin(kind)
     if not reply or reply[1] ~= 7 then
         ngx.log(ngx.ERR, "fairvisor: ", kind, ": ", err or "unexpected reply")
         local failure = ADMIN_FAILURE[kind]
-        return respond(503, CLOSED_HEADERS, failure[2], failure[1])
+        local body = failure[2]
+        if kind == "health" then
+            body = reach.health(err)
+        elseif kind == "metrics" then
+            body = body .. reach.metrics()
+        end
+        return respond(503, CLOSED_HEADERS, body, failure[1])
     end
+    local body = reply[4]
+    if kind == "metrics" then body = body .. reach.metrics() end
     ngx.status = reply[2]
     header.content_type = reply[3]
-    header.content_length = #reply[4]
-    ngx.print(reply[4])
+    header.content_length = #body
+    ngx.print(body)
     return ngx.exit(reply[2])
 end
 

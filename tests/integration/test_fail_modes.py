@@ -99,7 +99,7 @@ def test_stalled_engine_times_out_into_fail_mode(start_edge):
         # At least one timeout elapsed, and not much more than one or two.
         assert TIMEOUT_MS / 1000 * 0.9 <= r.elapsed_s < ANSWER_BOUND_S
     assert ready.status == 503
-    assert ready.json() == {"status": "not_ready", "reason": "engine_unavailable"}
+    assert ready.json() == {"status": "not_ready", "reason": "engine_unavailable", "cause": "timeout"}
 
     wait_until(lambda: edge.decide(xff="10.0.0.4").status == 200, 5.0, "decisions after SIGCONT")
     assert edge.engine_pid() == pid  # stalled, not restarted

@@ -33,7 +33,8 @@ def _user_line() -> str:
 class UserNginx:
     """nginx -p DIR with `http_body` inside http {}; main_extra goes before it (load_module ...)."""
 
-    def __init__(self, tmp: pathlib.Path, http_body: str, port: int, main_extra: str = ""):
+    def __init__(self, tmp: pathlib.Path, http_body: str, port: int, main_extra: str = "",
+                 user_line: str | None = None):
         self.dir, self.port = tmp, port
         for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (tmp / "tmp" / sub).mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ class UserNginx:
                              for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         self.conf = tmp / "nginx.conf"
         self.conf.write_text(
-            f"{main_extra}{_user_line()}daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
+            f"{main_extra}{_user_line() if user_line is None else user_line}daemon off;\nworker_processes 1;\npid {tmp}/nginx.pid;\n"
             f"error_log {tmp}/error.log notice;\nevents {{ worker_connections 256; }}\n"
             f"http {{\n    access_log off;\n{temp_paths}{http_body}\n}}\n")
         self.proc = subprocess.Popen(["nginx", "-p", str(tmp), "-c", str(self.conf), "-e", str(tmp / "error.log")],
