@@ -19,6 +19,8 @@ from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
 from .admin_api import AdminRoutes
+from .console import page as console_page, summary as console_summary
+from .console.stats import ConsoleStats
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
@@ -86,6 +88,15 @@ class Engine:
         self.overlay = Overlay(settings.trusted_proxies)
         self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
+        # The status page's figures (pyengine.console): the decision path only appends allowed
+        # decisions to a bounded deque; the decision log hands over the rejections it drains.
+        self.console = ConsoleStats(self.metrics, self.decision_log.hasher)
+        self._console_seen = self.console.recent.append
+        self.decision_log.listener = self.console.rejected
+        self.admin_routes.extra["/status"] = console_page.page_reply
+        self.admin_routes.extra["/v1/admin/summary"] = lambda: console_summary.summary_reply(self)
+        self.loaded_at_s: float | None = None
+        self.last_reload: tuple[str | None, float | None] = (None, None)  # (result, when) for the status page
         self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
         self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
@@ -168,6 +179,8 @@ class Engine:
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
+        self.loaded_at_s = self.clock.now_s()
+        self.last_reload = (result, self.loaded_at_s)
         self.metrics.policy_info.values.clear()
         self.metrics.last_outcome.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
@@ -207,6 +220,7 @@ class Engine:
         """A bundle was refused: the one in force stays; the refusal is counted and logged."""
         self.last_errors = errors
         self.metrics.reloads.inc(("refused",))
+        self.last_reload = ("refused", self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), "refused", errors=errors)
 
     def request_reload(self) -> None:
@@ -277,6 +291,7 @@ class Engine:
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
         self._expire_overlay(now_s)
+        self.console.tick(now_s)
         self._count_kill_switches(now_s)
         self.selftests.expire(now_s)
         self.decision_log.flush()
@@ -474,8 +489,10 @@ class Engine:
                 action = "throttle" if d.delay_ms else "warn"
                 m.decisions.inc((action, d.warning, d.policy_id or ""))
                 self.decision_log.decision(action, d, bundle, view, now_s)
+                self._console_seen(d)
             else:
                 m.decisions.inc(("allow", "", d.policy_id or ""))
+                self._console_seen(d)
             m.duration.observe(time.perf_counter() - start)
             return verdict
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
