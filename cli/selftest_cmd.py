@@ -60,6 +60,22 @@ def send(url: str, mode: str, req: dict, header_value: str) -> tuple[int, dict]:
     return resp.status, got
 
 
+def public_cause(url: str) -> str:
+    """", cause: <why>" from the public /readyz, which names why nginx cannot reach the engine
+    (timeout, refused, permission_denied, ...); "" when it says nothing more."""
+    parts = urllib.parse.urlsplit(url)
+    conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = conn_cls(parts.netloc, timeout=TIMEOUT_S)
+        conn.request("GET", parts.path.rstrip("/") + "/readyz")
+        body = json.loads(conn.getresponse().read())
+        conn.close()
+    except (OSError, http.client.HTTPException, ValueError):
+        return ""
+    cause = body.get("cause") if isinstance(body, dict) else None
+    return f" (cause: {cause}, from {url}/readyz)" if isinstance(cause, str) and cause else ""
+
+
 def no_mark(status: int, h: dict) -> tuple[str, str]:
     """Why an answer carries no self-test mark: (result, cause)."""
     if h.get("x-fairvisor-degraded") == "engine_unavailable":
@@ -144,8 +160,8 @@ def selftest(url, admin_url, strict, as_json) -> None:
     status, plan = call(admin_url, "POST", "/v1/admin/selftest")
     if status != 200:
         if status in (502, 503, 504):
-            click.echo(f"fairvisor selftest: the admin listener answered {status} "
-                       f"({plan.get('reason', '')}): the engine is unreachable from nginx", err=True)
+            click.echo(f"fairvisor selftest: the admin listener answered {status} ({plan.get('reason', '')}): "
+                       f"the engine is unreachable from nginx{public_cause(url)}", err=True)
             raise SystemExit(EXIT_FAILS_OPEN)
         refused(status, plan)
     results: list[dict] = []

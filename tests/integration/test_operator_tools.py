@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from .conftest import FAIRVISOR, unsigned_jwt, wait_until
+from .test_socket_access import base  # noqa: F401 - the fixture: a dir the nginx workers may enter
 
 pytestmark = pytest.mark.integration
 
@@ -162,8 +163,10 @@ def test_selftest_in_decision_service_mode(start_edge):
     assert edge.request("POST", "/v1/decision", headers=_tenant_described).status == 200
     out = _cli("selftest", "--url", _public_url(edge), "--admin-url", _admin_url(edge))
     assert out.returncode == 0, out.stderr + out.stdout
-    assert "decision_service, fail mode open" in out.stdout
-    assert "per-tenant  enforce  enforcing" in out.stdout and "1 shadow, 2 enforcing" in out.stdout
+    assert "decision_service, fail mode open" in out.stdout and out.stdout.endswith("2 enforcing, 1 shadow\n")
+    out = _cli("selftest", "--url", _public_url(edge), "--admin-url", _admin_url(edge), "--json")
+    results = {r["rule"]: r for r in json.loads(out.stdout)["rules"]}
+    assert results["per-tenant"]["result"] == "enforcing" and results["per-tenant"]["status"] == 429
 
 
 def test_selftest_names_a_rule_no_request_can_reach_and_exits_1(start_edge):
@@ -186,3 +189,32 @@ def test_selftest_names_a_stopped_engine_and_exits_6(start_edge):
         os.kill(pid, signal.SIGCONT)
     assert out.returncode == 6, out.stderr + out.stdout
     assert "engine_unavailable" in out.stderr and "the engine is unreachable from nginx" in out.stderr
+
+
+def test_selftest_names_a_socket_the_nginx_workers_cannot_open(base):
+    """As root (CI): nginx workers run as nobody, the engine socket is 0600 root: every request
+    would fail open. The self-test says so, with the cause, and exits 6."""
+    import grp
+    import pwd
+
+    from .conftest import free_port
+    from .test_socket_access import SERVER, WORKER, Engine
+    from .user_nginx import LUA_MODULES, UserNginx
+
+    engine = Engine(base, "--engine-socket-mode", "0600")
+    nginx = None
+    try:
+        include = subprocess.run(FAIRVISOR + ["nginx-include", "--engine-socket", str(engine.sock)],
+                                 check=True, capture_output=True, text=True).stdout
+        port, admin_port = free_port(), free_port()
+        admin = (f"server {{ listen 127.0.0.1:{admin_port}; location / {{ "
+                 'content_by_lua_block { require("fairvisor.shim").admin_route() } } }\n')
+        nginx = UserNginx(base / "site", include + SERVER.format(port=port) + admin, port, main_extra=LUA_MODULES,
+                          user_line=f"user {WORKER} {grp.getgrgid(pwd.getpwnam(WORKER).pw_gid).gr_name};\n")
+        out = _cli("selftest", "--url", f"http://127.0.0.1:{port}", "--admin-url", f"http://127.0.0.1:{admin_port}")
+        assert out.returncode == 6, out.stdout + out.stderr
+        assert "the engine is unreachable from nginx (cause: permission_denied" in out.stderr
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        engine.stop()
