@@ -35,6 +35,7 @@ _FLAG_VARS = {
     "state_dir": "FAIRVISOR_STATE_DIR",
     "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
     "trusted_proxies": "FAIRVISOR_TRUSTED_PROXIES",
+    "request_headers": "FAIRVISOR_REQUEST_HEADERS",
     "llm_format": "FAIRVISOR_LLM_FORMAT",
     "log_level": "FAIRVISOR_LOG_LEVEL",
     "strip_request_headers": "FAIRVISOR_STRIP_REQUEST_HEADERS",
@@ -81,6 +82,7 @@ def settings_options(f, hide: frozenset = frozenset()):
         ("--state-dir", "durable counters and runtime files"),
         ("--worker-processes", "nginx workers: auto or a count"),
         ("--trusted-proxies", "comma-separated CIDRs"),
+        ("--request-headers", "original | forwarded: X-Original-* or X-Forwarded-* describe a decision request"),
         ("--llm-format", "auto (default: per request) | openai | anthropic | gemini | none"),
         ("--log-level", "debug | info | warning | error"),
         ("--strip-request-headers", "comma-separated client headers removed before the upstream"),
@@ -354,7 +356,10 @@ def run(**flags) -> None:
     from .instance_guard import claim_state_dir
     from .listen_check import ListenInUse, check_listeners
 
+    from .preflight import check_policy
+
     settings, env = resolve(flags)
+    check_policy(settings)  # a missing or invalid --config: exit 1 with the reasons, start nothing
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")
     try:

@@ -27,10 +27,10 @@ from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
-from .llm.formats import request_format
+from .llm.formats import adapter_name, request_format
 from .llm.proxy import LLMProxy
 from .recent import RecentRequests
-from .request import DESCRIBED_HEADERS, normalize_path, strip_provider_prefix, view_from_decide
+from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
@@ -139,7 +139,8 @@ class Engine:
         if self.bundle is not None:
             headers, needs_body = self.bundle.header_names, self.bundle.needs_body
         else:
-            headers = list(DESCRIBED_HEADERS) if self.settings.mode == "decision_service" else []
+            described = self.settings.mode == "decision_service"
+            headers = list(described_headers(self.settings.request_headers)) if described else []
             needs_body = False
         return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
                           needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
@@ -443,6 +444,8 @@ class Engine:
             return False
         i = b.header_index.get("cookie")
         raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        if raw.__class__ is list:  # Cookie in several lines (HTTP/2 splits it): one list (RFC 6265 §5.4)
+            raw = b"; ".join(raw)
         return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
     def decide_untraced(self, msg: Decide):
@@ -458,7 +461,8 @@ class Engine:
                 verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
-            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
+                                    bundle.family)
             fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
@@ -472,12 +476,12 @@ class Engine:
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
+                r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
             verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
+                self.llm_proxy.attach(verdict, d.reservation_id, view)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:

@@ -124,7 +124,7 @@ def trace(engine, msg) -> tuple[dict, object, int]:
     engine's own untraced decision of the same request (debug sessions use all three)."""
     bundle = engine.bundle
     now_s = engine.clock.now_s()
-    view = view_from_decide(msg, bundle.header_index)
+    view = view_from_decide(msg, bundle.header_index, joins=bundle.header_joins, family=bundle.family)
     req = {"method": view.method, "host": view.host, "path": view.path}
     out = {"request": req, "kill_switches": [], "policies": []}
     stopped = None
