@@ -27,7 +27,7 @@ from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
-from .llm.formats import request_format
+from .llm.formats import adapter_name, request_format
 from .llm.proxy import LLMProxy
 from .recent import RecentRequests
 from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
@@ -485,12 +485,12 @@ class Engine:
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
+                r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
             verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
+                self.llm_proxy.attach(verdict, d.reservation_id, view)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:

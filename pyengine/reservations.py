@@ -28,8 +28,9 @@ class Reservation:
         self.model = model
         self.prompt_estimate_tokens = prompt_estimate_tokens
         self.prompt_chars = prompt_chars  # characters the estimate was made from
-        # The request's provider format (llm/formats.py): its answer is settled in that format.
-        # None: plain HTTP (settled without usage: the reservation stands, or is refunded on error).
+        # The request's adapter (llm/providers.py ADAPTERS, from llm/formats.py adapter_name):
+        # its answer is settled in that format. None: plain HTTP (settled without usage: the
+        # reservation stands, or is refunded on error).
         self.llm_format = llm_format
 
 

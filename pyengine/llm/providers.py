@@ -8,6 +8,7 @@ After the response, the engine reads the provider's usage fields from the body h
 
 import msgspec
 
+from ..protocol.messages import CUTOFF_CAPTURE, CUTOFF_TOKENS
 from .sse import count, json_objects
 
 _json = msgspec.json.Encoder()
@@ -46,8 +47,17 @@ def _sse(data: dict, event: str | None = None) -> str:
     return f"{head}data: {_json.encode(data).decode()}\n\n"
 
 
+_SLOT = 987654321987654321  # an int no real field has: replaced by a placeholder after encoding
+
+
+def _with_slot(text: str, placeholder: str) -> str:
+    """The encoded events with `placeholder` (for the shim to fill) where _SLOT was."""
+    return text.replace(str(_SLOT), placeholder)
+
+
 class OpenAI:
     name = "openai"
+    capture_regex = ""
     running_totals = False  # usage arrives once, at the end
     # Every kind of output: text, tool-call names and arguments, refusals, reasoning (the
     # `reasoning_content` / `reasoning` of OpenAI-compatible servers), Responses API deltas.
@@ -87,8 +97,44 @@ class OpenAI:
         return u
 
 
+class OpenAIResponses:
+    """The OpenAI Responses API (`/v1/responses`): typed stream events, usage in the final
+    `response.completed` (`input_tokens`, `output_tokens`), or at the top of a JSON answer."""
+    name = "openai_responses"
+    running_totals = False
+    # Every generated kind arrives as a `delta` (output_text, function_call_arguments, refusal,
+    # reasoning text and summaries); the `.done` events and the final response repeat the whole
+    # text under other names, so only deltas count.
+    count_regex = r'"delta"\s*:\s*' + _STR
+    injected_usage_regex = ""
+    # The response id, first named by `response.created` (the first event): an SDK checks that
+    # the stream's lifecycle events, the cutoff's included, name one response.
+    capture_regex = r'"id"\s*:\s*' + _STR
+
+    @staticmethod
+    def cutoff(model: str) -> str:
+        """How the API ends a response cut at max_output_tokens: `response.incomplete`."""
+        response = {"id": _SLOT, "object": "response", "created_at": 0, "status": "incomplete",
+                    "incomplete_details": {"reason": "max_output_tokens"}, "model": model, "output": None,
+                    "usage": None}
+        return _with_slot(_sse({"type": "response.incomplete", "sequence_number": 0, "response": response},
+                               "response.incomplete"), f'"{CUTOFF_CAPTURE}"')
+
+    @staticmethod
+    def usage(raw: bytes) -> Usage:
+        u = Usage()
+        for doc in json_objects(raw, b"usage"):
+            resp = doc.get("response")  # stream events carry the response; a JSON answer is one
+            usage = resp.get("usage") if isinstance(resp, dict) else doc.get("usage")
+            if isinstance(usage, dict):
+                u.prompt_tokens = count(usage.get("input_tokens"))
+                u.completion_tokens = count(usage.get("output_tokens"))
+        return u
+
+
 class Anthropic:
     name = "anthropic"
+    capture_regex = ""
     running_totals = False
     # text_delta, input_json_delta (tool arguments), thinking_delta, and tool_use names.
     count_regex = r'"(?:text|partial_json|thinking|name)"\s*:\s*' + _STR
@@ -96,9 +142,10 @@ class Anthropic:
 
     @staticmethod
     def cutoff(model: str) -> str:
+        # output_tokens: the tokens the stream carried, filled in by the shim when it cuts.
         return (_sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
-                + _sse({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
-                        "usage": {"output_tokens": 0}}, "message_delta")
+                + _with_slot(_sse({"type": "message_delta", "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                                   "usage": {"output_tokens": _SLOT}}, "message_delta"), CUTOFF_TOKENS)
                 + _sse({"type": "message_stop"}, "message_stop"))
 
     @staticmethod
@@ -122,6 +169,7 @@ class Anthropic:
 
 class Gemini:
     name = "gemini"
+    capture_regex = ""
     running_totals = True  # every chunk carries the count so far
     # Text and thought parts, functionCall names and args (an object), executableCode.
     count_regex = r'"(?:text|name|code|args)"\s*:\s*' + _STR_OR_OBJECT
@@ -156,4 +204,7 @@ class Plain:
 
 
 PLAIN = Plain
+# One adapter per FAIRVISOR_LLM_FORMAT provider; BY_NAME adds the APIs a format serves on
+# several paths (llm/formats.py adapter_name), which reservations remember.
 ADAPTERS = {"openai": OpenAI, "anthropic": Anthropic, "gemini": Gemini}
+BY_NAME = {**ADAPTERS, OpenAIResponses.name: OpenAIResponses}

@@ -126,6 +126,15 @@ class Verdict(_Msg, tag=2):
     drop_regex: str = ""  # PCRE; SSE events matching it are not passed to the client (still settled)
     settle_bytes: int = 0  # keep this many head+tail response bytes for Settle; 0 = no Settle
     new_body: Union[bytes, None] = None  # replacement request body for the upstream; None = unchanged
+    # PCRE; group 1 of its first match in the stream's events fills CUTOFF_CAPTURE in `cutoff`
+    # (e.g. the response id the provider gave the stream); "" = nothing to capture.
+    capture_regex: str = ""
+
+
+# Placeholders the shim fills in Verdict.cutoff when it sends it. NUL never occurs in the JSON
+# the engine writes (msgspec escapes it as \u0000), so neither can come from client bytes.
+CUTOFF_TOKENS = "\0T\0"  # the output tokens counted (decimal): what the stream carried
+CUTOFF_CAPTURE = "\0C\0"  # group 1 of capture_regex (still JSON-escaped), "" when it never matched
 
 
 class Reply(_Msg, tag=7):
