@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 
 from .protocol.messages import Verdict
 from .request import SELFTEST_HEADER
@@ -31,10 +32,12 @@ from .verdict import Decision, _allow_headers, render
 TTL_S = 600  # a run's secret expires this long after it was issued
 MAX_RUNS = 4  # open runs; starting another drops the oldest
 MAX_DRAIN = 20_000  # rule applications per drain request (a rule whose limit needs more is "not driven")
+DRAIN_BUDGET_S = 0.03  # and at most this long: the engine's loop waits, the shim's admin timeout is 100 ms
 ALLOWED_STATUS = 409  # the rule allowed it; never 2xx, so nothing forwards it
 MARK = "X-Fairvisor-Selftest"  # response header: allowed | rejected | not_matched | key_missing | ...
 SYNTHETIC = "fv-selftest"  # limit-key values the plan fills in
-_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based"}
+_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",
+               "ConcurrencyRule": "concurrency"}
 
 
 class Run:
@@ -198,9 +201,12 @@ class Selftests:
         at_s = run.started_at_s  # frozen: the bucket does not refill while the test drives it
         outcome, _ = rule.apply(view, key, at_s)
         applied = 1
+        deadline = time.perf_counter() + DRAIN_BUDGET_S
         while phase == "drain" and outcome.allowed and applied < MAX_DRAIN:
             outcome, _ = rule.apply(view, key, at_s)
             applied += 1
+            if not applied & 255 and time.perf_counter() > deadline:
+                break
         count = ("X-Fairvisor-Selftest-Applied", str(applied))
         if outcome.allowed:
             d = Decision(rule=rule.name, policy_id=policy.id, outcome=outcome if outcome.limit else None)

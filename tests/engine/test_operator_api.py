@@ -147,3 +147,14 @@ def test_replay_counts_requests_recorded_without_a_header_the_candidate_reads():
     by_org["policies"][0]["spec"]["rules"][0]["limit_keys"] = ["header:x-org"]
     _, r = _get(engine, operator_api.replay, body=json.dumps(by_org).encode())
     assert r["requests_missing_new_headers"] == 1
+
+
+def test_replay_stops_at_its_time_budget_and_says_so():
+    from pyengine import what_if
+
+    engine = make_engine(_bundle(1, 3))
+    for _ in range(5):
+        decide(engine, {"X-Api-Key": "k"}, uri="/v1/x")
+    r = what_if.compare(engine.settings, engine.bundle_bytes, json.dumps(_bundle(2, 1)).encode(),
+                        engine.recent.snapshot(), engine.decision_log.shown_key, budget_s=0.0)
+    assert (r["requests"], r["recorded"]) == (0, 5)
