@@ -86,7 +86,7 @@ class Engine:
         self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies)
-        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         # The status page's figures (pyengine.console): the decision path only appends allowed
         # decisions to a bounded deque; the decision log hands over the rejections it drains.
@@ -247,6 +247,7 @@ class Engine:
         restored = self.snapshots.restore(self.clock.now_s())
         if self.snapshots.enabled:  # a locked dir belongs to another engine
             self.overlay.enable(self.settings.state_dir, self.clock.now_s())
+            self.sync_runtime()
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
@@ -319,6 +320,7 @@ class Engine:
         """A runtime switch or override was added or removed: in force for the next request.
         New headers to read (a switch on a header the policy never reads) recompile the bundle
         under a new generation, so the shim re-describes requests with them."""
+        self.sync_runtime()
         b = self.bundle
         if b is None:
             return
@@ -334,8 +336,15 @@ class Engine:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
 
+    def sync_runtime(self) -> None:
+        """The pipeline sees the runtime switch index only while it holds any."""
+        index = self.overlay.index
+        self.pipeline.runtime_switches = index if index.by_key else None
+
     def _expire_overlay(self, now_s: float) -> None:
         switches, overrides = self.overlay.expire(now_s)
+        if switches:
+            self.sync_runtime()
         for rec in switches:
             self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
         for rec in overrides:

@@ -122,7 +122,8 @@ class Pipeline:
         # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
         # .unmatched(view) .unlimited(view): allowed with no policy / no rule limiting it
         self.sink = sink
-        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex).
+        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex);
+        # None while there are none, so the common path tests one attribute (Engine.sync_runtime).
         self.runtime_switches = runtime_switches
 
     def decide(self, bundle, view, now_s: float) -> Decision:
@@ -132,16 +133,15 @@ class Pipeline:
                 return refusal
         switches = bundle.kill_switches
         runtime = self.runtime_switches
-        if (switches or (runtime is not None and runtime.by_key)) and bundle.kill_switches_overridden(now_s):
-            switches = runtime = None  # kill_switch_override: every switch skipped until it expires
-        if switches:
+        # kill_switch_override: every switch, runtime ones too, skipped until it expires.
+        if (switches or runtime is not None) and not bundle.kill_switches_overridden(now_s):
             for ks in switches:
                 if ks.hits(view, now_s):
                     return _killed(bundle, ks, now_s)
-        if runtime is not None and runtime.by_key:
-            ks = runtime.match(view, now_s)
-            if ks is not None:
-                return _killed(bundle, ks, now_s)
+            if runtime is not None:
+                ks = runtime.match(view, now_s)
+                if ks is not None:
+                    return _killed(bundle, ks, now_s)
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
         if not policies:

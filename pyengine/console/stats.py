@@ -6,8 +6,8 @@ flush, which hands over the rejections it drained:
 
 * decisions per second by action: deltas of fairvisor_decisions_total, in BUCKETS buckets of
   BUCKET_S seconds (15 minutes);
-* top tenants: requests, tokens and spend of the allowed decisions in `recent` (when more
-  arrived in a tick than it holds, the latest are counted and scaled to the tick's total),
+* top tenants: requests, tokens and spend of the allowed decisions in `recent` (at most
+  SAMPLE_MAX a tick, evenly spread over what it holds, each scaled to the tick's total),
   rejections from the decision log; per limit-key value, in WINDOWS tables of WINDOW_S
   seconds, each at most TENANT_ROWS rows (Misra-Gries: a flood of new keys cannot grow it);
 * budgets: the (rule, key) pairs charged by budget rules lately, at most BUDGET_KEYS, with
@@ -16,6 +16,7 @@ flush, which hands over the rejections it drained:
 """
 
 import collections
+import itertools
 
 from ..bounded import remember
 from ..decision_log import shown_values
@@ -25,10 +26,11 @@ BUCKET_S = 5
 BUCKETS = 180  # 15 minutes
 ACTIONS = ("allow", "reject", "throttle", "warn", "would_reject")
 RECENT_MAX = 4096  # allowed decisions held between ticks
+SAMPLE_MAX = 128  # of which at most this many are counted per tick, evenly spread, scaled to the total
 WINDOW_S = 300
 WINDOWS = 3  # tenants over the last 10 to 15 minutes
-TENANT_ROWS = 1000
-BUDGET_KEYS = 2000
+TENANT_ROWS = 256
+BUDGET_KEYS = 500
 LAST_REJECTIONS = 50
 _RULES = (TokenBucketRule, LLMRule, CostRule)
 _VALUES_CACHE = 16384
@@ -44,15 +46,24 @@ class TenantTable:
     def add(self, row: tuple, requests: float, tokens: float, spend: float, rejections: int) -> None:
         cur = self.rows.get(row)
         if cur is None:
+            weight = requests + rejections
             if len(self.rows) >= self.capacity:
-                # Misra-Gries: every row loses one unit of weight; the lightest go. A new key
-                # is counted only once it outweighs them: heavy tenants stay, floods do not grow it.
+                # Weighted Misra-Gries: every row and the newcomer lose the lightest weight of
+                # them all, and rows left at none go; heavy tenants stay, a flood of new keys
+                # cannot grow the table. Each pass removes a row or the newcomer.
+                cut = min(weight, min(r[0] + r[3] for r in self.rows.values()))
                 for k in list(self.rows):
                     r = self.rows[k]
-                    r[0] -= 1
+                    if r[0] >= cut:
+                        r[0] -= cut
+                    else:
+                        r[3] -= cut - r[0]
+                        r[0] = 0
                     if r[0] + r[3] <= 0:
                         del self.rows[k]
-                return
+                if weight <= cut or len(self.rows) >= self.capacity:
+                    return
+                requests, rejections = max(0, requests - cut), rejections - max(0, cut - requests)
             cur = self.rows[row] = [0, 0, 0, 0]
         cur[0] += requests
         cur[1] += tokens
@@ -107,10 +118,12 @@ class ConsoleStats:
         if not recent:
             return
         table = self._table(now_s)
-        weight = max(1.0, n_allowed / len(recent))  # more decisions than held: the held ones stand for all
+        stride = -(-len(recent) // SAMPLE_MAX)
+        sample = list(itertools.islice(recent, 0, None, stride))
+        recent.clear()
+        weight = max(1.0, n_allowed / len(sample))  # each counted decision stands for this many
         names = self._names
-        while recent:
-            d = recent.popleft()
+        for d in sample:
             seen = {}
             for rule, key, amount in d.charged or ():
                 if rule.__class__ not in _RULES:
@@ -128,9 +141,9 @@ class ConsoleStats:
                     t[0] = max(t[0], amount)
                 elif rule.__class__ is CostRule:
                     t[1] = max(t[1], amount)
-                    self._budget_seen(rule, key, amount, now_s)
+                    self._budget_seen(rule, key, amount * weight, now_s)
                 if rule.__class__ is LLMRule and rule.limiter.tpd is not None:
-                    self._budget_seen(rule, key, amount, now_s)
+                    self._budget_seen(rule, key, amount * weight, now_s)
             for row, (tokens, spend) in seen.items():
                 table.add(row, weight, tokens * weight, spend * weight, 0)
         if len(names) > 4 * TENANT_ROWS:
@@ -140,8 +153,7 @@ class ConsoleStats:
         b = self.budgets.get((id(rule), key))
         if b is None:
             if len(self.budgets) >= BUDGET_KEYS:
-                oldest = min(self.budgets, key=lambda k: self.budgets[k][2])
-                del self.budgets[oldest]
+                del self.budgets[next(iter(self.budgets))]  # the longest known: O(1), never a scan
             b = self.budgets[(id(rule), key)] = [rule, key, now_s, 0, None]
         elif now_s - b[2] >= WINDOW_S:
             b[4] = b[3] / max(1.0, now_s - b[2])

@@ -350,3 +350,14 @@ def test_openapi_file_describes_every_route():
     assert set(doc["paths"]) >= served
     for kind in admin_api._KINDS.values():
         assert kind.many in json.dumps(doc["paths"])
+
+
+def test_a_switch_added_before_any_policy_acts_once_one_loads(clock):
+    from pyengine.engine import Engine
+    engine = Engine(from_env({}, retry_jitter=False), clock=clock)
+    assert call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": "header:x-org", "scope_value": "evil"})[0] == 201
+    engine.load_bytes(json.dumps(one_rule_bundle(ORG_BUCKET)).encode(), "policy.json")
+    assert org(engine, "evil").status == 429 and org(engine, "good").status == 0
+    [sid] = engine.overlay.switches
+    call(engine, "DELETE", f"/v1/admin/kill-switches/{sid}")
+    assert engine.pipeline.runtime_switches is None  # the plain path again
