@@ -112,7 +112,7 @@ def check_rule(url: str, plan: dict, rule: dict) -> dict:
             return {**out, "result": NOT_DRIVEN, "detail": f"matched; still allowed after "
                                                            f"{h.get('x-fairvisor-selftest-applied')} requests"}
     reason = h.get("x-fairvisor-reason")
-    missing = [name for name in ("x-fairvisor-reason",) if not h.get(name)]
+    missing = [] if h.get("x-fairvisor-reason") or plan.get("hide_reason") else ["x-fairvisor-reason"]
     if reason in ("rate_limit_exceeded", "concurrency_exceeded", "tpm_exceeded") and not h.get("retry-after"):
         missing.append("retry-after")
     if missing:
@@ -122,7 +122,8 @@ def check_rule(url: str, plan: dict, rule: dict) -> dict:
     result = SHADOW if rule["mode"] == "shadow" else ENFORCING
     if result == ENFORCING and rule.get("skipped_missing_key"):
         result = SKIPPED
-        shown.append(f"but {rule['skipped_missing_key']} recent requests lacked its key and were not limited by it")
+        shown.append(f"but {rule['skipped_missing_key']} requests since the engine started lacked its key "
+                     "and were not limited by it")
     return {**out, "result": result, "status": status, "reason": reason, "detail": "; ".join(shown)}
 
 
@@ -150,8 +151,8 @@ def selftest(url, admin_url, strict, as_json) -> None:
     self-test requests authorised by a per-run secret from the admin listener. They count on
     scratch counters only and never reach an upstream.
 
-    Per rule: enforcing, shadow (would reject), skipped (enforces, but recent requests lacked
-    its key), cannot_match (no request can reach it, or the edge answered without it),
+    Per rule: enforcing, shadow (would reject), skipped (enforces, but requests since the
+    engine started lacked its key), cannot_match (no request can reach it, or the edge answered without it),
     not_driven (matched, limit beyond 20,000 requests), no_engine.
 
     Exit status: 0 every rule enforces, 1 a rule cannot, 3 unreachable, 5 token refused,

@@ -477,9 +477,10 @@ class Engine:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
             if self.selftests.runs:  # empty but during `fairvisor selftest`
-                verdict = self.selftests.decide(bundle, view, now_s, msg.surface, self.settings.llm_format)
-                if verdict is not None:
-                    return verdict  # scratch state only: no metric, log, coverage or replay sample
+                hit = self.selftests.decide(bundle, view, now_s, msg.surface, fmt)
+                if hit is not None:  # scratch state only: no metric, log, coverage or replay sample
+                    d = self.last_decision = hit[1]
+                    return hit[0]
             self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:

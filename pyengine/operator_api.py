@@ -116,7 +116,8 @@ def selftest_start(engine, query: dict, body) -> Reply:
     if engine.bundle is None:
         return problem(503, "no_policy_loaded")
     plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values)
-    plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode)
+    # hide_reason: rejections carry no X-Fairvisor-Reason header (FAIRVISOR_HIDE_REASON), by design.
+    plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode, hide_reason=engine.hide_reason)
     return _answer(200, plan)
 
 

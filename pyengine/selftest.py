@@ -85,6 +85,7 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
     headers: dict[str, str] = {}
     query: list[tuple[str, str]] = []
     claims: dict[str, str] = {}
+    model = None  # llm:model: the body's model
     wanted = {lk: want for lk, _fn, want in rule.match}
     for lk in [lk for lk, _ in rule.key_fns] + list(wanted):
         value = wanted.get(lk, SYNTHETIC)
@@ -95,6 +96,8 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
             query.append((name, value))
         elif kind == "jwt":
             claims[name] = value
+        elif lk == "llm:model":
+            model = value
         elif lk in _HEADER_KEYS and (lk in wanted or _HEADER_KEYS[lk][1] is not None):
             header, default = _HEADER_KEYS[lk]
             headers[header] = ({"true": "1", "false": "0"}.get(value, value) if lk == "ip:tor"
@@ -105,19 +108,29 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
             return None, f"{lk} cannot be set by a synthetic request" + (f" to {value!r}" if lk in wanted else "")
     if claims:
         headers["authorization"] = "Bearer " + _unsigned_jwt(claims)
-    for source in (getattr(rule, "cfg", None) and getattr(rule.cfg, "cost_source", None),
-                   getattr(rule, "cfg", None) and getattr(rule.cfg, "cost_key", None)):
+    cfg = _spec_of(policy, rule).algorithm_config
+    for source in (getattr(cfg, "cost_source", None), getattr(cfg, "cost_key", None)):
         if source and source.startswith("header:"):
-            headers.setdefault(source[7:].lower(), "1")
+            headers.setdefault(source[7:].lower(), "1")  # one unit a request: the drain counts them
+        elif source and source.startswith("query:"):
+            query.append((source[6:], "1"))
     if query:
         from urllib.parse import urlencode
 
         path += "?" + urlencode(query)
     req = {"method": method, "path": path, "host": sel.hosts[0] if sel.hosts else None, "headers": headers}
-    if _llm(rule):
-        req["body"] = json.dumps({"model": "gpt-4o-mini", "max_tokens": 1,
+    if _llm(rule) or model is not None:
+        req["body"] = json.dumps({"model": model or "gpt-4o-mini", "max_tokens": 1,
                                   "messages": [{"role": "user", "content": "fairvisor selftest"}]})
     return req, ""
+
+
+def _spec_of(policy, rule):
+    """The rule's validated spec (its algorithm_config), by name; the fallback limit otherwise."""
+    for r in policy.spec.rules:
+        if r.name == rule.name:
+            return r
+    return policy.spec.fallback_limit
 
 
 def _llm(rule) -> bool:
@@ -175,7 +188,7 @@ class Selftests:
         return run, int(parts[2]), parts[3]
 
     def decide(self, bundle, view, now_s: float, surface: int, llm_format):
-        """The Verdict of a self-test request, or None for ordinary traffic."""
+        """(Verdict, Decision) of a self-test request, or None for ordinary traffic."""
         raw = view.header(SELFTEST_HEADER)
         if raw is None:
             return None
@@ -210,13 +223,17 @@ class Selftests:
         count = ("X-Fairvisor-Selftest-Applied", str(applied))
         if outcome.allowed:
             d = Decision(rule=rule.name, policy_id=policy.id, outcome=outcome if outcome.limit else None)
-            return Verdict(status=ALLOWED_STATUS, headers=_allow_headers(d) + [MARK, "allowed", *count], body="")
+            headers = _allow_headers(d) + [MARK, "allowed", *count]
+            d.status, d.reason = ALLOWED_STATUS, "selftest_allowed"
+            return Verdict(status=ALLOWED_STATUS, headers=headers, body=""), d
         d = Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=policy.id,
                      outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
         v = render(d, surface, llm_format)  # exactly what a rejected client gets, plus the marks
-        return Verdict(status=v.status, headers=list(v.headers) + [MARK, "rejected", *count], body=v.body)
+        return Verdict(status=v.status, headers=list(v.headers) + [MARK, "rejected", *count], body=v.body), d
 
 
-def _answer(result: str) -> Verdict:
-    body = json.dumps({"status": ALLOWED_STATUS, "reason": f"selftest_{result}"})
-    return Verdict(status=ALLOWED_STATUS, headers=[MARK, result, "Content-Type", "application/problem+json"], body=body)
+def _answer(result: str) -> tuple[Verdict, Decision]:
+    reason = f"selftest_{result}"
+    body = json.dumps({"status": ALLOWED_STATUS, "reason": reason})
+    return (Verdict(status=ALLOWED_STATUS, headers=[MARK, result, "Content-Type", "application/problem+json"],
+                    body=body), Decision(status=ALLOWED_STATUS, reason=reason))
