@@ -3,7 +3,7 @@
 import click
 
 from .admin_client import admin_url_option, call, refused
-from .output import echo_json, fail, table
+from .output import echo_json, fail, plural, table
 
 COVERAGE_PATH = "/v1/admin/coverage"
 EXIT_UNDER = 1  # --fail-under not met
@@ -15,14 +15,14 @@ def covered_pct(report: dict) -> float:
 
 
 def render(r: dict, top: int = TOP_ROUTES) -> str:
-    lines = [f"Since {r['since']}: {r['decisions']} decisions, {r['unlimited']} limited by nothing "
+    lines = [f"Since {r['since']}: {plural(r['decisions'], 'decision')}, {r['unlimited']} limited by nothing "
              f"({r['unlimited_pct']}%), covered {covered_pct(r)}%"]
     for key, title in (("no_policy", "Matched no policy"),
                        ("no_rule_applied", "Matched a policy, but no rule limited them "
                                            "(every rule skipped, none matched, or shadow only)")):
         part = r[key]
         lines.append("")
-        lines.append(f"{title}: {part['requests']} requests")
+        lines.append(f"{title}: {plural(part['requests'], 'request')}")
         if part["routes"]:
             rows = [[x["route"], x["requests"]] for x in part["routes"][:top]]
             lines.append(table(["ROUTE", "REQUESTS"], rows))

@@ -16,8 +16,10 @@ _LAZY = {
     "nginx-include": ".include_cmd:nginx_include",
     "coverage": ".coverage_cmd:coverage",
     "shadow-report": ".shadow_report_cmd:shadow_report",
+    "selftest": ".selftest_cmd:selftest",
     "kill-switch": ".kill_switch_cmd:kill_switch",
     "override": ".override_cmd:override",
+    "prices": ".prices_cmd:prices",
 }
 
 

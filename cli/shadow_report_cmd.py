@@ -99,7 +99,7 @@ def shadow_report(admin_url, log_path, since, as_json) -> None:
         source = log_path
     else:
         admin_url = admin_url or DEFAULT_ADMIN_URL
-        status, answer = call(admin_url, "GET", f"{DECISIONS_PATH}?since_s={window_s}&event=would_reject")
+        status, answer = call(admin_url, "POST", DECISIONS_PATH, body={"since_s": window_s, "event": ["would_reject"]})
         if status != 200:
             refused(status, answer)
         status, bundle = call(admin_url, "GET", BUNDLE_PATH)

@@ -48,8 +48,10 @@ def _changes(d: dict) -> list[str]:
 def _replay(r: dict) -> list[str]:
     if not r["requests"]:
         return ["Replay: no recent requests recorded by the engine yet"]
-    lines = [f"Replay of the last {plural(r['requests'], 'request')} "
-             f"({rfc3339_ms(r['from'])} .. {rfc3339_ms(r['to'])}, {r['replay_ms']} ms):",
+    cut = (f", the oldest {r['requests']} of {r['recorded']} recorded (the engine's time budget)"
+           if r.get("recorded", r["requests"]) > r["requests"] else "")
+    lines = [f"Replay of {plural(r['requests'], 'recent request')} "
+             f"({rfc3339_ms(r['from'])} .. {rfc3339_ms(r['to'])}, {r['replay_ms']} ms{cut}):",
              f"  rejected: {r['rejected_before']} under the bundle in force, {r['rejected_after']} under this one"]
     for key, label in (("newly_rejected", "newly rejected"), ("released", "released")):
         rows = r[key]

@@ -11,6 +11,7 @@ import time
 
 import msgspec
 
+from . import admin_api
 from .protocol.messages import Admin, Reply
 
 _json = msgspec.json.Encoder()
@@ -39,6 +40,8 @@ class AdminApi:
         # Compared as sha256 digests with compare_digest: the time taken says nothing about the
         # token, not even its length.
         self._token_digest = _digest(token.encode()) if token else None
+        self._token = token
+        self._actor: str | None = None  # admin_api.actor_of(token), computed at the first change
         self.routes = {
             "/metrics": engine.scrape,
             "/readyz": self.readiness,
@@ -59,11 +62,10 @@ class AdminApi:
         path = msg.uri.partition(b"?")[0].decode("latin-1")
         route = self.routes.get(path)
         if route is None:
-            return NOT_FOUND
+            return self._console(msg, path)
         if msg.method not in _READ_METHODS:
             return METHOD_NOT_ALLOWED
         return route()
-
 
     def readiness(self) -> Reply:
         """The admin /readyz: the public body (Engine.health) plus uptime, reload errors, the
@@ -83,6 +85,19 @@ class AdminApi:
             body["policy_source"] = "last_good"
         body["top_rejected_keys"] = e.decision_log.top_rejected()
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
+
+    def _console(self, msg: Admin, path: str) -> Reply:
+        """/status, /v1/admin/summary and the /v1/admin/ API (pyengine.admin_api), with the
+        token's fingerprint as the actor its audit records name."""
+        routes = self.engine.admin_routes
+        if not (path.startswith(admin_api.PREFIX) or path in routes.extra):
+            return NOT_FOUND
+        if self._actor is None:
+            self._actor = admin_api.actor_of(self._token, self.engine.decision_log.hasher)
+        # The query too: the operator endpoints read theirs (pyengine.operator_api).
+        status, ctype, body = routes.handle(msg.method.decode("latin-1"), msg.uri.decode("latin-1"), msg.body,
+                                            self._actor)
+        return Reply(status=status, content_type=ctype, body=body)
 
 
 def _live() -> Reply:

@@ -68,6 +68,7 @@ class AdminRoutes:
         answer = operator_api.route(self.engine, method, path, body)  # coverage, bundle, replay, selftest
         if answer is not None:
             return answer
+        path = path.partition("?")[0]
         if path in self.extra:
             if method not in ("GET", "HEAD"):
                 return problem(405, "method_not_allowed", "GET only")

@@ -12,6 +12,7 @@ LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/
 PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
+REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.request.REQUEST_HEADER_FAMILIES
 ADMIN_OFF = "off"  # FAIRVISOR_ADMIN_LISTEN value that disables the admin listener
 _HOST_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[\w.-]+):)?(\d{1,5})")
 
@@ -38,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     admin_listen: str = "127.0.0.1:9090"
     admin_token: str | None = None  # FAIRVISOR_ADMIN_TOKEN: set = every admin endpoint needs this Bearer token
     trusted_proxies: tuple[str, ...] = ("127.0.0.0/8", "::1")  # FAIRVISOR_TRUSTED_PROXIES, CIDRs
+    # FAIRVISOR_REQUEST_HEADERS: the one header family describing a decision-service request,
+    # "original" (X-Original-*, nginx auth_request) or "forwarded" (X-Forwarded-*, Traefik).
+    request_headers: str = "original"
     fail_mode: str = "open"  # FAIRVISOR_FAIL_MODE
     engine_timeout_ms: int = 100  # FAIRVISOR_ENGINE_TIMEOUT_MS
     upstream_timeout_ms: int = 60_000  # FAIRVISOR_UPSTREAM_TIMEOUT_MS: nginx connect / between-bytes timeout
@@ -120,6 +124,7 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
         "retry_jitter": "FAIRVISOR_RETRY_JITTER",
         "hide_reason": "FAIRVISOR_HIDE_REASON",
+        "request_headers": "FAIRVISOR_REQUEST_HEADERS",
         "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
         "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
         "nginx_user": "FAIRVISOR_NGINX_USER",
@@ -190,6 +195,7 @@ def _finish(raw: dict) -> Settings:
                                             ("on", "off")) == "on"
     _choice("FAIRVISOR_MODE", raw.get("mode", "decision_service"), MODES)
     _choice("FAIRVISOR_FAIL_MODE", raw.get("fail_mode", "open"), FAIL_MODES)
+    _choice("FAIRVISOR_REQUEST_HEADERS", raw.get("request_headers", "original"), REQUEST_HEADER_MODES)
     if raw.get("llm_format") is not None:
         _choice("FAIRVISOR_LLM_FORMAT", raw["llm_format"], LLM_FORMATS)
     elif raw.get("mode") == "reverse_proxy":

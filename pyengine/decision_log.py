@@ -143,6 +143,7 @@ class DecisionLog:
         self._rules_of = None  # the bundle _rules was built for
         self._failing = False
         self._encoder = msgspec.json.Encoder()
+        self.listener = None  # fn(records) given every drained batch (the status page's rejections)
 
     @classmethod
     def from_settings(cls, settings, metrics) -> "DecisionLog":
@@ -236,6 +237,8 @@ class DecisionLog:
             if rec.key and self.hashed:
                 rec.key = self.hasher.digest(rec.key)
             out.append(rec)
+        if self.listener is not None:
+            self.listener(out)
         return out
 
     def flush(self) -> int:

@@ -19,16 +19,18 @@ from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
 from .admin_api import AdminRoutes
+from .console import page as console_page, summary as console_summary
+from .console.stats import ConsoleStats
 from .pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
-from .llm.formats import request_format
+from .llm.formats import adapter_name, request_format
 from .llm.proxy import LLMProxy
 from .recent import RecentRequests
-from .request import DESCRIBED_HEADERS, normalize_path, strip_provider_prefix, view_from_decide
+from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
 from .reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
@@ -84,8 +86,17 @@ class Engine:
         self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies)
-        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage), self.overlay.index)
+        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
+        # The status page's figures (pyengine.console): the decision path only appends allowed
+        # decisions to a bounded deque; the decision log hands over the rejections it drains.
+        self.console = ConsoleStats(self.metrics, self.decision_log.hasher)
+        self._console_seen = self.console.recent.append
+        self.decision_log.listener = self.console.rejected
+        self.admin_routes.extra["/status"] = console_page.page_reply
+        self.admin_routes.extra["/v1/admin/summary"] = lambda: console_summary.summary_reply(self)
+        self.loaded_at_s: float | None = None
+        self.last_reload: tuple[str | None, float | None] = (None, None)  # (result, when) for the status page
         self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
         self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
@@ -128,7 +139,8 @@ class Engine:
         if self.bundle is not None:
             headers, needs_body = self.bundle.header_names, self.bundle.needs_body
         else:
-            headers = list(DESCRIBED_HEADERS) if self.settings.mode == "decision_service" else []
+            described = self.settings.mode == "decision_service"
+            headers = list(described_headers(self.settings.request_headers)) if described else []
             needs_body = False
         return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
                           needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
@@ -168,6 +180,8 @@ class Engine:
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
         self.hello_reply = self._make_hello()
         self.metrics.reloads.inc((result,))
+        self.loaded_at_s = self.clock.now_s()
+        self.last_reload = (result, self.loaded_at_s)
         self.metrics.policy_info.values.clear()
         self.metrics.last_outcome.clear()  # rules of the old bundle
         self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
@@ -207,6 +221,7 @@ class Engine:
         """A bundle was refused: the one in force stays; the refusal is counted and logged."""
         self.last_errors = errors
         self.metrics.reloads.inc(("refused",))
+        self.last_reload = ("refused", self.clock.now_s())
         self.decision_log.reload(self.clock.now_s(), "refused", errors=errors)
 
     def request_reload(self) -> None:
@@ -232,6 +247,7 @@ class Engine:
         restored = self.snapshots.restore(self.clock.now_s())
         if self.snapshots.enabled:  # a locked dir belongs to another engine
             self.overlay.enable(self.settings.state_dir, self.clock.now_s())
+            self.sync_runtime()
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
@@ -277,6 +293,7 @@ class Engine:
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
         self._expire_overlay(now_s)
+        self.console.tick(now_s)
         self._count_kill_switches(now_s)
         self.selftests.expire(now_s)
         self.decision_log.flush()
@@ -303,6 +320,7 @@ class Engine:
         """A runtime switch or override was added or removed: in force for the next request.
         New headers to read (a switch on a header the policy never reads) recompile the bundle
         under a new generation, so the shim re-describes requests with them."""
+        self.sync_runtime()
         b = self.bundle
         if b is None:
             return
@@ -318,8 +336,15 @@ class Engine:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
 
+    def sync_runtime(self) -> None:
+        """The pipeline sees the runtime switch index only while it holds any."""
+        index = self.overlay.index
+        self.pipeline.runtime_switches = index if index.by_key else None
+
     def _expire_overlay(self, now_s: float) -> None:
         switches, overrides = self.overlay.expire(now_s)
+        if switches:
+            self.sync_runtime()
         for rec in switches:
             self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
         for rec in overrides:
@@ -428,6 +453,8 @@ class Engine:
             return False
         i = b.header_index.get("cookie")
         raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
+        if raw.__class__ is list:  # Cookie in several lines (HTTP/2 splits it): one list (RFC 6265 §5.4)
+            raw = b"; ".join(raw)
         return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
     def decide_untraced(self, msg: Decide):
@@ -443,26 +470,28 @@ class Engine:
                 verdict = render(d, msg.surface, self._raw_format(msg))
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
-            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes)
+            view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
+                                    bundle.family)
             fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
             now_s = self.clock.now_s()
             if self.selftests.runs:  # empty but during `fairvisor selftest`
-                verdict = self.selftests.decide(bundle, view, now_s, msg.surface, self.settings.llm_format)
-                if verdict is not None:
-                    return verdict  # scratch state only: no metric, log, coverage or replay sample
+                hit = self.selftests.decide(bundle, view, now_s, msg.surface, fmt)
+                if hit is not None:  # scratch state only: no metric, log, coverage or replay sample
+                    d = self.last_decision = hit[1]
+                    return hit[0]
             self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
             if d.retry_after_s > 1 and self.settings.retry_jitter:
                 jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
             if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm, fmt)
+                r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
             verdict = render(d, msg.surface, fmt)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view, fmt)
+                self.llm_proxy.attach(verdict, d.reservation_id, view)
             m = self.metrics
             self.last_decision = d
             if d.outcome is not None:
@@ -474,8 +503,10 @@ class Engine:
                 action = "throttle" if d.delay_ms else "warn"
                 m.decisions.inc((action, d.warning, d.policy_id or ""))
                 self.decision_log.decision(action, d, bundle, view, now_s)
+                self._console_seen(d)
             else:
                 m.decisions.inc(("allow", "", d.policy_id or ""))
+                self._console_seen(d)
             m.duration.observe(time.perf_counter() - start)
             return verdict
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow

@@ -5,7 +5,7 @@ import os
 
 from .decision_log import BACKUPS
 
-TAIL_MAX_BYTES = 8 << 20  # what an admin request may read of the log (the engine's loop waits for it)
+TAIL_MAX_BYTES = 4 << 20  # what an admin request may read of the log (the engine's loop waits for it)
 
 
 def log_files(path: str) -> list[str]:

@@ -63,17 +63,30 @@ def bundle(engine, query: dict, body) -> Reply:
     return _answer(200, engine.bundle_bytes.decode("utf-8", "replace"))
 
 
+def _params(query: dict, body) -> dict:
+    """Parameters from a JSON object body (POST), else from the query string ({name: [values]})."""
+    if body:
+        doc = msgspec.json.decode(body)  # DecodeError: the caller answers 400
+        if not isinstance(doc, dict):
+            raise msgspec.DecodeError("not an object")
+        return {k: v if isinstance(v, list) else [v] for k, v in doc.items()}
+    return query
+
+
 def decisions(engine, query: dict, body) -> Reply:
-    """?since_s=N (default 3600) &event=E (repeatable): the decision log's recent records."""
+    """since_s=N (default 3600), event=E (repeatable; all when none), as the query of a GET or
+    the JSON object a POST sends: the decision log's recent records."""
     path = engine.settings.decision_log
     if path == "off":
         return problem(404, "decision_log_off", "FAIRVISOR_DECISION_LOG=off: no records are kept")
     try:
-        since_s = int((query.get("since_s") or ["3600"])[0])
-    except ValueError:
-        return problem(400, "bad_since_s", "since_s: a whole number of seconds")
+        params = _params(query, body)
+        since_s = int((params.get("since_s") or ["3600"])[0])
+    except (ValueError, TypeError, msgspec.DecodeError):
+        return problem(400, "bad_request", 'since_s: a whole number of seconds; a POST body: {"since_s": N, '
+                                           '"event": [...]}')
     since_s = max(1, min(since_s, MAX_SINCE_S))
-    events = tuple(e for e in query.get("event", ()) if e in EVENTS)
+    events = tuple(e for e in params.get("event", ()) if e in EVENTS)
     engine.decision_log.flush()  # what the decision path buffered counts too
     since_ts = rfc3339_ms(engine.clock.now_s() - since_s)
     records = recent_records(path, since_ts, events)
@@ -103,14 +116,21 @@ def selftest_start(engine, query: dict, body) -> Reply:
     if engine.bundle is None:
         return problem(503, "no_policy_loaded")
     plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values)
-    plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode)
+    # hide_reason: rejections carry no X-Fairvisor-Reason header (FAIRVISOR_HIDE_REASON), by design.
+    plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode, hide_reason=engine.hide_reason)
     return _answer(200, plan)
 
 
 def selftest_end(engine, query: dict, body) -> Reply:
-    """?run=ID: the run's secret stops working and its scratch counters are deleted."""
+    """{"run": ID} (or ?run=ID): the run's secret stops working and its scratch counters are deleted."""
     run = (query.get("run") or [""])[0]
-    if not engine.selftests.end(run):
+    if not run and body:
+        try:
+            doc = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return problem(400, "bad_json")
+        run = doc.get("run", "") if isinstance(doc, dict) else ""
+    if not isinstance(run, str) or not engine.selftests.end(run):
         return problem(404, "no_such_run")
     return _answer(200, {"run": run, "ended": True})
 
@@ -119,6 +139,7 @@ ROUTES = {
     ("/v1/admin/coverage", "GET"): coverage,
     ("/v1/admin/bundle", "GET"): bundle,
     ("/v1/admin/decisions", "GET"): decisions,
+    ("/v1/admin/decisions", "POST"): decisions,
     ("/v1/admin/replay", "POST"): replay,
     ("/v1/admin/selftest", "POST"): selftest_start,
     ("/v1/admin/selftest/end", "POST"): selftest_end,

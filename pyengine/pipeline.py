@@ -1,7 +1,9 @@
 """The decision path: kill switches, then every matching policy's rules, all-or-nothing.
 
-Order (contract §1): kill switches first; then, per matching policy in bundle order, its rules
-whose `match` holds (or its fallback). The first enforcing rule that rejects ends the request;
+Order (contract §1): a request with a repeated header that must have one value is refused
+first (400 ambiguous_header, pyengine.header_lines), before any key is read; then kill
+switches; then, per matching policy in bundle order, its rules whose `match` holds (or its
+fallback). The first enforcing rule that rejects ends the request;
 every charge made before it is undone, so a rejected request is never charged; so is every
 charge made before an exception (the engine then answers engine_error, pyengine.engine_errors).
 Shadow policies (and every policy under an active global shadow) count in their own state and
@@ -29,6 +31,21 @@ def _undo(charged, at_s: float, now_s: float) -> None:
 def _rejected(outcome, rule) -> Decision:
     return Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=rule.policy_id,
                     outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
+
+
+def _ambiguous(bundle, view, now_s: float, sink, runtime) -> Decision | None:
+    """The refusal of a request that repeated a header read as one value, or None when only
+    shadow state reads those headers (the would-be refusal is counted; they read as absent).
+    Kill switches, the bundle's and the runtime ones (`runtime`), are never in shadow."""
+    global_shadow = bundle.global_shadow is not None and bundle.global_shadow_active(now_s)
+    switched = runtime.headers() if runtime is not None and runtime.by_key else ()
+    for name in view.ambiguous:
+        if name in bundle.single_always or (name in bundle.single_enforced and not global_shadow) \
+                or name in switched or name not in bundle.header_index:
+            # The header's name (from the policy or the engine, never a client value) is for operators.
+            return Decision(status=400, reason="ambiguous_header", detail=name)
+    sink.would_reject("", "", "ambiguous_header", "", view)
+    return None
 
 
 def _missing(rule) -> Decision:
@@ -105,22 +122,26 @@ class Pipeline:
         # .skipped(policy, rule) .would_reject(policy, rule, reason, key, view)
         # .unmatched(view) .unlimited(view): allowed with no policy / no rule limiting it
         self.sink = sink
-        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex).
+        # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex);
+        # None while there are none, so the common path tests one attribute (Engine.sync_runtime).
         self.runtime_switches = runtime_switches
 
     def decide(self, bundle, view, now_s: float) -> Decision:
+        if view.ambiguous is not None:
+            refusal = _ambiguous(bundle, view, now_s, self.sink, self.runtime_switches)
+            if refusal is not None:
+                return refusal
         switches = bundle.kill_switches
         runtime = self.runtime_switches
-        if (switches or (runtime is not None and runtime.by_key)) and bundle.kill_switches_overridden(now_s):
-            switches = runtime = None  # kill_switch_override: every switch skipped until it expires
-        if switches:
+        # kill_switch_override: every switch, runtime ones too, skipped until it expires.
+        if (switches or runtime is not None) and not bundle.kill_switches_overridden(now_s):
             for ks in switches:
                 if ks.hits(view, now_s):
                     return _killed(bundle, ks, now_s)
-        if runtime is not None and runtime.by_key:
-            ks = runtime.match(view, now_s)
-            if ks is not None:
-                return _killed(bundle, ks, now_s)
+            if runtime is not None:
+                ks = runtime.match(view, now_s)
+                if ks is not None:
+                    return _killed(bundle, ks, now_s)
 
         policies, straight = bundle.routes.plan(view.method, view.host, view.path)
         if not policies:

@@ -11,7 +11,7 @@ from collections import deque
 
 import msgspec
 
-MAX_REQUESTS = 2000  # the replay runs on the engine's loop: 2 x 2k decisions, tens of ms
+MAX_REQUESTS = 2000  # replayed twice on the engine loop within what_if.BUDGET_S
 MAX_BODY_BYTES = 32 << 10
 
 

@@ -5,23 +5,26 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from .bounded import remember
-
+from .header_lines import header_text, resolve
 from .protocol.messages import SURFACE_DESCRIBED
 
 # Asked of every request: a self-test request carries its run's secret in it (pyengine.selftest).
 SELFTEST_HEADER = "x-fairvisor-selftest"
 
-# Header names the engine needs on the decision-service surface, besides the policy's own.
-DESCRIBED_HEADERS = (
-    "x-original-method",
-    "x-original-uri",
-    "x-original-host",
-    "x-forwarded-method",
-    "x-forwarded-uri",
-    "x-forwarded-host",
-    "x-forwarded-for",
-    "x-token-estimate",
-)
+# The header family that describes the request on the decision-service surface: method, URI
+# (path and query) and host. Exactly one is trusted per deployment (FAIRVISOR_REQUEST_HEADERS,
+# pyengine.config): the other family's headers are not even asked of the shim, so a client
+# that sets them (forwardAuth copies client headers) describes nothing.
+REQUEST_HEADER_FAMILIES = {
+    "original": ("x-original-method", "x-original-uri", "x-original-host"),  # nginx auth_request
+    "forwarded": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host"),  # Traefik forwardAuth
+}
+ORIGINAL = REQUEST_HEADER_FAMILIES["original"]
+
+
+def described_headers(family: str) -> tuple[str, ...]:
+    """Header names the engine needs on the decision-service surface, besides the policy's own."""
+    return REQUEST_HEADER_FAMILIES[family] + ("x-forwarded-for", "x-token-estimate")
 
 
 def normalize_path(path: str) -> str:
@@ -83,6 +86,9 @@ class RequestView(msgspec.Struct, gc=False):
     keys: dict = {}  # limit key -> value, filled on first use (msgspec copies the default per instance)
     prompt_ratio: object = None  # model -> learned prompt chars per token (set by the engine)
     body_bytes: int = -1  # the request body's real length (Decide.body_bytes); -1 = not told
+    # The headers asked for that came in several lines and are not list headers
+    # (pyengine.header_lines): the pipeline refuses the request (ambiguous_header).
+    ambiguous: tuple[str, ...] | None = None
 
     def header(self, name: str) -> str | None:
         """A request header by lower-case name; None when absent or not requested in hello."""
@@ -90,7 +96,7 @@ class RequestView(msgspec.Struct, gc=False):
         if i is None:
             return None
         raw = self._headers[i]  # padded to the index's length by view_from_decide
-        return None if raw is None else raw.decode("utf-8", "replace")
+        return None if raw is None else header_text(raw)
 
     def query_param(self, name: str) -> str | None:
         params = self._params
@@ -102,13 +108,9 @@ class RequestView(msgspec.Struct, gc=False):
         return params.get(name)
 
 
-def _described(headers: list, index: dict[str, int], first: str, second: str) -> bytes | None:
-    i = index.get(first)
-    raw = None if i is None else headers[i]
-    if raw is None:
-        i = index.get(second)
-        raw = None if i is None else headers[i]
-    return raw
+def _described(headers: list, index: dict[str, int], name: str) -> bytes | None:
+    i = index.get(name)
+    return None if i is None else headers[i]
 
 
 DECISION_PREFIX = b"/v1/decision"
@@ -152,20 +154,23 @@ _CACHED_TARGET_MAX_BYTES = 1024
 _target_cache: dict[tuple, tuple[str, str, str, str]] = {}
 
 
-def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False) -> RequestView:
-    """Build the view; on the decision-service surface the X-Original-* headers describe it.
+def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False, joins: dict | None = None,
+                     family: tuple[str, str, str] = ORIGINAL) -> RequestView:
+    """Build the view; on the decision-service surface the trusted family's headers describe it.
 
     `provider_prefixes`: reverse-proxy mode, where inline requests lose a leading
-    `/openai`, `/anthropic` or `/gemini` segment on their way upstream."""
+    `/openai`, `/anthropic` or `/gemini` segment on their way upstream. `joins`: the list
+    headers' separators by position (CompiledBundle.header_joins); `family`: the method, URI
+    and host header names of FAIRVISOR_REQUEST_HEADERS (CompiledBundle.family)."""
     method, uri, host = msg.method, msg.uri, msg.host
-    headers = msg.headers
+    headers, ambiguous = resolve(msg.headers, joins or {})
     if len(headers) < len(index):  # a short list from an odd shim: the rest are absent
         headers = headers + [None] * (len(index) - len(headers))
     described = msg.surface == SURFACE_DESCRIBED
     if described:
-        method = _described(headers, index, "x-original-method", "x-forwarded-method") or method
-        uri = _described(headers, index, "x-original-uri", "x-forwarded-uri") or _prefixed_uri(uri)
-        host = _described(headers, index, "x-original-host", "x-forwarded-host") or host
+        method = _described(headers, index, family[0]) or method
+        uri = _described(headers, index, family[1]) or _prefixed_uri(uri)
+        host = _described(headers, index, family[2]) or host
     cache_key = (method, uri, host, provider_prefixes and not described)
     target = _target_cache.get(cache_key)
     if target is None:
@@ -173,7 +178,12 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
         if len(uri) + len(host) <= _CACHED_TARGET_MAX_BYTES:
             remember(_target_cache, _TARGET_CACHE_MAX, cache_key, target)
     method, path, query, host = target
-    return RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
+    view = RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
                        msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "",
                        body_bytes=msg.body_bytes)
+    if ambiguous is not None:
+        names = {i: name for name, i in index.items()}
+        # A position past the engine's list (an odd shim) names no header: still refused.
+        view.ambiguous = tuple(names.get(i, "?") for i in ambiguous)
+    return view
 

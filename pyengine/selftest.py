@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 
 from .protocol.messages import Verdict
 from .request import SELFTEST_HEADER
@@ -31,10 +32,12 @@ from .verdict import Decision, _allow_headers, render
 TTL_S = 600  # a run's secret expires this long after it was issued
 MAX_RUNS = 4  # open runs; starting another drops the oldest
 MAX_DRAIN = 20_000  # rule applications per drain request (a rule whose limit needs more is "not driven")
+DRAIN_BUDGET_S = 0.03  # and at most this long: the engine's loop waits, the shim's admin timeout is 100 ms
 ALLOWED_STATUS = 409  # the rule allowed it; never 2xx, so nothing forwards it
 MARK = "X-Fairvisor-Selftest"  # response header: allowed | rejected | not_matched | key_missing | ...
 SYNTHETIC = "fv-selftest"  # limit-key values the plan fills in
-_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based"}
+_ALGORITHMS = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",
+               "ConcurrencyRule": "concurrency"}
 
 
 class Run:
@@ -82,6 +85,7 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
     headers: dict[str, str] = {}
     query: list[tuple[str, str]] = []
     claims: dict[str, str] = {}
+    model = None  # llm:model: the body's model
     wanted = {lk: want for lk, _fn, want in rule.match}
     for lk in [lk for lk, _ in rule.key_fns] + list(wanted):
         value = wanted.get(lk, SYNTHETIC)
@@ -92,6 +96,8 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
             query.append((name, value))
         elif kind == "jwt":
             claims[name] = value
+        elif lk == "llm:model":
+            model = value
         elif lk in _HEADER_KEYS and (lk in wanted or _HEADER_KEYS[lk][1] is not None):
             header, default = _HEADER_KEYS[lk]
             headers[header] = ({"true": "1", "false": "0"}.get(value, value) if lk == "ip:tor"
@@ -102,19 +108,29 @@ def _request_for(policy, rule) -> tuple[dict | None, str]:
             return None, f"{lk} cannot be set by a synthetic request" + (f" to {value!r}" if lk in wanted else "")
     if claims:
         headers["authorization"] = "Bearer " + _unsigned_jwt(claims)
-    for source in (getattr(rule, "cfg", None) and getattr(rule.cfg, "cost_source", None),
-                   getattr(rule, "cfg", None) and getattr(rule.cfg, "cost_key", None)):
+    cfg = _spec_of(policy, rule).algorithm_config
+    for source in (getattr(cfg, "cost_source", None), getattr(cfg, "cost_key", None)):
         if source and source.startswith("header:"):
-            headers.setdefault(source[7:].lower(), "1")
+            headers.setdefault(source[7:].lower(), "1")  # one unit a request: the drain counts them
+        elif source and source.startswith("query:"):
+            query.append((source[6:], "1"))
     if query:
         from urllib.parse import urlencode
 
         path += "?" + urlencode(query)
     req = {"method": method, "path": path, "host": sel.hosts[0] if sel.hosts else None, "headers": headers}
-    if _llm(rule):
-        req["body"] = json.dumps({"model": "gpt-4o-mini", "max_tokens": 1,
+    if _llm(rule) or model is not None:
+        req["body"] = json.dumps({"model": model or "gpt-4o-mini", "max_tokens": 1,
                                   "messages": [{"role": "user", "content": "fairvisor selftest"}]})
     return req, ""
+
+
+def _spec_of(policy, rule):
+    """The rule's validated spec (its algorithm_config), by name; the fallback limit otherwise."""
+    for r in policy.spec.rules:
+        if r.name == rule.name:
+            return r
+    return policy.spec.fallback_limit
 
 
 def _llm(rule) -> bool:
@@ -172,7 +188,7 @@ class Selftests:
         return run, int(parts[2]), parts[3]
 
     def decide(self, bundle, view, now_s: float, surface: int, llm_format):
-        """The Verdict of a self-test request, or None for ordinary traffic."""
+        """(Verdict, Decision) of a self-test request, or None for ordinary traffic."""
         raw = view.header(SELFTEST_HEADER)
         if raw is None:
             return None
@@ -198,19 +214,26 @@ class Selftests:
         at_s = run.started_at_s  # frozen: the bucket does not refill while the test drives it
         outcome, _ = rule.apply(view, key, at_s)
         applied = 1
+        deadline = time.perf_counter() + DRAIN_BUDGET_S
         while phase == "drain" and outcome.allowed and applied < MAX_DRAIN:
             outcome, _ = rule.apply(view, key, at_s)
             applied += 1
+            if not applied & 255 and time.perf_counter() > deadline:
+                break
         count = ("X-Fairvisor-Selftest-Applied", str(applied))
         if outcome.allowed:
             d = Decision(rule=rule.name, policy_id=policy.id, outcome=outcome if outcome.limit else None)
-            return Verdict(status=ALLOWED_STATUS, headers=_allow_headers(d) + [MARK, "allowed", *count], body="")
+            headers = _allow_headers(d) + [MARK, "allowed", *count]
+            d.status, d.reason = ALLOWED_STATUS, "selftest_allowed"
+            return Verdict(status=ALLOWED_STATUS, headers=headers, body=""), d
         d = Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=policy.id,
                      outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
         v = render(d, surface, llm_format)  # exactly what a rejected client gets, plus the marks
-        return Verdict(status=v.status, headers=list(v.headers) + [MARK, "rejected", *count], body=v.body)
+        return Verdict(status=v.status, headers=list(v.headers) + [MARK, "rejected", *count], body=v.body), d
 
 
-def _answer(result: str) -> Verdict:
-    body = json.dumps({"status": ALLOWED_STATUS, "reason": f"selftest_{result}"})
-    return Verdict(status=ALLOWED_STATUS, headers=[MARK, result, "Content-Type", "application/problem+json"], body=body)
+def _answer(result: str) -> tuple[Verdict, Decision]:
+    reason = f"selftest_{result}"
+    body = json.dumps({"status": ALLOWED_STATUS, "reason": reason})
+    return (Verdict(status=ALLOWED_STATUS, headers=[MARK, result, "Content-Type", "application/problem+json"],
+                    body=body), Decision(status=ALLOWED_STATUS, reason=reason))

@@ -8,7 +8,10 @@ from .protocol.messages import SURFACE_DESCRIBED, Verdict
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
-_TITLES = {429: "Too Many Requests", 503: "Service Unavailable"}
+# A 400 (ambiguous_header) is about the request's form, not a quota: RFC 9457's about:blank.
+BAD_REQUEST_TYPE = "about:blank"
+
+_TITLES = {400: "Bad Request", 429: "Too Many Requests", 503: "Service Unavailable"}
 _json = msgspec.json.Encoder()
 
 ALLOW_EMPTY = Verdict(status=0, headers=[])
@@ -23,7 +26,7 @@ class Decision(msgspec.Struct, gc=False):
     with keyword defaults; gc=False is safe because nothing it holds refers back to it.
     """
 
-    status: int = 0  # 0 allow, 429 reject, 503 not ready or engine_error
+    status: int = 0  # 0 allow, 429 reject, 400 ambiguous_header, 503 not ready or engine_error
     reason: str | None = None  # contract §4 reason code on reject
     rule: str | None = None  # rule name the headers describe
     policy_id: str | None = None
@@ -61,6 +64,7 @@ _MESSAGES = {
     "unknown_model_price": "No price is configured for this model",
     "concurrency_exceeded": "Too many requests in flight for this key",
     "missing_limit_key": "The request lacks a value this limit is keyed on",
+    "ambiguous_header": "A header this edge reads as one value was sent more than once",
     "no_policy_loaded": "No policy is loaded",
     "engine_error": "The rate-limit engine failed on this request; it was not let through",
 }
@@ -77,18 +81,19 @@ def _message(d: Decision) -> str:
 def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes]:
     msg = _message(d)
     unavailable = d.status == 503  # no policy, or engine_error: the providers' server-side error types
+    invalid = d.status == 400  # ambiguous_header: the providers' invalid-request error types
     if surface != SURFACE_DESCRIBED and llm_format == "openai":
-        etype = "server_error" if unavailable else \
+        etype = "server_error" if unavailable else "invalid_request_error" if invalid else \
             "insufficient_quota" if d.reason == "budget_exhausted" else "rate_limit_error"
         return "application/json", _json.encode({"error": {"message": msg, "type": etype, "code": d.reason}})
     if surface != SURFACE_DESCRIBED and llm_format == "anthropic":
-        etype = "api_error" if unavailable else "rate_limit_error"
+        etype = "api_error" if unavailable else "invalid_request_error" if invalid else "rate_limit_error"
         return "application/json", _json.encode({"type": "error", "error": {"type": etype, "message": msg}})
     if surface != SURFACE_DESCRIBED and llm_format == "gemini":
-        return "application/json", _json.encode(
-            {"error": {"code": d.status, "message": msg, "status": "UNAVAILABLE" if unavailable else "RESOURCE_EXHAUSTED"}})
+        status = "UNAVAILABLE" if unavailable else "INVALID_ARGUMENT" if invalid else "RESOURCE_EXHAUSTED"
+        return "application/json", _json.encode({"error": {"code": d.status, "message": msg, "status": status}})
     problem = {
-        "type": PROBLEM_TYPE,
+        "type": BAD_REQUEST_TYPE if invalid else PROBLEM_TYPE,
         "title": _TITLES.get(d.status, "Rejected"),
         "status": d.status,
         "detail": msg,

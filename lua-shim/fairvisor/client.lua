@@ -16,7 +16,7 @@ local var = ngx.var
 local get_headers, get_method = ngx.req.get_headers, ngx.req.get_method
 local new_tab = require "table.new"
 
-local MAX_HEADERS = 100 -- get_headers() limit; names past it are read one by one
+local MAX_HEADERS = 100 -- get_headers() limit; a request with more lines is read again, whole
 
 local PROTOCOL_VERSION = 1
 -- Reply tags (docs/protocol.md).
@@ -144,7 +144,9 @@ function _M.reset()
     hello = nil
 end
 
--- The values of the headers the engine asked for, in its order (nil = absent; first of repeats).
+-- The values of the headers the engine asked for, in its order: nil = absent, a string for one
+-- line, an array of strings for several lines (in the client's order). The shim never picks one
+-- line: the engine joins a list header or refuses the request (pyengine/header_lines.py).
 -- One get_headers() call: each ngx.var read is an FFI call that costs about 2-3 us in the
 -- interpreted request handler, so reading ten headers one by one cost more than all of them at once.
 local function header_values(h)
@@ -153,14 +155,13 @@ local function header_values(h)
     values.n = n
     if n == 0 then return values end
     local all, truncated = get_headers(MAX_HEADERS)
+    if truncated then
+        -- Past MAX_HEADERS lines a header (or a second line of one already read) would be unseen:
+        -- read them all. nginx's header buffers (large_client_header_buffers) bound the count.
+        all = get_headers(0)
+    end
     for i = 1, n do
-        local v = all[names[i]]
-        if v == nil and truncated then
-            v = var["http_" .. names[i]:gsub("-", "_")] -- past MAX_HEADERS
-        elseif type(v) == "table" then
-            v = v[1]
-        end
-        values[i] = v
+        values[i] = all[names[i]]
     end
     return values
 end

@@ -1,4 +1,4 @@
--- fairvisor.response: the response side of a Verdict (fields 6-11, docs/protocol.md).
+-- fairvisor.response: the response side of a Verdict (fields 6-13, docs/protocol.md).
 --
 -- No provider knowledge: the engine chose the regexes, the cutoff bytes and the budget. This
 -- module splits SSE into events, drops and counts them, cuts the stream at the allowance, and
@@ -7,7 +7,11 @@
 
 local find, sub, concat = string.find, string.sub, table.concat
 local floor = math.floor
-local re_find = ngx.re.find
+local re_find, re_match = ngx.re.find, ngx.re.match
+local tostring = tostring
+
+-- Placeholders in the cutoff (pyengine/protocol/messages.py CUTOFF_TOKENS, CUTOFF_CAPTURE).
+local TOKENS_MARK, CAPTURE_MARK = "\0T\0", "\0C\0"
 
 local _M = {}
 
@@ -36,6 +40,8 @@ function _M.new(v)
         cut = false, -- the stream was ended at the allowance
         ended = false, -- the body reached its end (nginx's last buffer, or the cut); false in
         -- the log phase = the response broke off (the upstream stalled or reset mid-body)
+        capture_regex = v[14] or "", -- group 1 of its first match fills CAPTURE_MARK in the cutoff
+        captured = nil,
     }
     if r.cpt_milli <= 0 then r.cpt_milli = 1000 end -- a broken value must not divide by zero
     return r
@@ -103,8 +109,35 @@ local function count(r, event)
     r.tokens = floor(chars * 1000 / r.cpt_milli)
 end
 
+-- Replaces every plain `mark` in `s` by `value`.
+local function fill(s, mark, value)
+    local out, n, pos = {}, 0, 1
+    while true do
+        local from, to = find(s, mark, pos, true)
+        if not from then break end
+        n = n + 1; out[n] = sub(s, pos, from - 1)
+        n = n + 1; out[n] = value
+        pos = to + 1
+    end
+    if n == 0 then return s end
+    n = n + 1; out[n] = sub(s, pos)
+    return concat(out, "", 1, n)
+end
+
+-- The cutoff events with what only the stream knows: the tokens it carried, the capture.
+local function cutoff(r)
+    local c = r.cutoff
+    if not find(c, "\0", 1, true) then return c end
+    c = fill(c, TOKENS_MARK, tostring(r.tokens))
+    return fill(c, CAPTURE_MARK, r.captured or "")
+end
+
 -- One complete event: false = dropped; true, cut = passed, cut = the allowance is now reached.
 local function event(r, ev)
+    if r.capture_regex ~= "" and not r.captured then
+        local m = re_match(ev, r.capture_regex, "jo")
+        if m and m[1] then r.captured = m[1] end
+    end
     if r.drop_regex ~= "" and re_find(ev, r.drop_regex, "jo") then return false end
     if r.allowance > 0 then
         count(r, ev)
@@ -136,7 +169,7 @@ function _M.filter(r, chunk, eof)
         local pass, cut = event(r, ev)
         if pass then n = n + 1; out[n] = ev end
         if cut then
-            n = n + 1; out[n] = r.cutoff
+            n = n + 1; out[n] = cutoff(r)
             r.cut, r.ended = true, true
             return concat(out, "", 1, n), true
         end
@@ -146,7 +179,7 @@ function _M.filter(r, chunk, eof)
         if eof then -- an unterminated last event is still an event
             local pass, cut = event(r, rest)
             if pass then n = n + 1; out[n] = rest end
-            if cut then n = n + 1; out[n] = r.cutoff; r.cut = true end
+            if cut then n = n + 1; out[n] = cutoff(r); r.cut = true end
         else
             r.rest = rest
         end

@@ -169,3 +169,86 @@ def gemini_stream(model: str, prompt_tokens: int, n: int, capped: bool = False, 
     if n == 0:
         yield {"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]}, "finishReason": "STOP",
                                "index": 0}], "usageMetadata": gemini_usage(prompt_tokens, 0), "modelVersion": model}
+
+
+# ---- OpenAI Responses API (/v1/responses) ------------------------------------------------
+
+
+def _responses_usage(prompt_tokens: int, n: int) -> dict:
+    return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": n, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt_tokens + n}
+
+
+def _responses_item(kind: str, out: str, done: bool) -> dict:
+    status = "completed" if done else "in_progress"
+    if kind == "tool":
+        return {"type": "function_call", "id": "fc_mock", "call_id": "call_mock", "name": TOOL,
+                "arguments": out, "status": status}
+    part = [{"type": "output_text", "text": out, "annotations": []}] if done else []
+    return {"type": "message", "id": "msg_mock", "status": status, "role": "assistant", "content": part}
+
+
+def responses_response(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text",
+                       logprobs: bool = False, in_progress: bool = False) -> dict:
+    """A Responses API answer; `capped` = cut at max_output_tokens (status "incomplete")."""
+    kind = kind if kind == "tool" else "text"
+    out = "".join(pieces(kind, n))
+    item = _responses_item(kind, out, True)
+    if logprobs and kind == "text":
+        item["content"][0]["logprobs"] = [{"token": t, "logprob": -0.25, "bytes": list(t.encode()), "top_logprobs": []}
+                                          for t in pieces(kind, n)]
+    return {"id": "resp_mock", "object": "response", "created_at": int(time.time()),
+            "status": "in_progress" if in_progress else "incomplete" if capped else "completed",
+            "incomplete_details": {"reason": "max_output_tokens"} if capped else None, "model": model,
+            "output": [] if in_progress else [item], "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+            "usage": None if in_progress else _responses_usage(prompt_tokens, n)}
+
+
+def responses_stream(model: str, prompt_tokens: int, n: int, capped: bool = False, kind: str = "text"):
+    """(event name, data) pairs: the Responses API's typed events, usage in the last one."""
+    kind = kind if kind == "tool" else "text"
+    seq = iter(range(1_000_000))
+
+    def ev(kind_: str, **fields):
+        return kind_, {"type": kind_, "sequence_number": next(seq), **fields}
+
+    yield ev("response.created", response=responses_response(model, prompt_tokens, n, in_progress=True))
+    yield ev("response.output_item.added", output_index=0, item=_responses_item(kind, "", False))
+    if kind == "text":
+        yield ev("response.content_part.added", item_id="msg_mock", output_index=0, content_index=0,
+                 part={"type": "output_text", "text": "", "annotations": []})
+    for piece in pieces(kind, n):
+        if kind == "tool":
+            yield ev("response.function_call_arguments.delta", item_id="fc_mock", output_index=0, delta=piece)
+        else:
+            yield ev("response.output_text.delta", item_id="msg_mock", output_index=0, content_index=0, delta=piece)
+    out = "".join(pieces(kind, n))
+    if kind == "text":
+        yield ev("response.output_text.done", item_id="msg_mock", output_index=0, content_index=0, text=out)
+        yield ev("response.content_part.done", item_id="msg_mock", output_index=0, content_index=0,
+                 part={"type": "output_text", "text": out, "annotations": []})
+    else:
+        yield ev("response.function_call_arguments.done", item_id="fc_mock", output_index=0, arguments=out)
+    yield ev("response.output_item.done", output_index=0, item=_responses_item(kind, out, True))
+    final = responses_response(model, prompt_tokens, n, capped, kind)
+    yield ev("response.incomplete" if capped else "response.completed", response=final)
+
+
+def with_cached(kind: str, doc: dict, cached: int) -> dict:
+    """`doc` (an answer or a stream event) reporting `cached` of its prompt tokens as read from
+    the provider's prompt cache, in that provider's fields (Anthropic counts them apart)."""
+    if not cached:
+        return doc
+    for holder in (doc, doc.get("message"), doc.get("response")):
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict) and "prompt_tokens" in usage:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif isinstance(usage, dict) and kind == "responses" and "input_tokens" in usage:
+            usage["input_tokens_details"] = {"cached_tokens": cached}
+        elif isinstance(usage, dict) and "input_tokens" in usage:
+            usage["input_tokens"] = max(0, usage["input_tokens"] - cached)
+            usage["cache_read_input_tokens"] = cached
+    meta = doc.get("usageMetadata")
+    if isinstance(meta, dict):
+        meta["cachedContentTokenCount"] = cached
+    return doc

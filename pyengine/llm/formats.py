@@ -54,6 +54,14 @@ def request_format(setting: str | None, raw_uri: bytes, path: str) -> str | None
     return prefix_provider(raw_uri) or shape_provider(path)
 
 
+def adapter_name(llm_format: str | None, path: str) -> str | None:
+    """The adapter (llm/providers.py ADAPTERS) of a request in `llm_format`: OpenAI's Responses
+    API has events and usage fields of its own; None = plain HTTP."""
+    if llm_format == "openai" and path.endswith("/v1/responses"):
+        return "openai_responses"
+    return llm_format
+
+
 def nginx_route_patterns() -> list[tuple[str, str]]:
     """(PCRE on nginx's $request_uri, provider), in order: the first match routes the request."""
     out = [(f"^/{p}(?:[/?]|$)", p) for p in PROVIDERS]

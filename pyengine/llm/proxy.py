@@ -7,7 +7,7 @@ import msgspec
 from ..protocol.messages import Reply, Settle
 from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
 from .estimator import Estimator
-from .providers import ADAPTERS, PLAIN
+from .providers import BY_NAME, PLAIN
 from .sse import is_event_stream
 
 log = logging.getLogger("fairvisor.llm")
@@ -25,21 +25,23 @@ class LLMProxy:
         self.decision_log = decision_log
         self.estimator = Estimator()
 
-    def attach(self, verdict, reservation_id: str, view, llm_format: str | None) -> None:
-        """Fill the response-side recipe of an allowed, reserving request (Verdict fields 6-12),
-        in the request's format. A plain-HTTP request is only settled (refund on an error)."""
+    def attach(self, verdict, reservation_id: str, view) -> None:
+        """Fill the response-side recipe of an allowed, reserving request (Verdict fields 6-13),
+        in the request's format (its reservation's adapter). A plain-HTTP request is only
+        settled (refund on an error)."""
         req = view.llm
         r = self.reservations.get(reservation_id)
         if r is None:
             return
         verdict.settle_bytes = SETTLE_BYTES  # Settle also ends in-flight leases (concurrency)
-        if llm_format is None or req is None:
+        a = BY_NAME.get(r.llm_format)
+        if a is None or req is None:
             return
-        a = ADAPTERS[llm_format]
         verdict.allowance_tokens = completion_allowance(r, req)
         verdict.count_regex = a.count_regex
         verdict.chars_per_token_milli = int(self.estimator.output.get(req.model) * 1000)
         verdict.cutoff = a.cutoff(req.model or "")
+        verdict.capture_regex = a.capture_regex
         if a.name == "openai" and req.stream and req.readable and view.body:
             body = a.with_usage(view.body)
             if body is not None:  # the client did not ask for usage: ask for it, and hide it
@@ -61,33 +63,43 @@ class LLMProxy:
             m.reservation_unused.inc((), reserved_tokens(r))
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
-        adapter = ADAPTERS.get(r.llm_format, PLAIN)
+        adapter = BY_NAME.get(r.llm_format, PLAIN)
         usage = adapter.usage(msg.tail)
         completion = usage.completion_tokens
         prompt = usage.prompt_tokens if usage.prompt_tokens is not None else r.prompt_estimate_tokens
         # Only what reached the client is charged. The tail holds nothing past a cut (the
         # shim stops filtering there), so a running total (Gemini) is exactly what was sent;
         # a once-at-the-end count (OpenAI, Anthropic) never arrives for a cut stream.
+        if usage.prompt_tokens:
+            # The provider's prompt count is the truth however the answer ended (Anthropic's
+            # message_start and Gemini's running totals reach a cut stream too): learn from it.
+            m.estimate_error.observe(r.prompt_estimate_tokens / usage.prompt_tokens)
+            self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
         if completion is not None and (not msg.cut or adapter.running_totals):
             result = "cut" if msg.cut else "exact"
-            reply = self._charge(r, msg, result, prompt, completion, True, now_s)
-            if usage.prompt_tokens:
-                m.estimate_error.observe(r.prompt_estimate_tokens / usage.prompt_tokens)
-                self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
+            reply = self._charge(r, msg, result, prompt, completion, True, now_s, usage)
             self.estimator.output.observe(r.model, msg.counted_chars, completion)
             return reply
         if msg.cut or (msg.client_aborted and (msg.counted_tokens or is_event_stream(msg.tail))):
             # A stream ended early, by the cutoff, by the client or by an upstream that broke off
             # mid-stream (nginx: request not completed): the shim counted every event it passed,
             # so what it counted is what was sent. A JSON body cut short has no such count.
-            return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s)
+            # (No output truth arrives for OpenAI or Anthropic: their final count comes after.)
+            return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s,
+                                usage)
         # A 2xx answer whose usage cannot be read (contract §3): the whole reservation stands,
         # never zero; anything counted beyond it is charged too.
-        return self._charge(r, msg, "unmetered", prompt, msg.counted_tokens, False, now_s)
+        return self._charge(r, msg, "unmetered", prompt, msg.counted_tokens, False, now_s, usage)
 
-    def _charge(self, r, msg: Settle, result: str, prompt: int, completion: int, refund: bool, now_s: float) -> Reply:
-        """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation."""
-        settle(r, prompt, completion, r.model, now_s, refund)
+    def _charge(self, r, msg: Settle, result: str, prompt: int, completion: int, refund: bool, now_s: float,
+                usage=None) -> Reply:
+        """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation.
+        `usage`: the provider's counts, whose cached and cache-written prompt tokens are priced
+        at their own prices (only when its prompt count is the one charged)."""
+        cached = written = 0
+        if usage is not None and usage.prompt_tokens == prompt:
+            cached, written = usage.cached_input_tokens, usage.cache_write_tokens
+        settle(r, prompt, completion, r.model, now_s, refund, cached, written)
         m = self.metrics
         if refund:  # unrefunded (unmetered) settlements give nothing back
             m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))

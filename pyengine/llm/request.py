@@ -41,6 +41,7 @@ class _Body(msgspec.Struct):
     model: str | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None  # Responses API
     stream: bool = False
     n: object = None  # OpenAI choices: a client number, see _choices
     messages: list[_Message] = []
@@ -49,7 +50,8 @@ class _Body(msgspec.Struct):
     systemInstruction: _Content | None = None
     generationConfig: _GenerationConfig | None = None
     prompt: str | None = None  # legacy completions
-    input: str | None = None  # responses API, text form
+    input: str | list[_Message] | None = None  # Responses API: text, or input messages
+    instructions: str | None = None  # Responses API system prompt
 
 
 _typed = msgspec.json.Decoder(_Body)
@@ -73,7 +75,14 @@ def _typed_chars(body: _Body) -> int:
         chars += sum(len(p.text) for p in c.parts)
     if body.systemInstruction is not None:
         chars += sum(len(p.text) for p in body.systemInstruction.parts)
-    return chars + len(body.prompt or "") + len(body.input or "")
+    inp = body.input
+    if isinstance(inp, str):
+        chars += len(inp)
+    elif inp:
+        for m in inp:
+            c = m.content
+            chars += len(c) if isinstance(c, str) else sum(len(p.text) for p in c) if c else 0
+    return chars + len(body.prompt or "") + len(body.instructions or "")
 
 
 def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
@@ -82,7 +91,8 @@ def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     req.model = b.model
-    req.max_output_tokens = _positive_int(b.max_completion_tokens) or _positive_int(b.max_tokens)
+    req.max_output_tokens = (_positive_int(b.max_completion_tokens) or _positive_int(b.max_tokens)
+                             or _positive_int(b.max_output_tokens))
     if req.max_output_tokens is None and b.generationConfig is not None:
         req.max_output_tokens = _positive_int(b.generationConfig.maxOutputTokens)
     req.stream = b.stream
@@ -153,14 +163,16 @@ def _parse_generic(body: bytes, req: LLMRequest) -> bool:
     model = doc.get("model")
     if isinstance(model, str):
         req.model = model
-    req.max_output_tokens = _positive_int(doc.get("max_completion_tokens")) or _positive_int(doc.get("max_tokens"))
+    req.max_output_tokens = (_positive_int(doc.get("max_completion_tokens")) or _positive_int(doc.get("max_tokens"))
+                             or _positive_int(doc.get("max_output_tokens")))
     gen = doc.get("generationConfig")
     if isinstance(gen, dict) and req.max_output_tokens is None:
         req.max_output_tokens = _positive_int(gen.get("maxOutputTokens"))
     req.stream = doc.get("stream") is True
     req.choices = _choices(doc["n"] if "n" in doc else gen.get("candidateCount") if isinstance(gen, dict) else None)
     req.prompt_chars = sum(_text_chars(doc[f]) for f in
-                           ("messages", "system", "contents", "systemInstruction", "prompt", "input") if f in doc)
+                           ("messages", "system", "contents", "systemInstruction", "prompt", "input", "instructions")
+                           if f in doc)
     return True
 
 

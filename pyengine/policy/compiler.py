@@ -4,9 +4,11 @@ import calendar
 
 from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
+from ..header_lines import HeaderNeeds
 from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..llm.pricing import Pricing
 from ..llm.request import LLM_HEADERS
-from ..request import DESCRIBED_HEADERS, SELFTEST_HEADER
+from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
 from .rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
@@ -75,28 +77,32 @@ class CompiledBundle:
         self.version = bundle.bundle_version
         self.hash = policy_hash
         self.generation = generation
-        self.pricing = dict(bundle.pricing)
+        self.pricing = Pricing(bundle.pricing)  # the bundle's prices, then the catalogue's, then "*"
         self.global_shadow = bundle.global_shadow
         self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
         ko = bundle.kill_switch_override
         # Kill switches are skipped until this time (UTC epoch s; inf = no expiry); None = never.
         self.kill_switch_override_until_s = (None if ko is None or not ko.enabled else
                                              _epoch_s(ko.expires_at) if ko.expires_at else float("inf"))
-        needed: dict[str, None] = {}  # ordered set of header names
+        needed = HeaderNeeds()  # what the shim sends, and who reads it (pyengine.header_lines)
+        # The header family that describes a request to the decision service (FAIRVISOR_REQUEST_HEADERS).
+        self.family = REQUEST_HEADER_FAMILIES[settings.request_headers]
         if settings.mode == "decision_service":
-            needed.update(dict.fromkeys(DESCRIBED_HEADERS))
+            needed.add(described_headers(settings.request_headers))
         if settings.debug_session_secret:
-            needed.setdefault("cookie")  # debug sessions only: otherwise cookies never leave nginx
-        needed.update(dict.fromkeys(sorted(extra_headers)))
-        needed.setdefault(SELFTEST_HEADER)  # self-test requests (pyengine.selftest): one more header looked up
+            needed.add(("cookie",))  # debug sessions only: otherwise cookies never leave nginx
+        # Runtime kill switches: read whatever the shadow state. Only names are known here, so a
+        # list header among them (ip:address reads X-Forwarded-For) stays a joined list.
+        needed.add(sorted(extra_headers))
+        needed.add((SELFTEST_HEADER,))  # self-test requests (pyengine.selftest): one more header looked up
         needs_body = False
 
         def extractor(limit_key: str):
             nonlocal needs_body
-            needed.update(dict.fromkeys(headers_needed(limit_key)))
+            needed.add(headers_needed(limit_key), raw=limit_key.startswith("header:"))
             if limit_key == "llm:model":  # the model is in the body (or a Gemini path)
                 needs_body = True
-                needed.update(dict.fromkeys(LLM_HEADERS))
+                needed.add(LLM_HEADERS)
             return make_extractor(limit_key, proxies)
 
         def compile_rule(policy, rule, shadow: bool):
@@ -108,25 +114,26 @@ class CompiledBundle:
             missing = rule.on_missing_key
             if rule.algorithm == "token_bucket":
                 if cfg.cost_source.startswith("header:"):
-                    needed.setdefault(cfg.cost_source[7:].lower())
+                    needed.add((cfg.cost_source[7:].lower(),), raw=True)
                 return TokenBucketRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "concurrency":
                 return ConcurrencyRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if rule.algorithm == "token_bucket_llm":
                 needs_body = True
-                needed.update(dict.fromkeys(LLM_HEADERS))
+                needed.add(LLM_HEADERS)
                 return LLMRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, missing)
             if cfg.cost_key.startswith("header:"):
-                needed.setdefault(cfg.cost_key[7:].lower())
+                needed.add((cfg.cost_key[7:].lower(),), raw=True)
             if cfg.cost_key == "llm_usd":
                 needs_body = True
-                needed.update(dict.fromkeys(LLM_HEADERS))
+                needed.add(LLM_HEADERS)
             return CostRule(rule.name, policy.id, key_fns, match, prefix, store, cfg, self.pricing, missing)
 
         policies = []
         for p in bundle.policies:
             spec = p.spec
             shadow = spec.mode == "shadow"
+            needed.reader = "shadow" if shadow else "enforced"
             rules = tuple(compile_rule(p, r, shadow) for r in spec.rules)
             fallback = compile_rule(p, spec.fallback_limit, shadow) if spec.fallback_limit else None
             if spec.loop_detection is not None and spec.loop_detection.enabled:
@@ -142,14 +149,17 @@ class CompiledBundle:
             policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
         self.routes = RouteIndex(policies)
         self.policies = tuple(cp for _, cp in policies)
+        needed.reader = "always"
         self.kill_switches = tuple(
             KillSwitch(extractor(ks.scope_key), ks.scope_value, ks.route, ks.reason, _epoch_s(ks.expires_at))
             for ks in bundle.kill_switches
         )
         for compiled_ks, ks in zip(self.kill_switches, bundle.kill_switches):
             compiled_ks.hits_key = hits_key(ks.scope_key, ks.scope_value, ks.route)
-        self.header_names = list(needed)
-        self.header_index = {name: i for i, name in enumerate(self.header_names)}
+        # Repeated lines at the `header_joins` positions are joined; of a header in `single_always`
+        # (or `single_enforced`, unless a global shadow is active), refused (pyengine.pipeline).
+        self.header_names, self.header_index, self.header_joins, self.single_always, self.single_enforced = \
+            needed.plan()
         self.needs_body = needs_body
 
     def kill_switches_overridden(self, now_s: float) -> bool:

@@ -42,7 +42,9 @@ class Decide(_Msg, tag=2):
     uri: bytes  # raw path and query, as the client sent them
     host: bytes
     remote_addr: bytes  # the TCP peer of nginx
-    headers: list[Union[bytes, None]]  # values aligned with HelloReply.headers; None = absent
+    # Values aligned with HelloReply.headers; None = absent; a list = the header's repeated lines
+    # in the client's order (joined or refused by pyengine.header_lines, never one picked).
+    headers: list[Union[bytes, list[bytes], None]]
     body: Union[bytes, None] = None  # only when HelloReply.needs_body
     request_id: bytes = b""  # nginx $request_id, for the decision log
     # The request body's real length (bytes), which may exceed len(body) (cut at max_body_bytes);
@@ -124,6 +126,15 @@ class Verdict(_Msg, tag=2):
     drop_regex: str = ""  # PCRE; SSE events matching it are not passed to the client (still settled)
     settle_bytes: int = 0  # keep this many head+tail response bytes for Settle; 0 = no Settle
     new_body: Union[bytes, None] = None  # replacement request body for the upstream; None = unchanged
+    # PCRE; group 1 of its first match in the stream's events fills CUTOFF_CAPTURE in `cutoff`
+    # (e.g. the response id the provider gave the stream); "" = nothing to capture.
+    capture_regex: str = ""
+
+
+# Placeholders the shim fills in Verdict.cutoff when it sends it. NUL never occurs in the JSON
+# the engine writes (msgspec escapes it as \u0000), so neither can come from client bytes.
+CUTOFF_TOKENS = "\0T\0"  # the output tokens counted (decimal): what the stream carried
+CUTOFF_CAPTURE = "\0C\0"  # group 1 of capture_regex (still JSON-escaped), "" when it never matched
 
 
 class Reply(_Msg, tag=7):

@@ -7,17 +7,20 @@ from contextlib import contextmanager
 
 @contextmanager
 def admin_server(answer):
-    """answer(method, path_and_query, headers, body) -> (status, content_type, body bytes | str);
-    yields the server's base URL."""
+    """answer(method, path_and_query, headers, body) -> (status, content_type, body bytes | str)
+    or the same plus a flat [name, value, ...] list of response headers; yields the base URL."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _serve(self):
             n = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(n) if n else None
-            status, ctype, out = answer(self.command, self.path, self.headers, body)
+            status, ctype, out, *extra = answer(self.command, self.path, self.headers, body)
             out = out.encode() if isinstance(out, str) else out
             self.send_response(status)
             self.send_header("Content-Type", ctype)
+            pairs = extra[0] if extra else []
+            for i in range(0, len(pairs), 2):
+                self.send_header(pairs[i], pairs[i + 1])
             self.send_header("Content-Length", str(len(out)))
             self.end_headers()
             self.wfile.write(out)

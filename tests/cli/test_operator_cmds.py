@@ -75,7 +75,7 @@ def test_validate_against_shows_changes_and_newly_rejected_tenants(tmp_path):
     assert out.exit_code == 0, out.output
     assert "bundle_version 2 > 1: a reload would accept it" in out.output
     assert "policy api changed: rules changed per-key" in out.output
-    assert "Replay of the last 6 requests" in out.output
+    assert "Replay of 6 recent requests" in out.output
     assert "newly rejected: 2 requests of 2 tenants" in out.output  # org-a-k0 and org-a-k1 run out sooner
     assert "released: 0 requests of 0 tenants" in out.output
 

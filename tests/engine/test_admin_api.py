@@ -350,3 +350,26 @@ def test_openapi_file_describes_every_route():
     assert set(doc["paths"]) >= served
     for kind in admin_api._KINDS.values():
         assert kind.many in json.dumps(doc["paths"])
+
+
+def test_a_switch_added_before_any_policy_acts_once_one_loads(clock):
+    from pyengine.engine import Engine
+    engine = Engine(from_env({}, retry_jitter=False), clock=clock)
+    assert call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": "header:x-org", "scope_value": "evil"})[0] == 201
+    engine.load_bytes(json.dumps(one_rule_bundle(ORG_BUCKET)).encode(), "policy.json")
+    assert org(engine, "evil").status == 429 and org(engine, "good").status == 0
+    [sid] = engine.overlay.switches
+    call(engine, "DELETE", f"/v1/admin/kill-switches/{sid}")
+    assert engine.pipeline.runtime_switches is None  # the plain path again
+
+
+def test_explain_names_a_runtime_switch_that_refused(engine):
+    from pyengine.explain import explain_request
+    from pyengine.protocol.messages import SURFACE_INLINE, Decide
+    sid = call(engine, "POST", "/v1/admin/kill-switches",
+               {"scope_key": "header:x-org", "scope_value": "evil", "reason": "r1"})[2]["kill_switch"]["id"]
+    hello = engine.hello_reply
+    msg = Decide(generation=hello.generation, surface=SURFACE_INLINE, method=b"GET", uri=b"/v1/chat", host=b"api.test",
+                 remote_addr=b"127.0.0.1", headers=[b"evil" if h == "x-org" else None for h in hello.headers])
+    out = explain_request(engine, msg)
+    assert out["kill_switches"][-1] == {"index": 0, "id": sid, "reason": "r1", "status": "hit"}

@@ -123,3 +123,14 @@ def test_no_policy_loaded_answers_in_the_request_format():
     engine = Engine(from_env({}, mode="reverse_proxy", backend_url="http://127.0.0.1:9"), clock=FakeClock())
     v = raw_decide(engine, method="POST", uri="/anthropic/v1/messages", body=b"{}")
     assert v.status == 503 and json.loads(v.body)["error"]["type"] == "api_error"
+
+
+def test_a_cut_anthropic_stream_still_teaches_the_prompt_ratio():
+    engine = auto_engine()
+    v = decide(engine, headers=T, method="POST", uri="/v1/messages", body=anthropic_body(max_tokens=50))
+    head = sse(list(fmt.anthropic_stream("claude-3-5-haiku", 80, 400))[:30])  # message_start: 80 prompt tokens
+    engine.handle(Settle(reservation_id=v.reservation_id, status=200, counted_tokens=52, cut=True, tail=head,
+                         counted_chars=208))
+    assert engine.llm_proxy.estimator.prompt.get("claude-3-5-haiku") == 400 / 80  # 400 prompt characters
+    assert engine.llm_proxy.estimator.output.get("claude-3-5-haiku") == 4.0  # no output truth in a cut stream
+    assert remaining(engine) == TPM - (80 + 52)  # the provider's prompt, the tokens sent

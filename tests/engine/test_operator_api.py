@@ -147,3 +147,31 @@ def test_replay_counts_requests_recorded_without_a_header_the_candidate_reads():
     by_org["policies"][0]["spec"]["rules"][0]["limit_keys"] = ["header:x-org"]
     _, r = _get(engine, operator_api.replay, body=json.dumps(by_org).encode())
     assert r["requests_missing_new_headers"] == 1
+
+
+def test_replay_stops_at_its_time_budget_and_says_so():
+    from pyengine import what_if
+
+    engine = make_engine(_bundle(1, 3))
+    for _ in range(5):
+        decide(engine, {"X-Api-Key": "k"}, uri="/v1/x")
+    r = what_if.compare(engine.settings, engine.bundle_bytes, json.dumps(_bundle(2, 1)).encode(),
+                        engine.recent.snapshot(), engine.decision_log.shown_key, budget_s=0.0)
+    assert (r["requests"], r["recorded"]) == (0, 5)
+
+
+def test_openapi_file_describes_every_operator_route():
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parents[2] / "docs" / "admin-api.openapi.json").read_text())
+    for path, method in operator_api.ROUTES:
+        assert method.lower() in doc["paths"][path], (path, method)
+
+
+def test_route_answers_405_for_a_known_path_and_none_for_others():
+    engine = make_engine(_bundle(1, 3))
+    status, _, body = operator_api.route(engine, "DELETE", "/v1/admin/coverage", None)
+    assert status == 405 and json.loads(body)["detail"] == "GET"
+    assert operator_api.route(engine, "GET", "/v1/admin/kill-switches", None) is None
+    status, _, body = operator_api.route(engine, "GET", "/v1/admin/decisions?since_s=x", None)
+    assert status in (400, 404)

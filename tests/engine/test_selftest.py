@@ -158,3 +158,52 @@ def test_at_most_four_runs_are_open():
     assert len(engine.selftests.runs) == 4 and plans[0]["run"] not in engine.selftests.runs
     assert hdr(_send(engine, plans[0], 0), "X-Fairvisor-Selftest") is None
     assert hdr(_send(engine, plans[4], 0), "X-Fairvisor-Selftest") == "allowed"
+
+
+def _every_algorithm() -> list:
+    return [
+        {"name": "tpm", "limit_keys": ["header:x-api-key"], "algorithm": "token_bucket_llm",
+         "algorithm_config": {"tokens_per_minute": 2000, "default_max_completion": 10}},
+        {"name": "spend", "limit_keys": ["header:x-api-key"], "algorithm": "cost_based",
+         "algorithm_config": {"budget": 30, "period": "1d", "cost_key": "header:x-units",
+                              "staged_actions": [{"threshold_percent": 100, "action": "reject"}]}},
+        {"name": "in-flight", "limit_keys": ["header:x-api-key"], "algorithm": "concurrency",
+         "algorithm_config": {"max_in_flight": 4}},
+    ]
+
+
+def test_every_algorithm_is_driven_to_its_rejection():
+    engine = make_engine(_bundle(rules=_every_algorithm()), mode="reverse_proxy", backend_url="http://127.0.0.1:9",
+                         llm_format="openai")
+    plan = _start(engine)
+    assert [r["algorithm"] for r in plan["rules"]] == ["token_bucket_llm", "cost_based", "concurrency"]
+    assert plan["rules"][1]["request"]["headers"]["x-units"] == "1"
+    reasons = []
+    for i in range(3):
+        assert hdr(_send(engine, plan, i), "X-Fairvisor-Selftest") == "allowed", plan["rules"][i]["rule"]
+        drained = _send(engine, plan, i, "drain")
+        assert drained.status == 429 and hdr(drained, "X-Fairvisor-Selftest") == "rejected"
+        reasons.append(hdr(drained, "X-Fairvisor-Reason"))
+    assert reasons == ["tpm_exceeded", "budget_exhausted", "concurrency_exceeded"]
+    assert len(engine.reservations) == 0  # nothing to settle: no self-test answer opened a reservation
+
+
+def test_debug_log_level_and_hidden_reasons_keep_self_test_answers():
+    for settings in ({"log_level": "debug"}, {"hide_reason": True}):
+        engine = make_engine(_bundle(), **settings)
+        plan = _start(engine)
+        assert plan["hide_reason"] is bool(settings.get("hide_reason"))
+        assert hdr(_send(engine, plan, 0), "X-Fairvisor-Selftest") == "allowed"  # the first request, traced
+        drained = _send(engine, plan, 0, "drain")
+        assert drained.status == 429 and hdr(drained, "X-Fairvisor-Selftest") == "rejected"
+        assert (hdr(drained, "X-Fairvisor-Reason") is None) is bool(settings.get("hide_reason"))
+
+
+def test_a_rule_keyed_on_the_model_gets_the_model_it_matches_in_the_body():
+    rule = _rule("gpt4", ["header:x-api-key", "llm:model"], 2, match={"llm:model": "gpt-4o"})
+    engine = make_engine(_bundle(rules=[rule]), mode="reverse_proxy", backend_url="http://127.0.0.1:9",
+                         llm_format="openai")
+    plan = _start(engine)
+    assert json.loads(plan["rules"][0]["request"]["body"])["model"] == "gpt-4o"
+    assert hdr(_send(engine, plan, 0), "X-Fairvisor-Selftest") == "allowed"
+    assert hdr(_send(engine, plan, 0, "drain"), "X-Fairvisor-Selftest") == "rejected"

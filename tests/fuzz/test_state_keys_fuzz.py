@@ -18,7 +18,7 @@ ids = st.from_regex(r"[A-Za-z0-9._-]{1,12}", fullmatch=True)
 @st.composite
 def built(draw):
     """(logical identity, key) for any key a builder can make, namespace and modifiers included."""
-    kind = draw(st.sampled_from(["rule", "shared", "loop", "breaker", "kill"]))
+    kind = draw(st.sampled_from(["rule", "shared", "loop", "breaker", "kill", "selftest"]))
     shadow = draw(st.booleans())
     pid = draw(ids)
     if kind in ("rule", "shared"):
@@ -30,6 +30,10 @@ def built(draw):
             vals = draw(tuples)
             key = keys.one_value(prefix, vals[0]) if len(vals) == 1 else keys.values_key(prefix, vals)
             ident = ("rule", shadow, pid, rule, vals)
+    elif kind == "selftest":  # a run's scratch twin of any rule key (pyengine.selftest)
+        run = draw(ids)
+        inner_ident, inner_key = draw(built().filter(lambda b: b[0][0] == "rule"))
+        ident, key = ("selftest", run, inner_ident), keys.selftest(run, inner_key)
     elif kind == "kill":
         sid = draw(values)
         shadow = False
@@ -48,6 +52,8 @@ def identity_of(p: keys.ParsedKey) -> tuple:
     shadow, f = keys.SHADOW in p.modifiers, p.fields
     if p.namespace == keys.KILL_HITS:
         ident = ("kill", f[0])
+    elif p.namespace == keys.SELFTEST:
+        ident = ("selftest", f[0], identity_of(keys.parse(f[1])))
     elif p.namespace == keys.RULE:
         ident = ("rule", shadow, f[0], f[1], None if f[2:] == (None,) else f[2:])
     else:
@@ -84,4 +90,4 @@ def test_parse_of_any_text_is_a_result_or_key_format_error(text):
         assert not keys.is_state_key(text)
         return
     assert keys.is_state_key(text)
-    assert parsed.namespace in (keys.RULE, keys.LOOP, keys.BREAKER, keys.KILL_HITS)
+    assert parsed.namespace in (keys.RULE, keys.LOOP, keys.BREAKER, keys.KILL_HITS, keys.SELFTEST)

@@ -1,5 +1,8 @@
 """A stock nginx without Lua in front of a backend, asking a running edge through auth_request."""
 
+import http.client
+import json
+
 import pytest
 
 from .conftest import free_port
@@ -80,3 +83,22 @@ def test_docs_show_the_tested_configs_verbatim():
     docs = (REPO / "docs" / "integrations.md").read_text()
     for name in ("auth-request.conf", "drop-in.conf"):
         assert (REPO / "examples" / "nginx" / name).read_text().rstrip("\n") in docs, name
+
+
+def test_a_repeated_key_header_is_a_400_through_auth_request(plain_nginx, upstream):
+    # nginx passes both X-Api-Key lines to the edge, which refuses them (400 ambiguous_header);
+    # the example turns auth_request's 500 back into that 400 rather than the fail-closed 503.
+    conn = http.client.HTTPConnection("127.0.0.1", plain_nginx.port, timeout=10)
+    try:
+        conn.putrequest("GET", "/api/items")
+        conn.putheader("X-Api-Key", "decoy")
+        conn.putheader("X-Api-Key", "team-a")
+        conn.endheaders()
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        conn.close()
+    assert resp.status == 400, body
+    assert resp.headers["X-Fairvisor-Reason"] == "ambiguous_header"
+    assert json.loads(body)["reason"] == "ambiguous_header"
+    assert upstream.requests == []

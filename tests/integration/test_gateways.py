@@ -41,6 +41,12 @@ def edge(start_edge):
     return start_edge(POLICY)
 
 
+@pytest.fixture
+def forwarded_edge(start_edge):
+    """The edge behind Traefik: FAIRVISOR_REQUEST_HEADERS=forwarded (examples/traefik/dynamic.yml)."""
+    return start_edge(POLICY, env={"FAIRVISOR_REQUEST_HEADERS": "forwarded"})
+
+
 def test_envoy_ext_authz_path_prefix_method_and_host(edge):
     statuses = [envoy_check(edge, "POST", "/api/orders?page=2").status for _ in range(3)]
     assert statuses == [200, 200, 429]
@@ -59,7 +65,8 @@ def test_envoy_ext_authz_path_prefix_method_and_host(edge):
     assert allowed.headers["RateLimit"].startswith('"key-rps";r=1;')
 
 
-def test_traefik_forward_auth_x_forwarded_headers(edge):
+def test_traefik_forward_auth_x_forwarded_headers(forwarded_edge):
+    edge = forwarded_edge
     statuses = [traefik_forward_auth(edge, "POST", "/api/orders?page=2").status for _ in range(3)]
     assert statuses == [200, 200, 429]
     rejected = traefik_forward_auth(edge, "POST", "/api/orders")
@@ -72,7 +79,7 @@ def test_traefik_forward_auth_x_forwarded_headers(edge):
     assert traefik_forward_auth(edge, "POST", "/api/orders", key="k2").status == 200
 
 
-def test_x_original_headers_win_over_x_forwarded(edge):
+def test_original_mode_reads_only_x_original(edge):
     # nginx auth_request style headers next to stale X-Forwarded-* ones: X-Original-* describe.
     def ask():
         return edge.request("GET", "/v1/decision", headers={
@@ -80,3 +87,25 @@ def test_x_original_headers_win_over_x_forwarded(edge):
             "X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/health", "X-Forwarded-Host": "other.example.com",
             "X-Api-Key": "k3"})
     assert [ask().status for _ in range(3)] == [200, 200, 429]
+
+
+def test_forwarded_mode_ignores_a_client_x_original_uri(start_edge):
+    # forwardAuth copies the client's headers: a client adding X-Original-URI: /health (a path no
+    # policy limits) used to describe its own request, since X-Original-* were preferred.
+    edge = start_edge(POLICY, flags=["--request-headers", "forwarded"])
+
+    def ask():
+        return edge.request("GET", "/v1/decision", headers={
+            "X-Forwarded-Method": "POST", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "api.example.com",
+            "X-Forwarded-Uri": "/api/orders", "X-Forwarded-For": "198.51.100.7",
+            "X-Original-Method": "GET", "X-Original-URI": "/health", "X-Original-Host": "other.example.com",
+            "X-Api-Key": "k4"})
+    assert [ask().status for _ in range(3)] == [200, 200, 429]
+    assert ask().headers["X-Fairvisor-Reason"] == "rate_limit_exceeded"
+
+
+def test_each_mode_trusts_one_family_only(start_edge):
+    # Left at `original`, Traefik's X-Forwarded-Uri describes nothing: the request reads as the
+    # bare /v1/decision (`/`), outside this policy's selector. docs/integrations.md says to set it.
+    edge = start_edge(POLICY)
+    assert [traefik_forward_auth(edge, "POST", "/api/orders").status for _ in range(3)] == [200, 200, 200]

@@ -12,7 +12,7 @@ import pytest
 from pyengine.clock import FakeClock
 from pyengine.devtools import llm_formats as fmt
 from pyengine.llm.body import MAX_DECODED_BYTES, read_body
-from pyengine.llm.providers import ADAPTERS, Anthropic, Gemini, OpenAI
+from pyengine.llm.providers import BY_NAME, Anthropic, Gemini, OpenAI
 from pyengine.llm.request import MAX_CHOICES, estimate_tokens, parse_llm_request
 from pyengine.llm.sse import MAX_TOKENS, keyed_object
 from pyengine.protocol.messages import SURFACE_DESCRIBED, Settle
@@ -153,18 +153,19 @@ def head_tail(body: bytes, keep: int = 64 * 1024) -> bytes:
 
 
 # About 1.5 MB answers whose kept head and tail do not join into JSON (checked below).
-LARGE_ANSWER_TOKENS = {"openai": 14_000, "anthropic": 40_005, "gemini": 13_000}
+LARGE_ANSWER_TOKENS = {"openai": 14_000, "openai_responses": 14_000, "anthropic": 40_005, "gemini": 13_000}
 
 
-@pytest.mark.parametrize("name", sorted(ADAPTERS))
+@pytest.mark.parametrize("name", sorted(BY_NAME))
 def test_usage_of_a_large_answer_is_found_in_its_tail(name):
-    build = {"openai": fmt.openai_response, "anthropic": fmt.anthropic_response, "gemini": fmt.gemini_response}[name]
+    build = {"openai": fmt.openai_response, "openai_responses": fmt.responses_response,
+             "anthropic": fmt.anthropic_response, "gemini": fmt.gemini_response}[name]
     body = json.dumps(build("m", 12, LARGE_ANSWER_TOKENS[name], logprobs=True)).encode()
     assert len(body) > 1_400_000
     kept = head_tail(body)
     with pytest.raises(msgspec.DecodeError):
         msgspec.json.decode(kept)  # the head and tail do not join into one JSON document
-    u = ADAPTERS[name].usage(kept)
+    u = BY_NAME[name].usage(kept)
     assert (u.prompt_tokens, u.completion_tokens) == (12, LARGE_ANSWER_TOKENS[name])
 
 

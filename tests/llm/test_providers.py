@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from pyengine.devtools import llm_formats as fmt
 from pyengine.llm.estimator import CharsPerToken
-from pyengine.llm.providers import Anthropic, Gemini, OpenAI
+from pyengine.llm.providers import Anthropic, Gemini, OpenAI, OpenAIResponses
+from pyengine.protocol.messages import CUTOFF_CAPTURE, CUTOFF_TOKENS
 
 
 def sse(events) -> bytes:
@@ -69,8 +70,30 @@ def test_cutoffs_are_valid_sse_in_the_provider_format():
     events = [e for e in Anthropic.cutoff("claude").split("\n\n") if e]
     assert [e.split("\n")[0] for e in events] == ["event: content_block_stop", "event: message_delta",
                                                   "event: message_stop"]
-    assert json.loads(events[1].split("\n")[1][6:])["delta"]["stop_reason"] == "max_tokens"
+    delta = json.loads(events[1].split("\n")[1][6:].replace(CUTOFF_TOKENS, "37"))  # as the shim fills it
+    assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"] == {"output_tokens": 37}
     assert json.loads(Gemini.cutoff("g")[6:])["candidates"][0]["finishReason"] == "MAX_TOKENS"
+    (incomplete,) = [e for e in OpenAIResponses.cutoff("gpt-4o").split("\n\n") if e]
+    name, data = incomplete.split("\n")
+    doc = json.loads(data[6:].replace(CUTOFF_CAPTURE, "resp_1"))
+    assert name == "event: response.incomplete" and doc["type"] == "response.incomplete"
+    assert doc["response"]["id"] == "resp_1" and doc["response"]["status"] == "incomplete"
+    assert doc["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
+
+
+def test_responses_api_counts_deltas_only_and_reads_the_final_usage():
+    events = list(fmt.responses_stream("gpt-4o", 21, 9))
+    raw = "".join(f"event: {n}\ndata: {json.dumps(d)}\n\n" for n, d in events)
+    counted = "".join(m.group(1) for m in re.finditer(OpenAIResponses.count_regex, raw))
+    # Only the deltas: the .done events and the final response repeat the text, uncounted.
+    assert counted == "".join(fmt.token_text(i) for i in range(9))
+    assert re.search(OpenAIResponses.capture_regex, raw.split("\n\n")[0]).group(1) == "resp_mock"
+    u = OpenAIResponses.usage(raw.encode())
+    assert (u.prompt_tokens, u.completion_tokens) == (21, 9)
+    u = OpenAIResponses.usage(json.dumps(fmt.responses_response("gpt-4o", 5, 3)).encode())
+    assert (u.prompt_tokens, u.completion_tokens) == (5, 3)
+    cut = raw.split("\n\n")[:5]  # a stream cut early: no usage yet
+    assert OpenAIResponses.usage("\n\n".join(cut).encode()).completion_tokens is None
 
 
 def test_openai_include_usage_is_added_once():

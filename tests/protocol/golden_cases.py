@@ -65,6 +65,14 @@ CASES = [
             body_bytes=3_000_000,  # the body was cut at max_body_bytes: the engine reserves from this
         ),
     ),
+    (
+        "decide_repeated_headers",
+        "request",
+        # A header in several lines goes as an array of its values, in the client's order.
+        Decide(generation=4, surface=1, method=b"GET", uri=b"/api", host=b"h", remote_addr=b"127.0.0.1",
+               headers=[[b"10.0.0.1", b"203.0.113.7"], b"decoy", None, [b"a", b"b", b"c"]], body=None,
+               request_id=b"", body_bytes=-1),
+    ),
     ("decide_no_headers", "request", Decide(generation=1, surface=1, method=b"GET", uri=b"/", host=b"h",
                                             remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r", body_bytes=0)),
     ("health", "request", Health()),
