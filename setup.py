@@ -27,5 +27,5 @@ DATA = data_packages()
 setup(
     packages=find_packages(include=["pyengine", "pyengine.*"]) + ["pyengine.cli", *DATA],
     package_dir={"pyengine.cli": "cli", **DATA},
-    package_data={"pyengine": ["default_policy.json"], "pyengine.console": ["status.html"], **{name: ["*"] for name in DATA}},
+    package_data={"pyengine": ["default_policy.json"], "pyengine.llm": ["prices.json"], "pyengine.console": ["status.html"], **{name: ["*"] for name in DATA}},
 )

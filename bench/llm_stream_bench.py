@@ -100,6 +100,7 @@ def main() -> None:
 
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="fv-llm-bench-") as tmp:
+        pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         tmp_path = pathlib.Path(tmp)
         try:
             mock_port, plain_port, edge_port = free_port(), free_port(), free_port()

@@ -148,6 +148,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="fv-proxy-bench-") as tmp:
+        pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         work = pathlib.Path(tmp)
         try:
             upstream_port, plain_port, edge_port = free_port(), free_port(), free_port()

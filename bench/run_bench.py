@@ -238,6 +238,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="fairvisor-bench-") as tmp:
+        pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         work = pathlib.Path(tmp)
         script = work / "requests.lua"
         wrk_script(script)

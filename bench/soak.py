@@ -247,6 +247,7 @@ def run(duration_s: float, reload_every_s: float = 30.0, sample_every_s: float =
         decision_workers: int = 4, llm_workers: int = 4, log=print) -> dict:
     """Runs the soak; returns a report dict (see the module docstring). Never leaves a process behind."""
     with tempfile.TemporaryDirectory(prefix="fairvisor-soak-") as tmp:
+        pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         work = pathlib.Path(tmp)
         mock_port = free_port()
         mock = subprocess.Popen([sys.executable, "-m", "pyengine.devtools.mock_llm", "--listen",

@@ -19,6 +19,7 @@ _LAZY = {
     "selftest": ".selftest_cmd:selftest",
     "kill-switch": ".kill_switch_cmd:kill_switch",
     "override": ".override_cmd:override",
+    "prices": ".prices_cmd:prices",
 }
 
 

@@ -68,14 +68,17 @@ def _worker_processes(value: str) -> str:
     return value
 
 
-def _user_line() -> str:
-    # A root master would run workers as "nobody", who cannot open the engine's 0660 socket:
-    # keep them as the user (and group) that runs the engine.
-    if os.geteuid() != 0:
-        return ""
-    import grp
-    import pwd
-    return f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};"
+def _user_line(settings) -> str:
+    # Run as root, nginx's workers would be root too: they run as an unprivileged account
+    # instead (www-data, else nobody, or FAIRVISOR_NGINX_USER), whose group the engine gives
+    # its socket (cli/worker_user.py).
+    from .worker_user import WorkerUserError, root_workers
+
+    try:
+        workers = root_workers(settings)
+    except WorkerUserError as exc:
+        raise RenderError(str(exc)) from None
+    return f"user {workers[0]} {workers[1]};" if workers else ""
 
 
 class _Upstream:
@@ -234,7 +237,7 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
     runtime_dir = os.path.abspath(runtime_dir)
     values = {
         "mode": settings.mode,
-        "user": _user_line(),
+        "user": _user_line(settings),
         "worker_processes": _worker_processes(str(settings.worker_processes)),
         "runtime_dir": runtime_dir,
         "error_log_level": _ERROR_LOG_LEVELS.get(settings.log_level.lower(), "notice"),

@@ -297,6 +297,14 @@ class Supervisor:
                     self.log(f"the engine did not answer on {self.settings.engine_socket} "
                              f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
                 return 1
+            from pyengine.resources import LUA_SHIM_DIR
+
+            from .worker_user import root_workers_problem
+
+            problem = root_workers_problem(self.settings, str(LUA_SHIM_DIR))
+            if problem:  # every request would fail open: refuse instead
+                self.log(f"refusing to start: {problem}")
+                return 1
             self.start_nginx()
             while not self.stopping:
                 if self.nginx.poll() is not None:
@@ -351,14 +359,17 @@ token_bucket, 5 requests/s with a burst of 10, per client IP.
 @settings_options
 def run(**flags) -> None:
     """Run the engine and nginx in the foreground, supervising both."""
-    from .nginx_conf import RenderError, write
-
     from .instance_guard import claim_state_dir
     from .listen_check import ListenInUse, check_listeners
-
+    from .nginx_conf import RenderError, write
     from .preflight import check_policy
+    from .worker_user import WorkerUserError, run_env
 
     settings, env = resolve(flags)
+    try:
+        run_env(settings, env)  # run as root: the workers' account and the socket's group
+    except WorkerUserError as exc:
+        raise click.UsageError(str(exc)) from None
     check_policy(settings)  # a missing or invalid --config: exit 1 with the reasons, start nothing
     lock = claim_state_dir(settings.state_dir)  # noqa: F841 - held until the process exits
     runtime_dir = os.path.join(settings.state_dir, "nginx")

@@ -49,6 +49,21 @@ def run_env(settings, env: dict) -> None:
     env.setdefault("FAIRVISOR_ENGINE_SOCKET_GROUP", settings.engine_socket_group or workers[1])
 
 
+def root_workers_problem(settings, shim_dir: str) -> str | None:
+    """Run as root: why the unprivileged workers could not work (reach the socket, read the shim), or None."""
+    from pyengine.socket_access import unreachable_reason, unreadable_reason
+
+    workers = root_workers(settings)
+    if workers is None:
+        return None
+    reason = unreachable_reason(settings.engine_socket, workers[0]) or unreadable_reason(shim_dir, workers[0])
+    if reason is None:
+        return None
+    return (f"nginx workers run as {workers[0]} (never root), and {reason}: run `fairvisor run` as an "
+            f"unprivileged user that owns the state dir, or set FAIRVISOR_NGINX_USER, FAIRVISOR_STATE_DIR "
+            f"(e.g. /var/lib/fairvisor) so that user can reach them")
+
+
 def engine_notice(settings, system_user: str | None) -> str:
     """What `fairvisor engine` prints before it starts: who must be able to open the socket."""
     group = settings.engine_socket_group or grp.getgrgid(os.getegid()).gr_name

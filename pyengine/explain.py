@@ -138,6 +138,12 @@ def trace(engine, msg) -> tuple[dict, object, int]:
         else:
             e["status"] = "no_match"
         out["kill_switches"].append(e)
+    runtime = engine.pipeline.runtime_switches  # added through the admin API (pyengine.overlay)
+    hit = runtime.match(view, now_s) if runtime is not None else None
+    if hit is not None:
+        out["kill_switches"].append({"index": len(out["kill_switches"]), "id": keys.kill_switch_id(hit.hits_key),
+                                     "reason": hit.reason or "", "status": "hit"})
+        stopped = stopped or "a runtime kill switch rejected first"
     global_shadow = bundle.global_shadow_active(now_s)
     out["global_shadow"] = global_shadow
     shadow_failed = False

@@ -110,9 +110,11 @@ def completion_allowance(r: Reservation, llm_request) -> int:
 
 
 def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: str | None, now_s: float,
-           refund: bool = True) -> None:
+           refund: bool = True, cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> None:
     """Refund or charge the difference between reserved and actual on every reserving rule.
-    `refund` False: charge any excess but refund nothing (usage unknown: the reservation stands)."""
+    `refund` False: charge any excess but refund nothing (usage unknown: the reservation stands).
+    Token rules count every prompt token; money rules price the cached and cache-written ones
+    (parts of `prompt_tokens`) at their own prices."""
     actual_tokens = prompt_tokens + completion_tokens
     for rule, key, amount in r.charges:
         if isinstance(rule, LLMRule):
@@ -121,7 +123,8 @@ def settle(r: Reservation, prompt_tokens: int, completion_tokens: int, model: st
             price = rule.price(model or r.model)
             if price is None:
                 continue
-            actual = rule.usd_micros(price, prompt_tokens, completion_tokens)
+            actual = rule.usd_micros(price, prompt_tokens, completion_tokens, cached_input_tokens,
+                                     cache_write_tokens)
         elif isinstance(rule, ConcurrencyRule):
             rule.release(key, amount, now_s)  # the answer ended: the request is no longer in flight
             continue

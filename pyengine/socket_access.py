@@ -65,6 +65,15 @@ def who_may_connect(path: str) -> str:
 
 def unreachable_reason(path: str, user: str) -> str | None:
     """Why `user` cannot connect to the socket at `path`, or None when it can."""
+    return _access_reason(path, user, 0o2, "write to")
+
+
+def unreadable_reason(path: str, user: str) -> str | None:
+    """Why `user` cannot read the directory `path` (nginx workers load the Lua shim from it), or None."""
+    return _access_reason(path, user, 0o5, "read")
+
+
+def _access_reason(path: str, user: str, bits: int, verb: str) -> str | None:
     try:
         pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
     except KeyError:
@@ -83,8 +92,8 @@ def unreachable_reason(path: str, user: str) -> str | None:
     for d in reversed(dirs):
         if not _allowed(os.stat(d), pw.pw_uid, groups, 0o1):
             return f"user {pw.pw_name} may not enter {d}"
-    if not _allowed(os.stat(path), pw.pw_uid, groups, 0o2):
-        return f"user {pw.pw_name} may not write to {path} ({describe(path)})"
+    if not _allowed(os.stat(path), pw.pw_uid, groups, bits):
+        return f"user {pw.pw_name} may not {verb} {path} ({describe(path)})"
     return None
 
 
@@ -98,13 +107,16 @@ def system_nginx_user(conf: str = SYSTEM_NGINX_CONF) -> str | None:
     return m.group(1) if m else None
 
 
-def _allowed(st: os.stat_result, uid: int, groups: set[int], bit: int) -> bool:
+def _allowed(st: os.stat_result, uid: int, groups: set[int], bits: int) -> bool:
+    """Every one of `bits` (r=4, w=2, x=1) granted, by the owner, group or other class as Unix picks it."""
     mode = stat.S_IMODE(st.st_mode)
     if st.st_uid == uid:
-        return bool(mode & (bit << 6))
-    if st.st_gid in groups:
-        return bool(mode & (bit << 3))
-    return bool(mode & bit)
+        granted = mode >> 6
+    elif st.st_gid in groups:
+        granted = mode >> 3
+    else:
+        granted = mode
+    return granted & bits == bits
 
 
 def _user_name(uid: int) -> str:

@@ -13,6 +13,10 @@ class UsageReport(msgspec.Struct, forbid_unknown_fields=True):
     reservation_id: str | None = None  # from the X-Fairvisor-Reservation header of the allow
     key: str | None = None  # or: a limit-key value (e.g. the org id) to charge without a reservation
     model: str | None = None  # prices `llm_usd` budgets; defaults to the reserved request's model
+    # Of prompt_tokens: read from / written to the provider's prompt cache, priced at the model's
+    # cached_input_usd_per_mtok / cache_write_usd_per_mtok.
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 _decoder = msgspec.json.Decoder(UsageReport)
@@ -34,11 +38,13 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         report = _decoder.decode(body)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         return _problem(400, str(exc))
-    if report.prompt_tokens < 0 or report.completion_tokens < 0:
+    if min(report.prompt_tokens, report.completion_tokens, report.cached_input_tokens, report.cache_write_tokens) < 0:
         return _problem(400, "token counts must be >= 0")
     # Client numbers, clamped before any arithmetic (pyengine.numbers).
     report.prompt_tokens = client_tokens(report.prompt_tokens)
     report.completion_tokens = client_tokens(report.completion_tokens)
+    report.cached_input_tokens = client_tokens(report.cached_input_tokens)
+    report.cache_write_tokens = client_tokens(report.cache_write_tokens)
     if (report.reservation_id is None) == (report.key is None):
         return _problem(400, "give exactly one of reservation_id and key")
     if report.reservation_id is not None:
@@ -48,7 +54,8 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         _count(metrics, report)
         if r.prompt_estimate_tokens and report.prompt_tokens:
             metrics.estimate_error.observe(r.prompt_estimate_tokens / report.prompt_tokens)
-        settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s)
+        settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s, True,
+               report.cached_input_tokens, report.cache_write_tokens)
         metrics.reservation_unused.inc((), max(0, reserved_tokens(r) - report.prompt_tokens - report.completion_tokens))
         body = {"settled": True, "reservation_id": r.id, "reserved_tokens": reserved_tokens(r),
                 "actual_tokens": report.prompt_tokens + report.completion_tokens}
@@ -56,11 +63,13 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
     if bundle is None:
         return _problem(503, "no policy loaded")
     _count(metrics, report)
-    charged = charge_key(bundle, report.key, report.prompt_tokens, report.completion_tokens, report.model, now_s)
+    charged = charge_key(bundle, report.key, report.prompt_tokens, report.completion_tokens, report.model, now_s,
+                         report.cached_input_tokens, report.cache_write_tokens)
     return 200, _json.encode({"settled": True, "key": report.key, "rules_charged": charged}).decode()
 
 
-def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, model, now_s: float) -> int:
+def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, model, now_s: float,
+               cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> int:
     """Charge usage that had no reservation to every single-key reserving rule, for this key."""
     from .policy.rules import CostRule, LLMRule
 
@@ -78,6 +87,8 @@ def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, mod
             elif isinstance(rule, CostRule):
                 price = rule.price(model)
                 if price is not None:
-                    rule.settle(state_key, 0, rule.usd_micros(price, prompt_tokens, completion_tokens), now_s, now_s)
+                    micros = rule.usd_micros(price, prompt_tokens, completion_tokens, cached_input_tokens,
+                                             cache_write_tokens)
+                    rule.settle(state_key, 0, micros, now_s, now_s)
                     n += 1
     return n

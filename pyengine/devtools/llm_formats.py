@@ -232,3 +232,23 @@ def responses_stream(model: str, prompt_tokens: int, n: int, capped: bool = Fals
     yield ev("response.output_item.done", output_index=0, item=_responses_item(kind, out, True))
     final = responses_response(model, prompt_tokens, n, capped, kind)
     yield ev("response.incomplete" if capped else "response.completed", response=final)
+
+
+def with_cached(kind: str, doc: dict, cached: int) -> dict:
+    """`doc` (an answer or a stream event) reporting `cached` of its prompt tokens as read from
+    the provider's prompt cache, in that provider's fields (Anthropic counts them apart)."""
+    if not cached:
+        return doc
+    for holder in (doc, doc.get("message"), doc.get("response")):
+        usage = holder.get("usage") if isinstance(holder, dict) else None
+        if isinstance(usage, dict) and "prompt_tokens" in usage:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        elif isinstance(usage, dict) and kind == "responses" and "input_tokens" in usage:
+            usage["input_tokens_details"] = {"cached_tokens": cached}
+        elif isinstance(usage, dict) and "input_tokens" in usage:
+            usage["input_tokens"] = max(0, usage["input_tokens"] - cached)
+            usage["cache_read_input_tokens"] = cached
+    meta = doc.get("usageMetadata")
+    if isinstance(meta, dict):
+        meta["cachedContentTokenCount"] = cached
+    return doc

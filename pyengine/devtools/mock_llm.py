@@ -7,7 +7,8 @@ by the request's own max tokens), `x-mock-token-delay-ms` (pause between stream 
 `x-mock-output-kind` (text, tool, reasoning or refusal: see llm_formats), `x-mock-logprobs: 1`
 (per-token structure in a non-stream answer, see llm_formats), `x-mock-status`
 (answer with this HTTP status and a provider-shaped error) and `x-mock-headers-delay-ms`
-(wait this long before answering at all, as a provider thinking about a long prompt).
+(wait this long before answering at all, as a provider thinking about a long prompt);
+`x-mock-cached-tokens` (report that many prompt tokens as read from the prompt cache).
 Routes: OpenAI chat completions and the Responses API (`/v1/responses`), Anthropic messages,
 Gemini generateContent. The last requests seen (method, path, headers) are served at
 `GET /_mock/requests`, so tests can check what reached the upstream.
@@ -94,28 +95,36 @@ class MockLLM:
         out = headers.get("x-mock-output-kind", "text")
         out = out if out in fmt.KINDS else "text"
         lp = headers.get("x-mock-logprobs") == "1"
+        # x-mock-cached-tokens: the usage reports this much of the prompt as read from the cache.
+        cached = min(prompt, int(headers.get("x-mock-cached-tokens", "0")))
+
+        def j(doc):
+            return fmt.with_cached(kind, doc, cached)
+
+        def ev(events):
+            return ((name, j(doc)) for name, doc in events)
         if kind == "openai":
             if not doc.get("stream"):
-                return await _send_json(writer, 200, fmt.openai_response(model, prompt, n, capped, out, lp))
+                return await _send_json(writer, 200, j(fmt.openai_response(model, prompt, n, capped, out, lp)))
             usage = bool((doc.get("stream_options") or {}).get("include_usage"))
             events = ((None, e) for e in fmt.openai_stream(model, prompt, n, usage, capped, out))
-            return await _send_sse(writer, events, delay_s, done=True)
+            return await _send_sse(writer, ev(events), delay_s, done=True)
         if kind == "responses":
             if not doc.get("stream"):
-                return await _send_json(writer, 200, fmt.responses_response(model, prompt, n, capped, out, lp))
-            return await _send_sse(writer, fmt.responses_stream(model, prompt, n, capped, out), delay_s)
+                return await _send_json(writer, 200, j(fmt.responses_response(model, prompt, n, capped, out, lp)))
+            return await _send_sse(writer, ev(fmt.responses_stream(model, prompt, n, capped, out)), delay_s)
         if kind == "anthropic":
             if not doc.get("stream"):
-                return await _send_json(writer, 200, fmt.anthropic_response(model, prompt, n, capped, out, lp))
-            return await _send_sse(writer, fmt.anthropic_stream(model, prompt, n, capped, out), delay_s)
+                return await _send_json(writer, 200, j(fmt.anthropic_response(model, prompt, n, capped, out, lp)))
+            return await _send_sse(writer, ev(fmt.anthropic_stream(model, prompt, n, capped, out)), delay_s)
         model = g.group(1)
         if g.group(2) == "generateContent":
-            return await _send_json(writer, 200, fmt.gemini_response(model, prompt, n, capped, out, lp))
+            return await _send_json(writer, 200, j(fmt.gemini_response(model, prompt, n, capped, out, lp)))
         if "alt=sse" in query:
             events = ((None, e) for e in fmt.gemini_stream(model, prompt, n, capped, out))
-            return await _send_sse(writer, events, delay_s)
+            return await _send_sse(writer, ev(events), delay_s)
         # Without alt=sse Gemini streams one JSON array; sent whole here.
-        return await _send_json(writer, 200, list(fmt.gemini_stream(model, prompt, n, capped, out)))
+        return await _send_json(writer, 200, [j(e) for e in fmt.gemini_stream(model, prompt, n, capped, out)])
 
 
 def _error(kind: str, status: int) -> dict:

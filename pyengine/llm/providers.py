@@ -35,11 +35,23 @@ _STR_OR_OBJECT = r'"?((?<=")(?:[^"\\]|\\.)*(?=")|' + _object(8) + ")"
 
 
 class Usage:
-    __slots__ = ("prompt_tokens", "completion_tokens")
+    """A provider's counts, normalised: `prompt_tokens` is every input token (cached and
+    cache-written included), `completion_tokens` every output token (reasoning included)."""
+
+    __slots__ = ("prompt_tokens", "completion_tokens", "cached_input_tokens", "cache_write_tokens",
+                 "reasoning_tokens")
 
     def __init__(self, prompt_tokens=None, completion_tokens=None):
         self.prompt_tokens: int | None = prompt_tokens
         self.completion_tokens: int | None = completion_tokens  # None: no final count seen
+        self.cached_input_tokens = 0  # of prompt_tokens: read from the provider's prompt cache
+        self.cache_write_tokens = 0  # of prompt_tokens: written to it (Anthropic)
+        self.reasoning_tokens = 0  # of completion_tokens: thinking (priced as output)
+
+
+def _detail(usage: dict, details: str, field: str) -> int:
+    d = usage.get(details)
+    return (count(d.get(field)) or 0) if isinstance(d, dict) else 0
 
 
 def _sse(data: dict, event: str | None = None) -> str:
@@ -94,6 +106,8 @@ class OpenAI:
             if isinstance(usage, dict):
                 u.prompt_tokens = count(usage.get("prompt_tokens"))
                 u.completion_tokens = count(usage.get("completion_tokens"))
+                u.cached_input_tokens = _detail(usage, "prompt_tokens_details", "cached_tokens")
+                u.reasoning_tokens = _detail(usage, "completion_tokens_details", "reasoning_tokens")
         return u
 
 
@@ -129,6 +143,8 @@ class OpenAIResponses:
             if isinstance(usage, dict):
                 u.prompt_tokens = count(usage.get("input_tokens"))
                 u.completion_tokens = count(usage.get("output_tokens"))
+                u.cached_input_tokens = _detail(usage, "input_tokens_details", "cached_tokens")
+                u.reasoning_tokens = _detail(usage, "output_tokens_details", "reasoning_tokens")
         return u
 
 
@@ -157,14 +173,23 @@ class Anthropic:
                 msg = doc.get("message")
                 usage = msg.get("usage") if isinstance(msg, dict) else None
                 if isinstance(usage, dict):
-                    u.prompt_tokens = count(usage.get("input_tokens"))
+                    _anthropic_input(u, usage)
             elif kind in ("message_delta", "message"):
                 usage = doc.get("usage")
                 if isinstance(usage, dict):
-                    if count(usage.get("input_tokens")) is not None:
-                        u.prompt_tokens = count(usage.get("input_tokens"))
+                    if count(usage.get("input_tokens")) is not None:  # newer deltas repeat the input counts
+                        _anthropic_input(u, usage)
                     u.completion_tokens = count(usage.get("output_tokens"))
         return u
+
+
+def _anthropic_input(u: Usage, usage: dict) -> None:
+    """Anthropic counts cache reads and writes apart from `input_tokens`: the prompt is all three."""
+    plain = count(usage.get("input_tokens"))
+    read = count(usage.get("cache_read_input_tokens")) or 0
+    written = count(usage.get("cache_creation_input_tokens")) or 0
+    u.prompt_tokens = None if plain is None else plain + read + written
+    u.cached_input_tokens, u.cache_write_tokens = read, written
 
 
 class Gemini:
@@ -187,8 +212,13 @@ class Gemini:
         for doc in json_objects(raw, b"usageMetadata"):
             meta = doc.get("usageMetadata")
             if isinstance(meta, dict):
-                u.prompt_tokens = count(meta.get("promptTokenCount"))
-                u.completion_tokens = count(meta.get("candidatesTokenCount", 0))
+                u.prompt_tokens = count(meta.get("promptTokenCount"))  # cached content included
+                u.cached_input_tokens = count(meta.get("cachedContentTokenCount")) or 0
+                # Thinking is counted apart from the candidates, and billed as output.
+                thoughts = count(meta.get("thoughtsTokenCount")) or 0
+                out = count(meta.get("candidatesTokenCount", 0))
+                u.completion_tokens = None if out is None else out + thoughts
+                u.reasoning_tokens = thoughts
         return u
 
 

@@ -77,7 +77,7 @@ class LLMProxy:
             self.estimator.prompt.observe(r.model, r.prompt_chars, usage.prompt_tokens)
         if completion is not None and (not msg.cut or adapter.running_totals):
             result = "cut" if msg.cut else "exact"
-            reply = self._charge(r, msg, result, prompt, completion, True, now_s)
+            reply = self._charge(r, msg, result, prompt, completion, True, now_s, usage)
             self.estimator.output.observe(r.model, msg.counted_chars, completion)
             return reply
         if msg.cut or (msg.client_aborted and (msg.counted_tokens or is_event_stream(msg.tail))):
@@ -85,14 +85,21 @@ class LLMProxy:
             # mid-stream (nginx: request not completed): the shim counted every event it passed,
             # so what it counted is what was sent. A JSON body cut short has no such count.
             # (No output truth arrives for OpenAI or Anthropic: their final count comes after.)
-            return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s)
+            return self._charge(r, msg, "cut" if msg.cut else "counted", prompt, msg.counted_tokens, True, now_s,
+                                usage)
         # A 2xx answer whose usage cannot be read (contract §3): the whole reservation stands,
         # never zero; anything counted beyond it is charged too.
-        return self._charge(r, msg, "unmetered", prompt, msg.counted_tokens, False, now_s)
+        return self._charge(r, msg, "unmetered", prompt, msg.counted_tokens, False, now_s, usage)
 
-    def _charge(self, r, msg: Settle, result: str, prompt: int, completion: int, refund: bool, now_s: float) -> Reply:
-        """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation."""
-        settle(r, prompt, completion, r.model, now_s, refund)
+    def _charge(self, r, msg: Settle, result: str, prompt: int, completion: int, refund: bool, now_s: float,
+                usage=None) -> Reply:
+        """Settle at (prompt, completion) tokens; `refund` False keeps at least the reservation.
+        `usage`: the provider's counts, whose cached and cache-written prompt tokens are priced
+        at their own prices (only when its prompt count is the one charged)."""
+        cached = written = 0
+        if usage is not None and usage.prompt_tokens == prompt:
+            cached, written = usage.cached_input_tokens, usage.cache_write_tokens
+        settle(r, prompt, completion, r.model, now_s, refund, cached, written)
         m = self.metrics
         if refund:  # unrefunded (unmetered) settlements give nothing back
             m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))

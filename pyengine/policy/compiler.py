@@ -6,6 +6,7 @@ from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..header_lines import HeaderNeeds
 from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..llm.pricing import Pricing
 from ..llm.request import LLM_HEADERS
 from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
@@ -76,7 +77,7 @@ class CompiledBundle:
         self.version = bundle.bundle_version
         self.hash = policy_hash
         self.generation = generation
-        self.pricing = dict(bundle.pricing)
+        self.pricing = Pricing(bundle.pricing)  # the bundle's prices, then the catalogue's, then "*"
         self.global_shadow = bundle.global_shadow
         self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
         ko = bundle.kill_switch_override

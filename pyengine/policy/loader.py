@@ -130,8 +130,9 @@ def _structure(doc: Any, errors: Errors) -> Bundle | None:
         if model == "":
             errors.append(('$.pricing[""]', "model name must not be empty"))
         pricing[model] = _convert(price, ModelPrice, child_path("$.pricing", model), errors)
-        for field in ("input_usd_per_mtok", "output_usd_per_mtok"):
-            value = getattr(pricing[model], field, 0)
+        for field in ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok",
+                      "cache_write_usd_per_mtok"):
+            value = getattr(pricing[model], field, 0) or 0
             if value > MAX_USD_PER_MTOK:  # a cost beyond it overflows to inf (found by fuzzing)
                 errors.append((child_path(child_path("$.pricing", model), field),
                                f"must be at most {MAX_USD_PER_MTOK}, got {value}"))

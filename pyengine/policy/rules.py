@@ -5,8 +5,6 @@ inverse, used when a later rule of the same request rejects (all-or-nothing, lik
 lua-resty-limit-traffic's uncommit). Amounts are in the limiter's unit: tokens or micro-units.
 """
 
-import math
-
 from ..algorithms.concurrency import InFlight
 from ..algorithms.cost_based import CostBudget
 from ..algorithms.outcome import Outcome
@@ -165,14 +163,14 @@ class CostRule(CompiledRule):
             self.cost = _cost_reader(cfg.cost_key, cfg.fixed_cost, cfg.default_cost)
 
     def price(self, model: str | None):
-        p = self.pricing.get(model) if model else None
-        return p if p is not None else self.pricing.get("*")
+        """The model's Price (pyengine/llm/pricing.py), or None: no price for it."""
+        return self.pricing.price(model)
 
-    def usd_micros(self, price, prompt_tokens: int, completion_tokens: int) -> int:
-        # USD per million tokens == micro-USD per token. Counts are clamped (client numbers) and
-        # prices bounded (POLICY_MAX), so the product stays a finite float.
-        return math.ceil(client_tokens(prompt_tokens) * price.input_usd_per_mtok
-                         + client_tokens(completion_tokens) * price.output_usd_per_mtok)
+    def usd_micros(self, price, prompt_tokens: int, completion_tokens: int, cached_input_tokens: int = 0,
+                   cache_write_tokens: int = 0) -> int:
+        # Counts are clamped (client numbers) and prices bounded (POLICY_MAX): exact integers.
+        return price.usd_micros(client_tokens(prompt_tokens), client_tokens(completion_tokens),
+                                client_tokens(cached_input_tokens), client_tokens(cache_write_tokens))
 
     def completion_tokens(self, req) -> int:
         return (client_tokens(req.max_output_tokens) or self.default_completion) * req.choices

@@ -237,10 +237,13 @@ class KillSwitchOverride(_Schema):
 
 
 class ModelPrice(_Schema):
-    """USD per million tokens; 0 is allowed (free or self-hosted models)."""
+    """USD per million tokens; 0 is allowed (free or self-hosted models). Cached input (prompt
+    cache reads) and cache writes cost the input price when not given."""
 
     input_usd_per_mtok: NonNegativeFloat
     output_usd_per_mtok: NonNegativeFloat
+    cached_input_usd_per_mtok: NonNegativeFloat | None = None
+    cache_write_usd_per_mtok: NonNegativeFloat | None = None
 
 
 class Bundle(_Schema, kw_only=True):

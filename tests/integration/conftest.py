@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import http.client
 import http.server
@@ -10,8 +11,10 @@ import os
 import pathlib
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -20,6 +23,19 @@ import pytest
 FAIRVISOR = [str(pathlib.Path(sys.executable).with_name("fairvisor"))]  # the installed console script
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
+
+
+def reachable_dir(prefix: str) -> pathlib.Path:
+    """A fresh dir that nginx's workers may enter: under /tmp, mode 0711, removed at exit.
+
+    Run as root, `fairvisor run` starts its workers as www-data (never root), and pytest's own
+    tmp dirs are 0700 root: an edge's state dir (socket, nginx temp files) and anything the
+    workers read (a venv's shim) live here instead.
+    """
+    path = pathlib.Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path.chmod(0o711)
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def free_port() -> int:
@@ -93,14 +109,19 @@ class Edge:
             admin_flags = []
             port = flags[flags.index("--admin-listen") + 1].rpartition(":")[2]
             self.admin_port = int(port) if port.isdigit() else None
+        # tmp/state names the state dir for the tests; the edge is given its real path, one the
+        # workers may enter (reachable_dir).
         self.state_dir = tmp / "state"
+        real_state = reachable_dir("fv-edge-") / "state"
+        real_state.mkdir()
+        self.state_dir.symlink_to(real_state)
         self.runtime_dir = self.state_dir / "nginx"
         self.log_path = tmp / "fairvisor-run.log"
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
         child_env.update(env or {})
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            command + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(self.state_dir),
+            command + ["run", "--listen", f"127.0.0.1:{self.port}", "--state-dir", str(real_state),
                          "--worker-processes", str(workers), *admin_flags, *flags],
             stdout=self._log, stderr=subprocess.STDOUT, env=child_env, cwd=cwd)
         self._conn: http.client.HTTPConnection | None = None

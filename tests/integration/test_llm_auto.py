@@ -178,3 +178,35 @@ def test_per_model_limits_inside_one_tenant(start_edge, mocks):
     r = edge.request("POST", "/gemini/v1beta/models/gemini-2.0-flash:generateContent", body=gem.encode(), fresh=True,
                      headers={"X-Tenant": "t1"})
     assert r.status == 200 and r.headers["RateLimit-Policy"] == '"per-model";q=1000;w=60'
+
+
+@pytest.mark.parametrize("api_version", ["v1", "v1beta"])
+def test_google_genai_sdk_against_the_auto_edge(auto_edge, mocks, api_version):
+    from google import genai
+    from google.genai import errors
+    from google.genai.types import GenerateContentConfig, HttpOptions
+
+    client = genai.Client(api_key="client-key", http_options=HttpOptions(
+        base_url=f"http://127.0.0.1:{auto_edge.port}/gemini", api_version=api_version,
+        headers={"X-Tenant": "sdk", "X-Mock-Output-Tokens": "5"}))
+    resp = client.models.generate_content(model=MODELS["gemini"], contents=PROMPT,
+                                          config=GenerateContentConfig(max_output_tokens=50))
+    assert resp.text == expected_text(5) and resp.usage_metadata.candidates_token_count == 5
+    seen = mocks["gemini"].llm_requests()[-1]
+    assert seen["path"] == f"/{api_version}/models/{MODELS['gemini']}:generateContent"
+    assert seen["headers"]["x-goog-api-key"] == "g-key"  # the edge's key, not the client's
+    chunks = list(client.models.generate_content_stream(model=MODELS["gemini"], contents=PROMPT,
+                                                        config=GenerateContentConfig(max_output_tokens=50)))
+    assert "".join(c.text or "" for c in chunks) == expected_text(5)
+    e = as_format(auto_edge, "gemini")
+    e.wait_settled(2)
+    assert e.tpd_remaining("sdk") == TPD - 2 * (PROMPT_TOKENS + 5)
+    with pytest.raises(errors.ClientError) as exc:
+        client.models.generate_content(model=MODELS["gemini"], contents=PROMPT,
+                                       config=GenerateContentConfig(max_output_tokens=10 * TPD))
+    assert exc.value.code == 429 and exc.value.status == "RESOURCE_EXHAUSTED"
+    # A stream over its allowance (the default 50 here) is cut in Gemini's own finish.
+    cut = list(client.models.generate_content_stream(model=MODELS["gemini"], contents=PROMPT,
+                                                     config={"http_options": {"headers": {"X-Mock-Output-Tokens": "400"}}}))
+    assert cut[-1].candidates[0].finish_reason.name == "MAX_TOKENS"
+    assert 0 < len("".join(c.text or "" for c in cut).split()) <= DEFAULT_COMPLETION + 8

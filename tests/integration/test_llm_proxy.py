@@ -56,7 +56,10 @@ def llm_policy() -> dict:
                 ],
             },
         }],
-        "pricing": {"*": {"input_usd_per_mtok": IN_USD_PER_MTOK, "output_usd_per_mtok": OUT_USD_PER_MTOK}},
+        # The test's own round prices: a bundle entry wins over the bundled catalogue, which
+        # prices these real model names (and "*" only covers models neither names).
+        "pricing": {m: {"input_usd_per_mtok": IN_USD_PER_MTOK, "output_usd_per_mtok": OUT_USD_PER_MTOK}
+                    for m in (*MODELS.values(), "*")},
     }
 
 

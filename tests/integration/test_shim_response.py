@@ -7,6 +7,7 @@ cutoff, head/tail bytes, new_body, client abort) independently of the real engin
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -19,7 +20,7 @@ from pyengine.config import from_env
 from pyengine.protocol.framing import decode_request, encode_frame
 from pyengine.protocol.messages import Decide, Hello, HelloReply, Reply, Settle, Verdict
 
-from .conftest import free_port, wait_until
+from .conftest import free_port, reachable_dir, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,6 +47,7 @@ class ScriptedEngine(_ThreadedServer):
         self.settles: list[Settle] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(path)
+        os.chmod(path, 0o666)  # a test engine: nginx's workers (another user when run as root) connect
         self.sock.listen(64)
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -105,9 +107,10 @@ class ScriptedUpstream(_ThreadedServer):
 
 
 @pytest.fixture
-def shim_edge(tmp_path):
+def shim_edge():
     """shim_edge(verdict, upstream) -> port of an nginx wired to a ScriptedEngine."""
     procs, closers = [], []
+    tmp_path = reachable_dir("fv-shim-")  # as root the workers are www-data (cli/worker_user.py)
 
     def start(verdict: Verdict, upstream: ScriptedUpstream):
         engine = ScriptedEngine(str(tmp_path / "engine.sock"), verdict)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pathlib
+import pwd
 import socket
+import stat
 import subprocess
 
 import pytest
@@ -57,3 +60,41 @@ def test_a_taken_port_is_named_by_the_cli(tmp_path, which):
     var = "FAIRVISOR_LISTEN" if which == "--listen" else "FAIRVISOR_ADMIN_LISTEN"
     assert f"{var} {taken}: cannot listen: {os.strerror(errno.EADDRINUSE)}" in out.stderr, out.stderr
     assert not (tmp_path / "state" / "engine.sock").exists()  # no engine was started
+
+
+def _workers_of(master_pid: int) -> list[int]:
+    """uids of the nginx workers: the children of the master (from /proc)."""
+    uids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            status = (pathlib.Path("/proc") / entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["PPid"]) == master_pid:
+            uids.append(int(fields["Uid"].split()[1]))  # the effective uid
+    return uids
+
+
+def test_run_as_root_never_runs_nginx_workers_as_root(start_edge):  # as root, like CI
+    edge = start_edge()
+    www = pwd.getpwnam("www-data")
+    uids = _workers_of(edge.pid_of("nginx.pid"))
+    assert uids and set(uids) == {www.pw_uid}  # Debian's www-data, not root
+    sock = os.stat(edge.state_dir / "engine.sock")
+    assert sock.st_gid == www.pw_gid and stat.S_IMODE(sock.st_mode) == 0o660
+    r = edge.decide()
+    assert r.status == 200 and "X-Fairvisor-Degraded" not in r.headers  # and they reach the engine
+    assert "nginx workers (user www-data) cannot open" not in edge.log()
+
+
+def test_run_as_root_refuses_a_state_dir_the_workers_cannot_enter(tmp_path):
+    # pytest's tmp dirs are 0700 root: www-data may not enter them.
+    out = _run(tmp_path, "--listen", f"127.0.0.1:{free_port()}", "--admin-listen", "off")
+    assert out.returncode == 1, out.stderr
+    blocked = next(p for p in [*reversed(tmp_path.parents), tmp_path] if not os.stat(p).st_mode & 0o001)
+    assert (f"refusing to start: nginx workers run as www-data (never root), and user www-data may not "
+            f"enter {blocked}") in out.stderr, out.stderr
+    assert "nginx stopped" not in out.stderr  # nginx was never started

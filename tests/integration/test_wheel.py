@@ -13,7 +13,7 @@ import zipfile
 
 import pytest
 
-from .conftest import Edge
+from .conftest import Edge, reachable_dir
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,8 @@ def wheel(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def venv_bin(wheel, tmp_path_factory) -> pathlib.Path:
-    venv = tmp_path_factory.mktemp("venv")
+def venv_bin(wheel) -> pathlib.Path:
+    venv = reachable_dir("fv-wheel-venv-")  # nginx's workers read the installed shim from it
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["--require-hashes", "-r", str(REPO / "requirements.lock")], check=True)
