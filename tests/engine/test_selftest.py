@@ -209,3 +209,11 @@ def test_a_rule_keyed_on_the_model_gets_the_model_it_matches_in_the_body():
     assert json.loads(plan["rules"][0]["request"]["body"])["model"] == "gpt-4o"
     assert hdr(_send(engine, plan, 0), "X-Fairvisor-Selftest") == "allowed"
     assert hdr(_send(engine, plan, 0, "drain"), "X-Fairvisor-Selftest") == "rejected"
+
+
+def test_without_an_admin_listener_no_request_is_self_test_traffic():
+    engine = make_engine(_bundle(), admin_listen="off")
+    assert "x-fairvisor-selftest" not in engine.hello_reply.headers
+    reply = operator_api.selftest_start(engine, {}, None)
+    assert reply.status == 409 and json.loads(reply.body)["reason"] == "admin_listener_off"
+    assert "x-fairvisor-selftest" in make_engine(_bundle()).hello_reply.headers
