@@ -34,13 +34,14 @@ LIMIT_FIELDS = {
 ALL_LIMIT_FIELDS = tuple(dict.fromkeys(f for fields in LIMIT_FIELDS.values() for f in fields))
 
 Text = Annotated[str, Meta(max_length=MAX_TEXT_CHARS)]
+KeyName = Annotated[str, Meta(max_length=256)]
 Ttl = Annotated[int, Meta(ge=1, le=MAX_TTL_S)]
 
 
 class SwitchRequest(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/admin/kill-switches."""
 
-    scope_key: str  # any limit key, as in a bundle's kill_switches
+    scope_key: KeyName  # any limit key, as in a bundle's kill_switches
     scope_value: Text
     route: str | None = None  # a path prefix
     reason: Text | None = None  # operators only: logs, status page; never the client
@@ -51,7 +52,7 @@ class SwitchRequest(msgspec.Struct, forbid_unknown_fields=True):
 class OverrideRequest(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/admin/overrides: one key value gets other limits until expiry."""
 
-    scope_key: str
+    scope_key: KeyName
     scope_value: Text
     policy: str | None = None  # narrow to one policy (and rule); None = every rule keyed on scope_key
     rule: str | None = None

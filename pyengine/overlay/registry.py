@@ -24,6 +24,9 @@ DIR_NAME = "admin"
 FILE_NAME = "overlay.msgpack"
 MAX_SWITCHES = 10_000
 MAX_OVERRIDES = 10_000
+# Distinct scope keys among runtime switches: each is one lookup per request and may add a
+# header the shim sends, so they stay few however many switches there are.
+MAX_SWITCH_SCOPE_KEYS = 32
 
 
 class OverlayFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -94,6 +97,9 @@ class Overlay:
     def add_switch(self, rec: SwitchRecord) -> None:
         if len(self.switches) >= MAX_SWITCHES:
             raise Full(f"at most {MAX_SWITCHES} runtime kill switches; remove some first")
+        if rec.scope_key not in self.index.by_key and len(self.index.by_key) >= MAX_SWITCH_SCOPE_KEYS:
+            raise Full(f"runtime kill switches use at most {MAX_SWITCH_SCOPE_KEYS} distinct scope keys; "
+                       f"{rec.scope_key} would be one more")
         self._save([*self.switches.values(), rec], self.overrides.values())
         self._put_switch(rec)
 

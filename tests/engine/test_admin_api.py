@@ -373,3 +373,14 @@ def test_explain_names_a_runtime_switch_that_refused(engine):
                  remote_addr=b"127.0.0.1", headers=[b"evil" if h == "x-org" else None for h in hello.headers])
     out = explain_request(engine, msg)
     assert out["kill_switches"][-1] == {"index": 0, "id": sid, "reason": "r1", "status": "hit"}
+
+
+def test_distinct_scope_keys_are_bounded_too(engine, monkeypatch):
+    monkeypatch.setattr(registry, "MAX_SWITCH_SCOPE_KEYS", 2)
+    for key in ("header:a", "header:b", "header:a"):
+        assert call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": key, "scope_value": "v"})[0] == 201
+    status, _, problem = call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": "header:c", "scope_value": "v"})
+    assert status == 409 and "distinct scope keys" in problem["detail"]
+    assert "c" not in engine.hello_reply.headers
+    too_long = call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": "header:" + "x" * 300, "scope_value": "v"})
+    assert too_long[0] == 400 and too_long[2]["errors"][0]["path"] == "$.scope_key"
