@@ -51,6 +51,7 @@ def main() -> int:
     args = ap.parse_args()
     fairvisor = str(pathlib.Path(sys.executable).with_name("fairvisor"))
     with tempfile.TemporaryDirectory() as tmp:
+        pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         work = pathlib.Path(tmp)
         port, admin_port = free_port(), free_port()
         script = work / "requests.lua"

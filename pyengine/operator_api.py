@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 import msgspec
 
 from . import what_if
+from .config import ADMIN_OFF
 from .coverage import reply as coverage_reply
 from .decision_log import rfc3339_ms
 from .errors import PolicyError
@@ -115,6 +116,8 @@ def selftest_start(engine, query: dict, body) -> Reply:
     """A self-test run: its secret (expires), the bundle it is bound to and a request per rule."""
     if engine.bundle is None:
         return problem(503, "no_policy_loaded")
+    if engine.settings.admin_listen == ADMIN_OFF:  # the shim is then never asked for the self-test header
+        return problem(409, "admin_listener_off", "self-test runs need FAIRVISOR_ADMIN_LISTEN")
     plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values)
     # hide_reason: rejections carry no X-Fairvisor-Reason header (FAIRVISOR_HIDE_REASON), by design.
     plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode, hide_reason=engine.hide_reason)

@@ -183,7 +183,7 @@ class Selftests:
             return None
         if not hmac.compare_digest(hashlib.sha256(parts[1].encode()).digest(), run.digest):
             return None
-        if not parts[2].isdigit() or len(parts[2]) > 6 or parts[3] not in ("probe", "drain"):
+        if not (parts[2].isascii() and parts[2].isdigit()) or len(parts[2]) > 6 or parts[3] not in ("probe", "drain"):
             return None
         return run, int(parts[2]), parts[3]
 

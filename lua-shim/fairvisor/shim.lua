@@ -251,12 +251,19 @@ function _M.admin_route()
     local auth = req.get_headers(100)["authorization"]
     if type(auth) == "table" then auth = table.concat(auth, ", ") end -- repeated: never a valid token
     local reply, err = client.call({ 9, ngx.var.request_uri, method, auth, body }, 7, true)
+    -- /metrics carries nginx's own count of why it could not reach the engine (fairvisor.reach).
+    local metrics = ngx.var.uri == "/metrics"
     if not reply or reply[1] ~= 7 then
         ngx.log(ngx.ERR, "fairvisor: admin: ", err or "unexpected reply")
-        local failure = ADMIN_FAILURE.health
-        return respond(503, CLOSED_HEADERS, failure[2], failure[1])
+        if metrics then
+            local failure = ADMIN_FAILURE.metrics
+            return respond(503, CLOSED_HEADERS, failure[2] .. reach.metrics(), failure[1])
+        end
+        return respond(503, CLOSED_HEADERS, reach.health(err), ADMIN_FAILURE.health[1])
     end
-    return respond(reply[2], reply[5] or {}, reply[4], reply[3])
+    local reply_body = reply[4]
+    if metrics and reply[2] == 200 then reply_body = reply_body .. reach.metrics() end
+    return respond(reply[2], reply[5] or {}, reply_body, reply[3])
 end
 
 return _M

@@ -2,6 +2,7 @@
 
 import calendar
 
+from ..config import ADMIN_OFF
 from ..guards.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
 from ..header_lines import HeaderNeeds
@@ -94,7 +95,8 @@ class CompiledBundle:
         # Runtime kill switches: read whatever the shadow state. Only names are known here, so a
         # list header among them (ip:address reads X-Forwarded-For) stays a joined list.
         needed.add(sorted(extra_headers))
-        needed.add((SELFTEST_HEADER,))  # self-test requests (pyengine.selftest): one more header looked up
+        if settings.admin_listen != ADMIN_OFF:  # self-test runs start there (pyengine.selftest)
+            needed.add((SELFTEST_HEADER,))
         needs_body = False
 
         def extractor(limit_key: str):

@@ -73,11 +73,11 @@ def box(docker_daemon, deb):
     b = Box(deb)
     try:
         # Only the .deb is named: apt must pull nginx, the Lua module and python3 by itself.
-        # procps gives the test `ps`; systemd gives it `systemd-analyze`.
+        # systemd gives the test `systemd-analyze` (procps, for `ps` and the unit's /bin/kill, is a Depends).
         b.sh(f"{NO_START} && apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
              f"apt-get install -y -qq --no-install-recommends {b.deb} >/tmp/apt.log 2>&1 "
              "|| { tail -30 /tmp/apt.log; exit 1; }", timeout=APT_TIMEOUT_S)
-        b.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd procps "
+        b.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd "
              ">/dev/null 2>&1", timeout=APT_TIMEOUT_S)
         yield b
     finally:
@@ -90,7 +90,7 @@ def _unit(box: Box) -> dict[str, str]:
 
 
 def test_apt_pulls_nginx_the_lua_module_and_python(box):
-    for pkg in ("nginx", "libnginx-mod-http-lua", "lua-resty-core", "python3", "fairvisor"):
+    for pkg in ("nginx", "libnginx-mod-http-lua", "lua-resty-core", "python3", "procps", "fairvisor"):
         status = box.sh(f"dpkg-query -W -f='${{Status}}' {pkg}").stdout
         assert status == "install ok installed", pkg
     conffiles = box.sh("dpkg-query -W -f='${Conffiles}' fairvisor").stdout.split()

@@ -86,9 +86,11 @@ def test_without_a_valid_secret_it_is_ordinary_traffic():
     assert v.status == 429 and hdr(v, "X-Fairvisor-Selftest") is None
     for garbage in ("", ".", "....", f"{plan['run']}.{plan['secret']}.x.probe",
                     f"{plan['run']}.{plan['secret']}.0.skip", f"{plan['run']}.{plan['secret']}.9999999.probe",
+                    f"{plan['run']}.{plan['secret']}.².probe",
                     "a.b.c.d.e", "\x00" * 50):
-        headers = {"X-Api-Key": "other", "X-Fairvisor-Selftest": garbage}
-        assert hdr(decide(engine, headers, method="POST", uri="/v1/x"), "X-Fairvisor-Selftest") is None
+        headers = {"X-Api-Key": f"other-{garbage!r}", "X-Fairvisor-Selftest": garbage}
+        v = decide(engine, headers, method="POST", uri="/v1/x")
+        assert v.status == 0 and hdr(v, "X-Fairvisor-Selftest") is None, garbage  # ordinary, never an engine error
 
 
 def test_the_secret_expires_and_upkeep_deletes_the_scratch_state():
@@ -207,3 +209,11 @@ def test_a_rule_keyed_on_the_model_gets_the_model_it_matches_in_the_body():
     assert json.loads(plan["rules"][0]["request"]["body"])["model"] == "gpt-4o"
     assert hdr(_send(engine, plan, 0), "X-Fairvisor-Selftest") == "allowed"
     assert hdr(_send(engine, plan, 0, "drain"), "X-Fairvisor-Selftest") == "rejected"
+
+
+def test_without_an_admin_listener_no_request_is_self_test_traffic():
+    engine = make_engine(_bundle(), admin_listen="off")
+    assert "x-fairvisor-selftest" not in engine.hello_reply.headers
+    reply = operator_api.selftest_start(engine, {}, None)
+    assert reply.status == 409 and json.loads(reply.body)["reason"] == "admin_listener_off"
+    assert "x-fairvisor-selftest" in make_engine(_bundle()).hello_reply.headers

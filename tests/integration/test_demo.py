@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from .conftest import free_port, wait_until
+from .conftest import free_port, reachable_dir, wait_until
 from .test_llm_proxy import assert_cut_stream
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def test_the_demo_edge_cuts_every_provider_in_its_own_format(tmp_path):
     port, mock, admin = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
     env.update({"FAIRVISOR_LISTEN": f"127.0.0.1:{port}", "MOCK_LISTEN": f"127.0.0.1:{mock}",
-                "FAIRVISOR_ADMIN_LISTEN": f"127.0.0.1:{admin}", "FAIRVISOR_STATE_DIR": str(tmp_path / "state")})
+                "FAIRVISOR_ADMIN_LISTEN": f"127.0.0.1:{admin}", "FAIRVISOR_STATE_DIR": str(reachable_dir("fv-demo-") / "state")})
     log = open(tmp_path / "demo.log", "wb")
     proc = subprocess.Popen(["bash", "scripts/demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -218,3 +218,14 @@ def test_selftest_names_a_socket_the_nginx_workers_cannot_open(base):
         if nginx is not None:
             nginx.stop()
         engine.stop()
+
+
+def test_coverage_in_decision_service_mode_counts_the_described_route(start_edge):
+    edge = start_edge(_policy())
+    for uri in ("/api/items", "/v1beta/models/m:generateContent", "/v1beta/models/n:generateContent"):
+        assert edge.decide(uri=uri, method="POST", headers={"X-Tenant": "acme"}).status == 200
+    out = _cli("coverage", "--admin-url", _admin_url(edge), "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["no_policy"]["routes"] == [{"route": "POST /v1beta/models", "requests": 2}]  # not /v1/decision
+    assert (r["decisions"], r["unlimited"]) == (3, 2)

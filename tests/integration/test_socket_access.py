@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import http.client
 import json
 import pathlib
 import pwd
@@ -15,8 +16,8 @@ import pytest
 
 from pyengine.cli.run_cmd import engine_answers
 
-from .conftest import FAIRVISOR, free_port, wait_until
-from .user_nginx import LUA_MODULES, UserNginx
+from .conftest import FAIRVISOR, Response, free_port, wait_until
+from .user_nginx import LUA_MODULES, REPO, UserNginx
 
 pytestmark = pytest.mark.integration  # as root (CI): the workers run as another user
 
@@ -31,6 +32,12 @@ SERVER = """
         }}
         location = /readyz {{ content_by_lua_block {{ require("fairvisor.shim").admin("health") }} }}
         location = /metrics {{ content_by_lua_block {{ require("fairvisor.shim").admin("metrics") }} }}
+    }}
+"""
+ADMIN_SERVER = """
+    server {{
+        listen 127.0.0.1:{admin_port};
+        include {admin_conf};
     }}
 """
 
@@ -64,6 +71,17 @@ class Engine:
         self._log.close()
 
 
+def _admin(port: int, path: str) -> Response:
+    """GET on the admin listener of the same nginx (nginx/fairvisor-admin.conf)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read(), 0.0)
+    finally:
+        conn.close()
+
+
 def _status(port: int, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(FAIRVISOR + ["status", "--admin-url", f"http://127.0.0.1:{port}", *extra],
                           capture_output=True, text=True, timeout=30)
@@ -82,25 +100,27 @@ def test_a_socket_the_workers_cannot_open_is_named_in_metrics_status_and_logs(ba
 
         include = subprocess.run(FAIRVISOR + ["nginx-include", "--engine-socket", str(engine.sock)],
                                  check=True, capture_output=True, text=True).stdout
-        port = free_port()
-        nginx = UserNginx(base / "site", include + SERVER.format(port=port), port, main_extra=LUA_MODULES,
+        port, admin_port = free_port(), free_port()
+        server = SERVER.format(port=port) + ADMIN_SERVER.format(
+            admin_port=admin_port, admin_conf=REPO / "nginx" / "fairvisor-admin.conf")
+        nginx = UserNginx(base / "site", include + server, port, main_extra=LUA_MODULES,
                           user_line=f"user {WORKER} {worker_group};\n")
         for _ in range(3):
             r = nginx.request("POST", "/v1/decision", headers=ASK)
             assert r.status == 200 and r.headers["X-Fairvisor-Degraded"] == "engine_unavailable"
 
         # The reason, not only degraded traffic: counted, in /readyz, in status, explained once in error.log.
-        metrics = nginx.request("GET", "/metrics")
+        metrics = _admin(admin_port, "/metrics")
         assert metrics.status == 503
         assert 'fairvisor_engine_unreachable_total{reason="permission_denied"} 3' in metrics.body.decode()
-        ready = nginx.request("GET", "/readyz")
+        ready = _admin(admin_port, "/readyz")
         assert ready.status == 503 and ready.json()["cause"] == "permission_denied"
-        status = _status(port, "--json")
+        status = _status(admin_port, "--json")
         assert status.returncode == 1, status.stdout + status.stderr
         summary = json.loads(status.stdout)
         assert summary["engine_unreachable"] == {"permission_denied": 3}
         assert summary["health"]["cause"] == "permission_denied"
-        text = _status(port).stdout
+        text = _status(admin_port).stdout
         assert "reason     engine_unavailable (permission_denied)" in text
         assert "nginx      could not reach the engine: permission_denied 3 fail-mode answers" in text
         error_log = (base / "site" / "error.log").read_text()
@@ -112,7 +132,7 @@ def test_a_socket_the_workers_cannot_open_is_named_in_metrics_status_and_logs(ba
         assert "cannot open the engine socket" not in engine.log()
         wait_until(lambda: "X-Fairvisor-Degraded" not in nginx.request("POST", "/v1/decision", headers=ASK).headers,
                    10.0, "decisions from the engine")
-        metrics = nginx.request("GET", "/metrics")
+        metrics = _admin(admin_port, "/metrics")
         assert metrics.status == 200
         body = metrics.body.decode()
         assert "fairvisor_decisions_total" in body  # the engine's own metrics
