@@ -30,7 +30,10 @@ def json_objects(raw: bytes, usage_key: bytes = b""):
     if not raw:
         return
     stripped = raw.strip()
-    if stripped[:1] in (b"{", b"["):  # SSE starts with a field name ("data:", "event:") or ":"
+    # SSE starts with a field name ("data:", "event:") or ":"; a JSON text never holds a line
+    # starting "data:" (its newlines are outside strings, its keys quoted), so a body with one
+    # is a stream whatever its first byte (junk before the first event).
+    if stripped[:1] in (b"{", b"[") and b"\ndata:" not in raw:
         try:
             doc = _decoder.decode(stripped)
         except _ERRORS:

@@ -114,3 +114,13 @@ def test_chars_per_token_learns_bounded():
     assert not cpt.observe("m", 5000, 100)  # 50 chars/token is not a tokenizer: ignored
     assert not cpt.observe("m", 10, 2)  # too small a sample
     assert cpt.get("other") == 4.0
+
+
+def test_a_stream_starting_with_junk_is_still_read_event_by_event():
+    """A `{` before the first event must not make the stream one JSON text, whose keyed usage
+    search would take an object the cut left without its event."""
+    event = b'data: {"candidates": [], "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 9}}\n\n'
+    raw = b"{junk\n\n" + event
+    assert Gemini.usage(raw).completion_tokens == 9
+    cut = raw[:raw.rindex(b"}")]  # the inner usage object is whole, its event is not
+    assert Gemini.usage(cut).completion_tokens is None
