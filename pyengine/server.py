@@ -70,7 +70,13 @@ class EngineServer:
         finally:
             os.umask(old_umask)
         self.socket_identity = SocketIdentity(self.socket_path)
-        apply_socket_access(self.socket_path, self.socket_mode, self.socket_group)
+        try:
+            apply_socket_access(self.socket_path, self.socket_mode, self.socket_group)
+        except SocketAccessError:
+            self._server.close()  # nobody may reach an engine that refuses to start
+            await self._server.wait_closed()
+            self.socket_identity.unlink_if_ours()
+            raise
         self._say_who_may_connect()
         self._tasks = [loop.create_task(self._every(UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep")),
                        loop.create_task(self._every(WATCH_INTERVAL_S, self.engine.watch, "watch")),

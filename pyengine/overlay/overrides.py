@@ -134,13 +134,17 @@ def install(bundle, overrides, store, scope=None) -> list[tuple[str, str]]:
     With `scope` (scope_key, value), only that value's entries are recomputed (one change).
     Returns the (policy, rule) pairs now overridden for the changed records."""
     touched = []
+    by_key: dict[str, list] = {}  # scope key -> its overrides: a rule looks only at its own key's
+    for rec in overrides:
+        if scope is None or (rec.scope_key, rec.scope_value) == scope:
+            by_key.setdefault(rec.scope_key, []).append(rec)
     for rule, cfg in _rules_of(bundle):
         lk = rule.key_fns[0][0] if len(rule.key_fns) == 1 else None
         if lk is None or (scope is not None and lk != scope[0]):
             continue
         best: dict[str, object] = {}
-        for rec in overrides:
-            if (scope is not None and rec.scope_value != scope[1]) or not applies(rec, rule):
+        for rec in by_key.get(lk, ()):
+            if not applies(rec, rule):
                 continue
             cur = best.get(rec.scope_value)
             if cur is None or _specificity(rec) > _specificity(cur):
