@@ -34,7 +34,7 @@ class SocketWatch:
         """Call once the engine answered on the path: what is there now is its socket."""
         try:
             self._identity = SocketIdentity(self.path)
-        except FileNotFoundError:
+        except OSError:
             self._identity = None
 
     @property

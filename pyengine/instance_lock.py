@@ -114,6 +114,8 @@ class SocketIdentity:
             st = os.stat(self.path)
         except FileNotFoundError:
             return "gone"
+        except OSError:
+            return "ours"  # cannot tell (e.g. a directory's mode changed): never act on a guess
         return "ours" if (st.st_dev, st.st_ino) == self._id else "replaced"
 
     def unlink_if_ours(self) -> bool:
