@@ -90,3 +90,21 @@ def test_a_cut_anthropic_stream_reports_the_tokens_it_carried(edge):
     sent_chars = sum(len(d["delta"]["text"]) for d in events if d["type"] == "content_block_delta")
     assert counted == sent_chars // 4  # the starting 4 characters per token, nothing learned yet
     assert policy_allowance <= counted <= policy_allowance + 8
+
+
+def test_the_anthropic_sdk_sees_the_cut_and_its_token_count(edge):
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=f"http://127.0.0.1:{edge.port}/anthropic", api_key="k", max_retries=0,
+                                 default_headers={"X-Tenant": "sdk"})
+    try:
+        with client.messages.stream(model="claude-3-5-haiku", max_tokens=50,
+                                    messages=[{"role": "user", "content": PROMPT}],
+                                    extra_headers={"X-Mock-Output-Tokens": "400"}) as s:
+            text = "".join(s.text_stream)
+            final = s.get_final_message()
+    finally:
+        client.close()
+    assert final.stop_reason == "max_tokens"
+    assert final.usage.output_tokens == len(text) // 4  # what the edge counted and charged, not 0
+    assert 50 <= final.usage.output_tokens <= 58
