@@ -86,3 +86,11 @@ def refused(status: int, problem: dict) -> None:
     lines += [f"  {e['path']}: {e['message']}" for e in problem.get("errors", ())]
     click.echo("\n".join(lines), err=True)
     raise SystemExit(EXIT_REFUSED)
+
+
+def remove_item(admin_url: str, collection_path: str, item_id: str) -> None:
+    """DELETE one runtime item (kill switch, override) by id; refusals exit 1."""
+    status, out = call(admin_url, "DELETE", f"{collection_path}/{item_id}")
+    if status != 200:
+        refused(status, out)
+    click.echo(f"removed {item_id}")
