@@ -17,6 +17,12 @@ _DURATION = re.compile(r"(\d+)\s*([smhd]?)")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400}
 
 
+def auth_headers() -> dict[str, str]:
+    """Authorization for the admin listener, from FAIRVISOR_ADMIN_TOKEN (never a flag: ps shows flags)."""
+    token = os.environ.get(TOKEN_ENV)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def admin_url_option(fn):
     return click.option("--admin-url", default=DEFAULT_ADMIN_URL, show_default=True, metavar="URL",
                         help="The edge's admin listener (FAIRVISOR_ADMIN_LISTEN). The token comes from "
@@ -49,10 +55,7 @@ def call(admin_url: str, method: str, path: str, body: dict | None = None) -> tu
         click.echo(f"--admin-url: expected http://host:port, got {admin_url!r}", err=True)
         raise SystemExit(EXIT_USAGE)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    headers = {"Accept": "application/json"}
-    token = os.environ.get(TOKEN_ENV)
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    headers = {"Accept": "application/json", **auth_headers()}
     data = None
     if body is not None:
         data = json.dumps(body).encode()
@@ -83,3 +86,11 @@ def refused(status: int, problem: dict) -> None:
     lines += [f"  {e['path']}: {e['message']}" for e in problem.get("errors", ())]
     click.echo("\n".join(lines), err=True)
     raise SystemExit(EXIT_REFUSED)
+
+
+def remove_item(admin_url: str, collection_path: str, item_id: str) -> None:
+    """DELETE one runtime item (kill switch, override) by id; refusals exit 1."""
+    status, out = call(admin_url, "DELETE", f"{collection_path}/{item_id}")
+    if status != 200:
+        refused(status, out)
+    click.echo(f"removed {item_id}")

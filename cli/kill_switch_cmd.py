@@ -2,7 +2,7 @@
 
 import click
 
-from .admin_client import admin_url_option, call, parse_duration, parse_scope, refused
+from .admin_client import admin_url_option, call, parse_duration, parse_scope, refused, remove_item
 from .output import echo_json, table
 
 PATH = "/v1/admin/kill-switches"
@@ -68,7 +68,4 @@ def list_(as_json, admin_url) -> None:
 @admin_url_option
 def remove(switch_id, admin_url) -> None:
     """Remove a runtime kill switch by id."""
-    status, out = call(admin_url, "DELETE", f"{PATH}/{switch_id}")
-    if status != 200:
-        refused(status, out)
-    click.echo(f"removed {switch_id}")
+    remove_item(admin_url, PATH, switch_id)

@@ -2,7 +2,7 @@
 
 import click
 
-from .admin_client import admin_url_option, call, parse_duration, parse_scope, refused
+from .admin_client import admin_url_option, call, parse_duration, parse_scope, refused, remove_item
 from .output import echo_json, table
 
 PATH = "/v1/admin/overrides"
@@ -96,7 +96,4 @@ def list_(as_json, admin_url) -> None:
 @admin_url_option
 def remove(override_id, admin_url) -> None:
     """Remove an override by id: the bundle's limits apply again."""
-    status, out = call(admin_url, "DELETE", f"{PATH}/{override_id}")
-    if status != 200:
-        refused(status, out)
-    click.echo(f"removed {override_id}")
+    remove_item(admin_url, PATH, override_id)

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from .admin_client import DEFAULT_ADMIN_URL, auth_headers
 from .output import echo_json, paint, table
 
 PINGS = 5  # Health round trips timed for the latency figure
@@ -15,7 +16,6 @@ EXIT_FILE_REFUSED = 4  # ready on the last good bundle, but the policy file on d
 EXIT_UNREACHABLE = 3
 ENGINE_DOWN_MARK = "# fairvisor engine unavailable"  # the first line of the shim's /metrics when it cannot ask
 EXIT_UNAUTHORIZED = 5  # the admin listener wants FAIRVISOR_ADMIN_TOKEN (absent or wrong)
-DEFAULT_ADMIN_URL = "http://127.0.0.1:9090"  # FAIRVISOR_ADMIN_LISTEN's default (contract §5)
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
@@ -26,12 +26,6 @@ class Unreachable(Exception):
 
 class Unauthorized(Exception):
     """The admin listener answered 401: FAIRVISOR_ADMIN_TOKEN is missing or wrong."""
-
-
-def _token_header() -> bytes | None:
-    """Authorization for the admin endpoints, from FAIRVISOR_ADMIN_TOKEN (never a flag: ps shows flags)."""
-    token = os.environ.get("FAIRVISOR_ADMIN_TOKEN")
-    return f"Bearer {token}".encode() if token else None
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict, float]]]:
@@ -65,7 +59,7 @@ def fetch_socket(path: str, timeout_s: float) -> tuple[int, dict, str, list[floa
     from pyengine.errors import ProtocolError
     from pyengine.protocol.messages import Admin, Health
 
-    auth = _token_header()
+    auth = auth_headers().get("Authorization", "").encode() or None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout_s)
@@ -92,8 +86,7 @@ def fetch_url(url: str, timeout_s: float) -> tuple[int, dict, str, list[float]]:
 
     parts = urllib.parse.urlsplit(url)
     conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    auth = _token_header()
-    headers = {"Authorization": auth.decode()} if auth else {}
+    headers = auth_headers()
     try:
         conn = conn_cls(parts.netloc, timeout=timeout_s)
         rtts_ms = []

@@ -201,7 +201,7 @@ class Selftests:
         if index >= len(run.targets):
             return _answer("no_such_rule")
         policy, rule = run.targets[index]
-        policies, _ = bundle.routes.plan(view.method, view.host, view.path)
+        policies = bundle.routes.plan(view.method, view.host, view.path).policies
         if policy not in policies:
             return _answer("not_matched")
         if rule.match and not rule.matches(view):

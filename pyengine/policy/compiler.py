@@ -9,6 +9,7 @@ from ..header_lines import HeaderNeeds
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.pricing import Pricing
 from ..llm.request import LLM_HEADERS
+from ..plan import Plan
 from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
@@ -39,7 +40,7 @@ class KillSwitch:
 
 
 class CompiledPolicy:
-    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards", "straight")
+    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards")
 
     def __init__(self, pid, shadow, rules, fallback, spec):
         self.id = pid
@@ -50,8 +51,6 @@ class CompiledPolicy:
         # No rule has a `match`: every rule always applies (the common case, kept cheap).
         self.plain = bool(rules) and all(not r.match for r in rules)
         self.guards = None  # PolicyGuards when loop detection or a breaker is enabled
-        # Enforce mode, no fallback and no guards: the pipeline's short loop (set by CompiledBundle).
-        self.straight = False
 
     def applicable(self, view):
         """Rules whose `match` holds; the fallback rule when none does."""
@@ -147,9 +146,8 @@ class CompiledBundle:
                 # `tripped`: the engine's index of open breakers, kept across reloads.
                 cp.guards = PolicyGuards(p.id, spec, rules + ((fallback,) if fallback else ()), shadow, store,
                                          self.tripped)
-            cp.straight = not shadow and fallback is None and cp.guards is None
             policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
-        self.routes = RouteIndex(policies)
+        self.routes = RouteIndex(policies, lambda found, path, shadow: Plan(self, found, path, shadow))
         self.policies = tuple(cp for _, cp in policies)
         needed.reader = "always"
         self.kill_switches = tuple(

@@ -33,31 +33,30 @@ class Selector:
 
 
 class RouteIndex:
-    """All policies whose selector matches, in bundle order. Results are cached per route.
+    """All policies whose selector matches, in bundle order, compiled into the route's plan
+    (pyengine.plan) the first time the route is seen. Plans are cached per route and per
+    global-shadow state (a global shadow can expire while the bundle stays loaded).
 
     The cache is cleared whole when full: paths with ids in them cannot grow it without bound.
     """
 
-    __slots__ = ("_entries", "_cache")
+    __slots__ = ("_entries", "_cache", "_build")
 
-    def __init__(self, entries):
+    def __init__(self, entries, build):
         self._entries = tuple(entries)  # (Selector, policy)
-        self._cache: dict[tuple, tuple] = {}
+        self._cache: dict[tuple, object] = {}
+        self._build = build  # (matching policies, path, global shadow active) -> plan
 
     @property
     def entries(self) -> tuple:
         """(Selector, policy) pairs in bundle order, for `fairvisor explain`."""
         return self._entries
 
-    def plan(self, method: str, host: str, path: str) -> tuple:
-        """(matching policies in bundle order, their rules flattened when every one is
-        `straight`, else None).
-
-        A straight policy (see CompiledPolicy.straight) lets the pipeline run its short loop."""
-        key = (method, host, path)
+    def plan(self, method: str, host: str, path: str, global_shadow: bool = False):
+        """The compiled plan of this route: its `.policies` are the matching ones in bundle order."""
+        key = (method, host, path, global_shadow)
         hit = self._cache.get(key)
         if hit is not None:
             return hit
         found = tuple(p for sel, p in self._entries if sel.matches(method, host, path))
-        straight = tuple(r for p in found for r in p.rules) if all(p.straight for p in found) else None
-        return remember(self._cache, _ROUTE_CACHE_MAX, key, (found, straight))
+        return remember(self._cache, _ROUTE_CACHE_MAX, key, self._build(found, path, global_shadow))

@@ -15,7 +15,6 @@ from ..numbers import client_amount, client_tokens
 from ..state import keys
 
 MICROS = 1_000_000
-_one_value = keys.one_value
 
 
 _MISSING = object()
@@ -51,7 +50,7 @@ class CompiledRule:
     """Common part: name, key extraction, `match`, the state-key prefix and on_missing_key."""
 
     __slots__ = ("name", "policy_id", "key_fns", "match", "prefix", "reserves", "missing_key",
-                 "reject_missing")
+                 "reject_missing", "state_key")
 
     def __init__(self, name, policy_id, key_fns, match, prefix, on_missing_key="skip"):
         self.name = name
@@ -64,6 +63,8 @@ class CompiledRule:
         # or refused with missing_limit_key (state_key returns None, reject_missing says why).
         self.missing_key = keys.absent(prefix) if on_missing_key == "shared" else None
         self.reject_missing = on_missing_key == "reject"
+        # state_key(view) -> str | None: this request's counter key (None: no key, skipped).
+        self.state_key = _key_function(key_fns, prefix, self.missing_key)
 
     def matches(self, view) -> bool:
         for lk, fn, want in self.match:
@@ -71,22 +72,32 @@ class CompiledRule:
                 return False
         return True
 
-    def state_key(self, view) -> str | None:
-        fns = self.key_fns
-        if len(fns) == 1:
-            lk, fn = fns[0]
+
+
+def _key_function(key_fns: tuple, prefix: str, missing_key):
+    """view -> the rule's state key, or `missing_key` when a limit key has no value. Built once
+    per rule; the one-key form (most rules) is one dict lookup and one keys.one_value call."""
+    if len(key_fns) == 1:
+        [(lk, fn)] = key_fns
+        one_value = keys.one_value  # the key's format has one owner, pyengine.state.keys
+
+        def one_key(view):
             cache = view.keys
             v = cache.get(lk, _MISSING)
             if v is _MISSING:
                 v = cache[lk] = fn(view)
-            return self.missing_key if v is None else _one_value(self.prefix, v)
+            return missing_key if v is None else one_value(prefix, v)
+        return one_key
+
+    def values_key(view):
         parts = []
-        for lk, fn in fns:
+        for lk, fn in key_fns:
             v = key_value(view, lk, fn)
             if v is None:
-                return self.missing_key
+                return missing_key
             parts.append(v)
-        return keys.values_key(self.prefix, parts)
+        return keys.values_key(prefix, parts)
+    return values_key
 
 
 class TokenBucketRule(CompiledRule):

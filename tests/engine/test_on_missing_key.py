@@ -59,13 +59,14 @@ def test_shadow_policy_with_reject_only_records_a_would_reject():
     assert engine.metrics.would_reject.values[("p1", "missing_limit_key")] == 1
 
 
-def test_straight_and_general_paths_agree():
-    # A fallback rule takes the policy off the straight path: same answers.
-    straight = make_engine(one_rule_bundle(tenant_rule("reject")))
+def test_a_fallback_rule_leaves_missing_key_handling_unchanged():
+    # A policy with a fallback rule (a rule without `match` always applies, so the fallback
+    # never runs): same answers as without one.
+    plain = make_engine(one_rule_bundle(tenant_rule("reject")))
     general = make_engine(one_rule_bundle(tenant_rule("reject"), fallback_limit={
         **tenant_rule(), "name": "fallback", "limit_keys": ["ip:address"]}))
-    assert general.bundle.policies[0].straight is False and straight.bundle.policies[0].straight is True
-    for engine in (straight, general):
+    assert general.bundle.policies[0].fallback is not None and plain.bundle.policies[0].fallback is None
+    for engine in (plain, general):
         assert described(engine).status == 429
         assert described(engine, headers={"X-Tenant": "t"}).status == 0
 

@@ -120,7 +120,11 @@ def shim_edge():
         settings = from_env({"FAIRVISOR_MODE": "reverse_proxy", "FAIRVISOR_LLM_FORMAT": "openai",
                              "FAIRVISOR_BACKEND_URL": f"http://127.0.0.1:{upstream.port}",
                              "FAIRVISOR_LISTEN": f"127.0.0.1:{port}", "FAIRVISOR_WORKER_PROCESSES": "1",
-                             "FAIRVISOR_STATE_DIR": str(tmp_path), "FAIRVISOR_ENGINE_SOCKET": engine.path})
+                             "FAIRVISOR_STATE_DIR": str(tmp_path), "FAIRVISOR_ENGINE_SOCKET": engine.path,
+                             # These tests are about the response side; a scripted engine thread
+                             # on a loaded machine may take more than the default 100 ms, and a
+                             # timeout would apply the fail mode (no recipe) instead.
+                             "FAIRVISOR_ENGINE_TIMEOUT_MS": "3000"})
         runtime = prepare_runtime_dir(tmp_path / "nginx")
         (runtime / "nginx.conf").write_text(render(settings, runtime))
         procs.append(subprocess.Popen(["nginx", "-p", str(runtime), "-c", str(runtime / "nginx.conf"),

@@ -1,9 +1,10 @@
-"""The pipeline's short loop for straight policies decides exactly like its general loop.
+"""The compiled route plans (pyengine.plan) decide exactly like the plain reference loop.
 
-Two engines on the same policy and the same frozen clock take the same request sequence; in
-one, every policy is marked not straight, so the general loop runs. Verdicts and the state
-left in the store must be identical, through allows, warnings, throttles, `match` rules,
-skipped rules (no key) and rejections that undo earlier charges.
+Two engines on the same policy and the same frozen clock take the same request sequence; one
+decides with its compiled plans, the other with tests/engine/reference.py. Verdicts and the
+state left in the store must be identical, through allows, warnings, throttles, `match` rules,
+skipped rules (no key) and rejections that undo earlier charges. (tests/fuzz/test_plan_fuzz.py
+does the same over random bundles.)
 """
 
 import json
@@ -15,10 +16,11 @@ import pytest
 from pyengine.clock import FakeClock
 
 from .helpers import decide, make_engine, unsigned_jwt
+from .reference import use_reference
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "policies"
 
-# Two straight policies on the same routes, small limits so that every branch is reached in a
+# Two enforce policies on the same routes, small limits so that every branch is reached in a
 # few hundred requests: a cost budget with staged warn/throttle/reject, a header-keyed bucket
 # that only some requests carry, and a `match` rule.
 TIGHT = {
@@ -54,10 +56,8 @@ def _pair(bundle: dict):
     for _ in range(2):
         clock = FakeClock()
         engines.append((make_engine(bundle, clock=clock), clock))
-    general = engines[1][0]
-    for policy in general.bundle.policies:
-        policy.straight = False
-    assert all(p.straight for p in engines[0][0].bundle.policies), "fixture policies must be straight"
+    use_reference(engines[1][0])
+    assert engines[1][0].pipeline.decide != engines[0][0].pipeline.decide
     return engines
 
 
@@ -86,7 +86,7 @@ def _store_items(engine):
     pytest.param(json.loads((FIXTURES / "five_rules.json").read_text()), id="five_rules"),
     pytest.param(TIGHT, id="tight"),
 ])
-def test_straight_loop_decides_like_the_general_loop(bundle):
+def test_compiled_plan_decides_like_the_reference_loop(bundle):
     (fast, fast_clock), (general, general_clock) = _pair(bundle)
     rng = random.Random(20261127)
     seen = set()
