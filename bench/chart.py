@@ -18,7 +18,11 @@ def parse_table(text: str) -> tuple[str, list[tuple[str, dict]]]:
     header, rows = text.splitlines()[0] if text else "", []
     cols = None
     for line in text.splitlines():
-        if not line.startswith("|") or line.startswith("|---"):
+        if not line.startswith("|"):
+            if rows:
+                break  # the first table only: the paced table after it has columns of its own
+            continue
+        if line.startswith("|---"):
             continue
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cols is None:

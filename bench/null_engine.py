@@ -40,6 +40,7 @@ async def serve(path: str) -> None:
     if os.path.exists(path):
         os.unlink(path)
     server = await asyncio.get_running_loop().create_unix_server(NullProtocol, path=path, backlog=1024)
+    os.chmod(path, 0o666)  # nginx's workers run as another user (www-data) when the bench runs as root
     async with server:
         await server.serve_forever()
 

@@ -6,6 +6,9 @@ script (1000 pre-built requests, cycled, so wrk spends the same per request on e
   2. null engine   /v1/decision through the shim to bench/null_engine.py (fixed allow): nginx + shim alone
   3. one rule      /v1/decision through the shim to the real engine with the default 1-rule policy
   4. decision      /v1/decision through the shim to the real engine with the 5-rule policy
+Then the paced rows: the same paths at a moderate rate (wrk -c10, each connection pausing
+PACED_DELAY_MS between requests, about 2k requests/s), where latency, not throughput, is the
+figure: what the decision adds to a request when nothing queues.
 
 Usage: .venv/bin/python bench/run_bench.py [--duration 10] [--connections 50] [--threads 2] [--out FILE]
 Only 127.0.0.1 is ever targeted; every run is bounded by --duration.
@@ -33,6 +36,8 @@ sys.path.insert(0, str(ROOT))
 FIVE_RULES = ROOT / "tests" / "fixtures" / "policies" / "five_rules.json"
 ONE_RULE = ROOT / "pyengine" / "default_policy.json"  # one token bucket per client address
 TARGET_RATIO = 0.40  # decision service RPS / raw nginx RPS
+PACED_CONNECTIONS = 10
+PACED_DELAY_MS = 5  # wrk's delay() per connection between requests: 10 / 5 ms = about 2k requests/s
 N_REQUESTS = 1000
 
 
@@ -57,6 +62,18 @@ def http_ok(port: int, path: str) -> bool:
         return False
 
 
+def engine_decides(port: int) -> bool:
+    """A decision that reached the engine: answered, and not by the fail mode (X-Fairvisor-Degraded)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/v1/decision", headers={"X-Original-Method": "GET", "X-Original-URI": "/"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.getheader("X-Fairvisor-Degraded") is None
+
+
 def jwt(claims: dict) -> str:
     def part(obj) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
@@ -64,8 +81,9 @@ def jwt(claims: dict) -> str:
     return f"{part({'alg': 'none'})}.{part(claims)}."
 
 
-def wrk_script(path: pathlib.Path) -> None:
-    """Requests carrying what the five rules key on: client IP, JWT org_id, partner API key."""
+def wrk_script(path: pathlib.Path, delay_ms: int = 0) -> None:
+    """Requests carrying what the five rules key on: client IP, JWT org_id, partner API key.
+    delay_ms > 0: each connection waits that long after a response before its next request."""
     sets = []
     for i in range(N_REQUESTS):
         headers = {
@@ -87,7 +105,8 @@ def wrk_script(path: pathlib.Path) -> None:
         "request = function()\n"
         "  i = i % #reqs + 1\n"
         "  return reqs[i]\n"
-        "end\n")
+        "end\n"
+        + (f"delay = function() return {delay_ms} end\n" if delay_ms else ""))
 
 
 def nginx_writing(status_port: int) -> int | None:
@@ -106,7 +125,7 @@ def nginx_writing(status_port: int) -> int | None:
 
 
 def run_wrk(url: str, script: pathlib.Path | None, args, status_port: int | None,
-            cpu_pids: dict[str, list[int]] | None = None) -> dict:
+            cpu_pids: dict[str, list[int]] | None = None, connections: int | None = None) -> dict:
     """wrk's numbers, plus nginx's mean count of in-flight requests sampled every 0.5 s meanwhile:
     near the connection count means requests queue inside nginx (waiting on the engine).
     Without a script wrk sends plain GETs; without a status_port in_flight is NaN.
@@ -133,7 +152,7 @@ def run_wrk(url: str, script: pathlib.Path | None, args, status_port: int | None
     sampler.start()
     try:
         out = subprocess.run(
-            ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+            ["wrk", f"-t{args.threads}", f"-c{connections or args.connections}", f"-d{args.duration}s", "--latency",
              *(["-s", str(script)] if script is not None else []), url],
             capture_output=True, text=True, timeout=args.duration + 60, check=True).stdout
     finally:
@@ -192,6 +211,7 @@ class Edge:
     def __init__(self, work: pathlib.Path, engine_argv, policy: pathlib.Path | None):
         """engine_argv(socket_path) -> the engine's command line."""
         from pyengine.cli.nginx_conf import render, prepare_runtime_dir
+        from pyengine.cli.worker_user import run_env
         from pyengine.config import from_env
 
         self.port, self.baseline_port = free_port(), free_port()
@@ -203,6 +223,8 @@ class Edge:
         if policy is not None:
             env["FAIRVISOR_CONFIG_FILE"] = str(policy)
         self.settings = from_env(env)
+        # Run as root, nginx's workers are www-data: the engine gives the socket their group (as `fairvisor run`).
+        run_env(self.settings, env)
         runtime = prepare_runtime_dir(work / "nginx")
         conf = render(self.settings, runtime).rstrip()
         assert conf.endswith("}")
@@ -218,6 +240,9 @@ class Edge:
         self.nginx = subprocess.Popen(["nginx", "-p", str(runtime), "-c", str(runtime / "nginx.conf"),
                                        "-e", str(runtime / "error.log")], env=env)
         wait_for(lambda: http_ok(self.port, "/livez") and http_ok(self.baseline_port, "/"), 15, "nginx")
+        if not engine_decides(self.port):
+            self.stop()
+            raise SystemExit(f"bench: the shim cannot reach the engine (fail mode answered); see {runtime}/error.log")
 
     def stop(self) -> None:
         for proc, sig in ((self.nginx, signal.SIGQUIT), (self.engine, signal.SIGTERM)):
@@ -230,18 +255,37 @@ class Edge:
                     proc.wait()
 
 
+def paced_table(paced: list[tuple[str, dict]], args) -> list[str]:
+    """The paced rows as Markdown lines: latency added over the same-run paced baseline (µs)."""
+    base = paced[0][1]
+    lines = [f"Paced: wrk -t{args.threads} -c{PACED_CONNECTIONS} -d{args.duration}s with delay() = "
+             f"{PACED_DELAY_MS} ms per connection between requests",
+             "",
+             "| paced path | RPS | p50 µs | p90 µs | p99 µs | added p50 µs | added p99 µs "
+             "| CPU µs/req nginx | engine |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in paced:
+        us = {p: r[p] * 1000 for p in ("p50", "p90", "p99")}
+        cpu = r["cpu_us"]
+        lines.append(f"| {name} | {r['rps']:,.0f} | {us['p50']:.0f} | {us['p90']:.0f} | {us['p99']:.0f} | "
+                     f"{(r['p50'] - base['p50']) * 1000:+.0f} | {(r['p99'] - base['p99']) * 1000:+.0f} | "
+                     f"{cpu['nginx']:.1f} | {cpu['engine']:.1f} |")
+    return lines
+
+
 def main() -> int:
     args = wrk_args(__doc__.split("\n")[0]).parse_args()
     if not shutil.which("wrk") or not shutil.which("nginx"):
         raise SystemExit("bench: needs wrk and nginx (scripts/bootstrap installs them)")
 
     load_before = os.getloadavg()[0]
-    rows = []
+    rows, paced = [], []
     with tempfile.TemporaryDirectory(prefix="fairvisor-bench-") as tmp:
         pathlib.Path(tmp).chmod(0o711)  # run as root, nginx's workers (www-data) enter it
         work = pathlib.Path(tmp)
-        script = work / "requests.lua"
+        script, paced_script = work / "requests.lua", work / "paced.lua"
         wrk_script(script)
+        wrk_script(paced_script, PACED_DELAY_MS)
         python = sys.executable
         runs = [("null", lambda sock: [python, str(ROOT / "bench" / "null_engine.py"), sock], None),
                 # The real engine reads its socket from FAIRVISOR_ENGINE_SOCKET.
@@ -254,13 +298,16 @@ def main() -> int:
             try:
                 cpu = {"nginx": child_pids(edge.nginx.pid), "engine": [edge.engine.pid]}
                 decision_url = f"http://127.0.0.1:{edge.port}/v1/decision"
-                if name == "null":
-                    rows.append(("nginx `return 204` (baseline)",
-                                 run_wrk(f"http://127.0.0.1:{edge.baseline_port}/v1/decision", script, args,
-                                         edge.baseline_port, cpu)))
                 label = {"null": "/v1/decision, null engine (nginx + shim only)",
                          "one": "/v1/decision, real engine, 1 rule (default policy)",
                          "real": "/v1/decision, real engine, five_rules.json"}[name]
+                if name == "null":
+                    baseline_url = f"http://127.0.0.1:{edge.baseline_port}/v1/decision"
+                    rows.append(("nginx `return 204` (baseline)",
+                                 run_wrk(baseline_url, script, args, edge.baseline_port, cpu)))
+                    paced.append(("nginx `return 204` (baseline)",
+                                  run_wrk(baseline_url, paced_script, args, None, cpu, PACED_CONNECTIONS)))
+                paced.append((label, run_wrk(decision_url, paced_script, args, None, cpu, PACED_CONNECTIONS)))
                 before = frame_counts(edge.port)
                 r = run_wrk(decision_url, script, args, edge.baseline_port, cpu)
                 after = frame_counts(edge.port)
@@ -297,7 +344,8 @@ def main() -> int:
     lines += ["", f"CPU ceiling: with the null engine, nginx + shim and wrk alone spend {floor_us:.0f} µs per "
                   f"decision, so no engine behind this shim can exceed {os.cpu_count() / floor_us * 1e6:,.0f} RPS "
                   f"({os.cpu_count() / floor_us * 1e6 / base:.2f}x raw nginx) on these {os.cpu_count()} cores."]
-    errors = [f"{name}: {r['errors']}" for name, r in rows if r["errors"]]
+    lines += ["", *paced_table(paced, args)]
+    errors = [f"{name}: {r['errors']}" for name, r in rows + paced if r["errors"]]
     if errors:
         lines += ["", "wrk socket errors: " + "; ".join(errors)]
     table = "\n".join(lines) + "\n"

@@ -9,8 +9,8 @@
 
 local mp = require "fairvisor.msgpack"
 local pipe = require "fairvisor.pipe"
+local proto = require "fairvisor.proto"
 
-local byte = string.byte
 local tcp = ngx.socket.tcp
 local var = ngx.var
 local get_headers, get_method = ngx.req.get_headers, ngx.req.get_method
@@ -18,11 +18,11 @@ local new_tab = require "table.new"
 
 local MAX_HEADERS = 100 -- get_headers() limit; a request with more lines is read again, whole
 
-local PROTOCOL_VERSION = 1
--- Reply tags (docs/protocol.md).
-local ERROR_REPLY, HELLO_REPLY = 0, 1
+local PROTOCOL_VERSION, TAG = proto.PROTOCOL_VERSION, proto.TAG
+local ERROR_REPLY, HELLO_REPLY, VERDICT = proto.ErrorReply, proto.HelloReply, proto.Verdict
+local read_frame, encode_decide = pipe.read_frame, proto.decide
 -- A plain Hello (no counts to report; the pipe's own Hello on connect carries those).
-local HELLO_FRAME = mp.encode({ 1, PROTOCOL_VERSION, 0, 0 }, 4)
+local HELLO_FRAME = proto.hello(PROTOCOL_VERSION, 0, 0)
 
 local _M = {}
 
@@ -58,22 +58,18 @@ end
 local function decode_reply(data)
     local decoded, reply = pcall(mp.decode, data)
     if not decoded or type(reply) ~= "table" then return nil, "bad reply frame" end
-    if reply[1] == ERROR_REPLY then
-        return nil, "engine error: " .. tostring(reply[2]) .. ": " .. tostring(reply[3])
+    if reply[TAG] == ERROR_REPLY.tag then
+        return nil, "engine error: " .. tostring(reply[ERROR_REPLY.code]) .. ": " .. tostring(reply[ERROR_REPLY.message])
     end
     return reply
 end
 
 -- One request frame body out, one reply frame back. On any failure (or an ErrorReply) the
 -- cosocket is closed, so it never goes back to the pool.
-local function exchange_body(sock, body)
+local function exchange(sock, body)
     local ok, err = sock:send({ mp.u32(#body), body })
-    local head, data
-    if ok then head, err = sock:receive(4) end
-    if head then
-        local a, b, c, d = byte(head, 1, 4)
-        data, err = sock:receive(((a * 256 + b) * 256 + c) * 256 + d)
-    end
+    local data
+    if ok then data, err = read_frame(sock) end
     if not data then
         sock:close()
         return nil, (ok and "receive: " or "send: ") .. err
@@ -82,10 +78,6 @@ local function exchange_body(sock, body)
     reply, err = decode_reply(data)
     if not reply then sock:close() end
     return reply, err
-end
-
-local function exchange(sock, msg, n)
-    return exchange_body(sock, mp.encode(msg, n))
 end
 
 -- Fail-mode answers and undeliverable Settles are counted in the shared dict; one worker at
@@ -101,17 +93,16 @@ function _M.count_settle_lost()
     if dict then dict:incr("settle_lost", 1, 0) end
 end
 
--- Exchanges {tag, ..., unavailable, settle_lost}: the two counts go as the last two fields
--- (Hello, Metrics).
-local function exchange_reporting(sock, msg, n)
+-- Exchanges encode(unavailable, settle_lost): the message that carries the two counts (Hello,
+-- Metrics, Admin), encoded with the counts taken from the shared dict.
+local function exchange_reporting(sock, encode)
     local dict, down, lost = cfg.dict, 0, 0
     local locked = dict and ((dict:get("unavailable") or 0) > 0 or (dict:get("settle_lost") or 0) > 0)
         and dict:add("reporting", true, 1 + 3 * cfg.timeout_ms / 1000)
     if locked then
         down, lost = dict:get("unavailable") or 0, dict:get("settle_lost") or 0
     end
-    msg[n - 1], msg[n] = down, lost
-    local reply, err = exchange(sock, msg, n)
+    local reply, err = exchange(sock, encode(down, lost))
     if locked then
         if reply then
             dict:incr("unavailable", -down, 0)
@@ -122,26 +113,43 @@ local function exchange_reporting(sock, msg, n)
     return reply, err
 end
 
--- One exchange on a pooled connection, for the admin endpoints. reporting: carry the count.
-function _M.call(msg, n, reporting)
+-- One exchange on a pooled connection, for the admin endpoints and Settle. request: a frame body
+-- (proto.settle(...)), or a function(unavailable, settle_lost) -> body for a message that
+-- carries the fail-mode counts (proto.metrics, proto.admin).
+function _M.call(request)
     local sock, err = connect()
     if not sock then return nil, err end
     if sock:getreusedtimes() == 0 then hello = nil end -- maybe a new engine: decide() says Hello
     local reply
-    reply, err = (reporting and exchange_reporting or exchange)(sock, msg, n)
+    if type(request) == "function" then
+        reply, err = exchange_reporting(sock, request)
+    else
+        reply, err = exchange(sock, request)
+    end
     if reply then sock:setkeepalive(0, cfg.pool_size) end
     return reply, err
 end
 
 local function learn(reply)
-    local names = reply[4]
-    hello = { generation = reply[3], names = names, n = #names, needs_body = reply[5], max_body_bytes = reply[6] }
+    local names = reply[HELLO_REPLY.headers]
+    hello = { generation = reply[HELLO_REPLY.generation], names = names, n = #names,
+        needs_body = reply[HELLO_REPLY.needs_body], max_body_bytes = reply[HELLO_REPLY.max_body_bytes] }
     return hello
+end
+
+local function hello_with_counts(down, lost)
+    return proto.hello(PROTOCOL_VERSION, down, lost)
 end
 
 -- Forget the HelloReply: after a failure the engine may be a new process with a new policy.
 function _M.reset()
     hello = nil
+end
+
+-- A request answered by the fail mode: forget the HelloReply and count it for the next report.
+function _M.failed()
+    hello = nil
+    _M.count_unavailable()
 end
 
 -- The values of the headers the engine asked for, in its order: nil = absent, a string for one
@@ -169,9 +177,9 @@ end
 -- Hello on a connection of its own (pipe or pool): a new connection may reach a restarted
 -- engine, whose policy may ask for other headers. Carries the fail-mode counts.
 function _M.say_hello(sock)
-    local reply, err = exchange_reporting(sock, { 1, PROTOCOL_VERSION }, 4)
+    local reply, err = exchange_reporting(sock, hello_with_counts)
     if not reply then return nil, err end
-    if reply[1] ~= HELLO_REPLY then
+    if reply[TAG] ~= HELLO_REPLY.tag then
         sock:close()
         return nil, "unexpected reply to Hello"
     end
@@ -208,14 +216,14 @@ local function send_frame(body, deadline)
         if not ok then return nil, err end
     end
     local reply
-    reply, err = exchange_body(sock, body)
+    reply, err = exchange(sock, body)
     if reply then sock:setkeepalive(0, cfg.pool_size) end
     return reply, err
 end
 
--- Decide for the current request. surface: 0 described (decision service), 1 inline.
--- read_body(max_bytes) -> body, real length (bytes) is called only when the engine asked for the body.
--- Returns the Verdict array {2, status, headers, body, delay_ms, ...} or nil, err.
+-- Decide for the current request. surface: proto.SURFACE_DESCRIBED (decision service) or
+-- proto.SURFACE_INLINE. read_body(max_bytes) -> body, real length (bytes) is called only when the
+-- engine asked for the body. Returns the Verdict array (read it with proto.Verdict) or nil, err.
 function _M.decide(surface, read_body)
     -- Engine time only is bounded by FAIRVISOR_ENGINE_TIMEOUT_MS (reading a slow client's body
     -- is not): one budget for Hello, one for the Decide and its re-described retry.
@@ -224,7 +232,7 @@ function _M.decide(surface, read_body)
     if not h then -- first request of this worker, or the first after a failure
         reply, err = send_frame(HELLO_FRAME, ngx.now() + timeout_s)
         if not reply then return nil, err end
-        if reply[1] ~= HELLO_REPLY then return nil, "unexpected reply to Hello" end
+        if reply[TAG] ~= HELLO_REPLY.tag then return nil, "unexpected reply to Hello" end
         h = learn(reply)
     end
     local body, body_bytes
@@ -233,12 +241,12 @@ function _M.decide(surface, read_body)
     -- request_id stays empty: $request_id costs ~10 us per request (OpenSSL RAND_bytes).
     local method, uri, host, addr = get_method(), var.request_uri, var.host, var.remote_addr
     for attempt = 1, 2 do
-        reply, err = send_frame(mp.encode({ 2, h.generation, surface, method, uri, host, addr, header_values(h),
-            body, "", body_bytes or -1 }, 11), deadline)
+        reply, err = send_frame(encode_decide(h.generation, surface, method, uri, host, addr, header_values(h),
+            body, "", body_bytes), deadline)
         if not reply then return nil, err end
-        local tag = reply[1]
-        if tag == 2 then return reply end
-        if tag ~= HELLO_REPLY or attempt == 2 then break end
+        local tag = reply[TAG]
+        if tag == VERDICT.tag then return reply end
+        if tag ~= HELLO_REPLY.tag or attempt == 2 then break end
         -- Stale generation: the policy changed what to describe. Describe again, once.
         h = learn(reply)
         if read_body and h.needs_body and not body then

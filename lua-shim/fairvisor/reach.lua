@@ -7,6 +7,8 @@
 -- /readyz and /metrics it answers while the engine is unreachable (`fairvisor status`).
 -- A permission error is explained once per nginx start in error.log, not once a second.
 
+local fail = require "fairvisor.fail"
+
 local find = string.find
 local concat = table.concat
 
@@ -66,11 +68,7 @@ end
 -- The /readyz body nginx answers while the engine is unreachable: with the cause of this failure.
 function _M.health(err)
     local reason = _M.classify(err)
-    local body = '{"status":"not_ready","reason":"engine_unavailable","cause":"' .. reason .. '"'
-    if reason == "permission_denied" then
-        body = body .. ',"detail":"' .. HINT .. '"'
-    end
-    return body .. "}"
+    return fail.not_ready(reason, reason == "permission_denied" and HINT or nil)
 end
 
 return _M

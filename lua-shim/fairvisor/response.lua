@@ -1,4 +1,4 @@
--- fairvisor.response: the response side of a Verdict (fields 6-13, docs/protocol.md).
+-- fairvisor.response: the response side of a Verdict (its recipe fields, docs/protocol.md).
 --
 -- No provider knowledge: the engine chose the regexes, the cutoff bytes and the budget. This
 -- module splits SSE into events, drops and counts them, cuts the stream at the allowance, and
@@ -9,23 +9,25 @@ local find, sub, concat = string.find, string.sub, table.concat
 local floor = math.floor
 local re_find, re_match = ngx.re.find, ngx.re.match
 local tostring = tostring
+local proto = require "fairvisor.proto"
 
--- Placeholders in the cutoff (pyengine/protocol/messages.py CUTOFF_TOKENS, CUTOFF_CAPTURE).
-local TOKENS_MARK, CAPTURE_MARK = "\0T\0", "\0C\0"
+local V = proto.Verdict
+-- Placeholders the shim fills in the cutoff (messages.py CUTOFF_TOKENS, CUTOFF_CAPTURE).
+local TOKENS_MARK, CAPTURE_MARK = proto.CUTOFF_TOKENS, proto.CUTOFF_CAPTURE
 
 local _M = {}
 
--- The recipe of one request, kept in ngx.ctx. v is the Verdict array ({2, status, ...}).
+-- The recipe of one request, kept in ngx.ctx. v is the Verdict array (fields at proto.Verdict).
 function _M.new(v)
-    local settle_bytes = v[12] or 0
+    local settle_bytes = v[V.settle_bytes] or 0
     local head_n = floor(settle_bytes / 2)
     local r = {
-        rid = v[6] or "",
-        allowance = v[7] or 0, -- output tokens the stream may carry; 0 = do not count or cut
-        count_regex = v[8] or "",
-        cpt_milli = v[9] or 4000, -- characters per token x 1000
-        cutoff = v[10] or "",
-        drop_regex = v[11] or "",
+        rid = v[V.reservation_id] or "",
+        allowance = v[V.allowance_tokens] or 0, -- output tokens the stream may carry; 0 = do not count or cut
+        count_regex = v[V.count_regex] or "",
+        cpt_milli = v[V.chars_per_token_milli] or 4000, -- characters per token x 1000
+        cutoff = v[V.cutoff] or "",
+        drop_regex = v[V.drop_regex] or "",
         settle_bytes = settle_bytes,
         head_n = head_n, -- bytes of the body start kept for Settle
         tail_n = settle_bytes - head_n, -- bytes of the body end kept for Settle
@@ -40,7 +42,7 @@ function _M.new(v)
         cut = false, -- the stream was ended at the allowance
         ended = false, -- the body reached its end (nginx's last buffer, or the cut); false in
         -- the log phase = the response broke off (the upstream stalled or reset mid-body)
-        capture_regex = v[14] or "", -- group 1 of its first match fills CAPTURE_MARK in the cutoff
+        capture_regex = v[V.capture_regex] or "", -- group 1 of its first match fills CAPTURE_MARK in the cutoff
         captured = nil,
     }
     if r.cpt_milli <= 0 then r.cpt_milli = 1000 end -- a broken value must not divide by zero
@@ -49,7 +51,9 @@ end
 
 -- Whether the verdict asks for anything after the access phase.
 function _M.wanted(v)
-    return (v[6] and v[6] ~= "") or (v[7] or 0) > 0 or (v[11] or "") ~= "" or (v[12] or 0) > 0
+    local rid = v[V.reservation_id]
+    return (rid and rid ~= "") or (v[V.allowance_tokens] or 0) > 0 or (v[V.drop_regex] or "") ~= ""
+        or (v[V.settle_bytes] or 0) > 0
 end
 
 -- header_filter: SSE is filtered only when there is something to count, cut or drop.

@@ -1,7 +1,8 @@
 -- fairvisor.shim: nginx phase entry points; applies the engine's verdicts (no policy logic here).
 
 local client = require "fairvisor.client"
-local mp = require "fairvisor.msgpack"
+local fail = require "fairvisor.fail"
+local proto = require "fairvisor.proto"
 local reach = require "fairvisor.reach"
 local response = require "fairvisor.response"
 
@@ -17,10 +18,9 @@ local fail_open = true
 local last_log = 0 -- ngx.now() of the last "engine unavailable" log line of this worker
 local last_settle_log = 0 -- same, for failed settlements
 
-local DEGRADED = { "X-Fairvisor-Degraded", "engine_unavailable" }
-local CLOSED_HEADERS = { "X-Fairvisor-Reason", "engine_unavailable" }
-local CLOSED_BODY = '{"type":"about:blank","title":"Service Unavailable","status":503,'
-    .. '"reason":"engine_unavailable","detail":"the policy engine did not answer"}'
+local TAG, V, R = proto.TAG, proto.Verdict, proto.Reply
+local DESCRIBED, INLINE = proto.SURFACE_DESCRIBED, proto.SURFACE_INLINE
+local DEGRADED, CLOSED_STATUS, CLOSED_HEADERS = fail.DEGRADED, fail.CLOSED_STATUS, fail.CLOSED_HEADERS
 local USAGE_MAX_BYTES = 1048576 -- cap on a /v1/usage body
 
 -- opts: socket (path, required), timeout_ms (100), fail_mode ("open"|"closed"),
@@ -72,8 +72,7 @@ local function read_body(max_bytes)
 end
 
 local function unavailable(err, surface)
-    client.reset()
-    client.count_unavailable()
+    client.failed()
     local _, log_it = reach.note(err)
     local now = ngx.now()
     if log_it and now - last_log >= 1 then -- at most one line per second per worker during an outage
@@ -81,9 +80,9 @@ local function unavailable(err, surface)
         ngx.log(ngx.ERR, "fairvisor: engine unavailable (fail mode ", fail_open and "open" or "closed", "): ", err)
     end
     if not fail_open then
-        return respond(503, CLOSED_HEADERS, CLOSED_BODY, "application/problem+json")
+        return respond(CLOSED_STATUS, CLOSED_HEADERS, fail.CLOSED_BODY, fail.CLOSED_TYPE)
     end
-    if surface == 0 then
+    if surface == DESCRIBED then
         add_headers(DEGRADED)
         header.content_length = 0
         return ngx.exit(200)
@@ -92,7 +91,7 @@ local function unavailable(err, surface)
 end
 
 local function throttle(v)
-    local delay_ms = v[5]
+    local delay_ms = v[V.delay_ms]
     if delay_ms and delay_ms > 0 then ngx.sleep(delay_ms / 1000) end -- then allow
 end
 
@@ -100,11 +99,12 @@ end
 -- its own body is ignored (contract §2). Allow = 200 with an empty body and the verdict headers.
 function _M.decision()
     req.discard_body()
-    local v, err = client.decide(0, nil)
-    if not v then return unavailable(err, 0) end
-    if v[2] ~= 0 then return respond(v[2], v[3], v[4] or "", "application/problem+json") end
+    local v, err = client.decide(DESCRIBED, nil)
+    if not v then return unavailable(err, DESCRIBED) end
+    local status = v[V.status]
+    if status ~= 0 then return respond(status, v[V.headers], v[V.body] or "", "application/problem+json") end
     throttle(v)
-    add_headers(v[3])
+    add_headers(v[V.headers])
     header.content_length = 0
     return ngx.exit(200)
 end
@@ -112,15 +112,17 @@ end
 -- access_by_lua for inline enforcement (surface 1). On allow the verdict headers wait in
 -- ngx.ctx for header_filter(), since the response comes later (from the upstream).
 function _M.enforce()
-    local v, err = client.decide(1, read_body)
-    if not v then return unavailable(err, 1) end
-    if v[2] ~= 0 then return respond(v[2], v[3], v[4] or "", "application/json") end
+    local v, err = client.decide(INLINE, read_body)
+    if not v then return unavailable(err, INLINE) end
+    local status, headers = v[V.status], v[V.headers]
+    if status ~= 0 then return respond(status, headers, v[V.body] or "", "application/json") end
     throttle(v)
     local ctx = ngx.ctx
-    if v[3][1] then ctx.fairvisor_headers = v[3] end
-    if v[13] then -- new_body: e.g. the engine asked the provider for usage in the stream
+    if headers[1] then ctx.fairvisor_headers = headers end
+    local new_body = v[V.new_body]
+    if new_body then -- e.g. the engine asked the provider for usage in the stream
         req.read_body() -- a no-op when the body was read for the engine already
-        req.set_body_data(v[13]) -- also sets Content-Length
+        req.set_body_data(new_body) -- also sets Content-Length
     end
     if response.wanted(v) then ctx.fairvisor_recipe = response.new(v) end
 end
@@ -157,8 +159,8 @@ end
 
 -- Runs in a timer, so it may use the pooled cosockets (same timeout as Decide). Never raises.
 local function settle(_, rid, status, tokens, cut, tail, aborted, chars, sent)
-    local reply, err = client.call({ 3, mp.str(rid), status, tokens, cut, tail, aborted, chars, sent }, 9)
-    if not reply or reply[1] ~= 7 then settle_failed(rid, err or "unexpected reply") end
+    local reply, err = client.call(proto.settle(rid, status, tokens, cut, tail, aborted, chars, sent))
+    if not reply or reply[TAG] ~= R.tag then settle_failed(rid, err or "unexpected reply") end
 end
 
 -- Bytes sent to the upstream over all tries ("120, 0" after a retry, "a : b" after an internal
@@ -190,50 +192,47 @@ end
 -- checks the method and secret and signs or expires the cookie; its answer goes out as is.
 function _M.debug(kind)
     req.discard_body()
-    local reply, err = client.call({ 8, kind, req.get_method(), ngx.var.http_x_fairvisor_debug_secret }, 4)
-    if not reply or reply[1] ~= 2 then
+    local reply, err = client.call(proto.debug_session(kind, req.get_method(), ngx.var.http_x_fairvisor_debug_secret))
+    -- The engine answers a Verdict: a status, the Set-Cookie header, a JSON body.
+    if not reply or reply[TAG] ~= V.tag then
         ngx.log(ngx.ERR, "fairvisor: debug session: ", err or "unexpected reply")
-        return respond(503, CLOSED_HEADERS, CLOSED_BODY, "application/problem+json")
+        return respond(CLOSED_STATUS, CLOSED_HEADERS, fail.CLOSED_BODY, fail.CLOSED_TYPE)
     end
-    return respond(reply[2], reply[3], reply[4] or "", "application/json")
+    return respond(reply[V.status], reply[V.headers], reply[V.body] or "", "application/json")
 end
 
-local ADMIN_FAILURE = {
-    health = { "application/json", '{"status":"not_ready","reason":"engine_unavailable"}' },
-    metrics = { "text/plain", "# fairvisor engine unavailable\n" },
-    usage = { "application/problem+json", CLOSED_BODY },
-}
+-- The content type and body of an admin endpoint's answer while the engine is unreachable.
+local function admin_failure(kind, err)
+    if kind == "health" then return fail.NOT_READY_TYPE, reach.health(err) end
+    if kind == "metrics" then return fail.METRICS_TYPE, fail.METRICS_BODY .. reach.metrics() end
+    return fail.CLOSED_TYPE, fail.CLOSED_BODY
+end
 
 -- content_by_lua for /readyz (kind "health"), /metrics ("metrics") and /v1/usage ("usage").
 function _M.admin(kind)
     local reply, err
     if kind == "health" then
-        reply, err = client.call({ 4 }, 1)
+        reply, err = client.call(proto.health())
     elseif kind == "metrics" then
-        reply, err = client.call({ 5 }, 3, true)
+        reply, err = client.call(proto.metrics)
     elseif kind == "usage" then
-        reply, err = client.call({ 6, (read_body(USAGE_MAX_BYTES)) }, 2)
+        reply, err = client.call(proto.usage((read_body(USAGE_MAX_BYTES))))
     else
         error("fairvisor: unknown admin kind " .. tostring(kind))
     end
-    if not reply or reply[1] ~= 7 then
+    if not reply or reply[TAG] ~= R.tag then
         ngx.log(ngx.ERR, "fairvisor: ", kind, ": ", err or "unexpected reply")
-        local failure = ADMIN_FAILURE[kind]
-        local body = failure[2]
-        if kind == "health" then
-            body = reach.health(err)
-        elseif kind == "metrics" then
-            body = body .. reach.metrics()
-        end
-        return respond(503, CLOSED_HEADERS, body, failure[1])
+        local content_type, body = admin_failure(kind, err)
+        return respond(CLOSED_STATUS, CLOSED_HEADERS, body, content_type)
     end
-    local body = reply[4]
+    local body = reply[R.body]
     if kind == "metrics" then body = body .. reach.metrics() end
-    ngx.status = reply[2]
-    header.content_type = reply[3]
+    local status = reply[R.status]
+    ngx.status = status
+    header.content_type = reply[R.content_type]
     header.content_length = #body
     ngx.print(body)
-    return ngx.exit(reply[2])
+    return ngx.exit(status)
 end
 
 local ADMIN_BODY_METHODS = { POST = true, PUT = true, PATCH = true, DELETE = true }
@@ -250,20 +249,18 @@ function _M.admin_route()
     end
     local auth = req.get_headers(100)["authorization"]
     if type(auth) == "table" then auth = table.concat(auth, ", ") end -- repeated: never a valid token
-    local reply, err = client.call({ 9, ngx.var.request_uri, method, auth, body }, 7, true)
+    local uri = ngx.var.request_uri
+    local reply, err = client.call(function(down, lost) return proto.admin(uri, method, auth, body, down, lost) end)
     -- /metrics carries nginx's own count of why it could not reach the engine (fairvisor.reach).
     local metrics = ngx.var.uri == "/metrics"
-    if not reply or reply[1] ~= 7 then
+    if not reply or reply[TAG] ~= R.tag then
         ngx.log(ngx.ERR, "fairvisor: admin: ", err or "unexpected reply")
-        if metrics then
-            local failure = ADMIN_FAILURE.metrics
-            return respond(503, CLOSED_HEADERS, failure[2] .. reach.metrics(), failure[1])
-        end
-        return respond(503, CLOSED_HEADERS, reach.health(err), ADMIN_FAILURE.health[1])
+        local content_type, failure_body = admin_failure(metrics and "metrics" or "health", err)
+        return respond(CLOSED_STATUS, CLOSED_HEADERS, failure_body, content_type)
     end
-    local reply_body = reply[4]
-    if metrics and reply[2] == 200 then reply_body = reply_body .. reach.metrics() end
-    return respond(reply[2], reply[5] or {}, reply_body, reply[3])
+    local status, reply_body = reply[R.status], reply[R.body]
+    if metrics and status == 200 then reply_body = reply_body .. reach.metrics() end
+    return respond(status, reply[R.headers] or {}, reply_body, reply[R.content_type])
 end
 
 return _M

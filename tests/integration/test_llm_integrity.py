@@ -46,9 +46,9 @@ def integrity_policy() -> dict:
 
 @pytest.fixture
 def edge_for(start_edge, mock_llm):
-    def start(fmt: str, policy: dict | None = None, backend: str | None = None) -> LLMEdge:
+    def start(fmt: str, policy: dict | None = None, backend: str | None = None, extra=()) -> LLMEdge:
         edge = start_edge(policy or integrity_policy(), flags=[
-            "--mode", "reverse_proxy", "--backend-url", backend or mock_llm.url, "--llm-format", fmt])
+            "--mode", "reverse_proxy", "--backend-url", backend or mock_llm.url, "--llm-format", fmt, *extra])
         return LLMEdge(edge, fmt)
     return start
 
@@ -84,11 +84,13 @@ def big_tpd_used(e: LLMEdge) -> int:
 
 @pytest.mark.parametrize("fmt", PROVIDERS)
 def test_a_prompt_past_max_body_bytes_is_estimated_from_its_length(edge_for, mock_llm, fmt):
-    e = edge_for(fmt)
+    # A 1 MiB frame can take the engine past the 100 ms default on a loaded machine, and a
+    # timeout answers by the fail mode (open): that is the unreachable path, not this one.
+    e = edge_for(fmt, extra=["--engine-timeout-ms", "3000"])
     under = post(e, chat_body(fmt, "y" * 900_000))  # read whole: 225,000 tokens
     assert under.status == 429 and under.headers["X-Fairvisor-Reason"] == "prompt_tokens_exceeded"
     over = post(e, chat_body(fmt, "y" * 1_100_000))  # cut at 1 MiB: once 0 tokens, now its bytes / 4
-    assert over.status == 429, "a body over max_body_bytes passed as a free prompt"
+    assert over.status == 429, f"a body over max_body_bytes passed as a free prompt: {over.headers}"
     assert over.headers["X-Fairvisor-Reason"] == "prompt_tokens_exceeded"
     assert mock_llm.llm_requests() == []
 

@@ -4,18 +4,18 @@
 -- file only maps verdicts onto Kong's PDK. Needs lua-shim/ on Kong's lua_package_path.
 
 local client = require "fairvisor.client"
+local fail = require "fairvisor.fail"
+local proto = require "fairvisor.proto"
 
 local ngx = ngx
+local V = proto.Verdict
 
 local FairvisorHandler = {
     PRIORITY = 901, -- after authentication (so jwt:* keys are present) and next to rate-limiting (910)
     VERSION = "0.1.0",
 }
 
-local DEGRADED = { "X-Fairvisor-Degraded", "engine_unavailable" }
-local CLOSED_HEADERS = { ["Content-Type"] = "application/problem+json", ["X-Fairvisor-Reason"] = "engine_unavailable" }
-local CLOSED_BODY = '{"type":"about:blank","title":"Service Unavailable","status":503,'
-    .. '"reason":"engine_unavailable","detail":"the policy engine did not answer"}'
+local DEGRADED = fail.DEGRADED
 
 -- fairvisor.client keeps one configuration per worker: set it when the plugin config changes.
 local configured
@@ -38,7 +38,7 @@ local function read_body(max_bytes)
     return body
 end
 
--- Verdict headers come as a flat { name, value, ... } list.
+-- Verdict (and fail-mode) headers come as a flat { name, value, ... } list.
 local function header_map(list, content_type)
     local map = { ["Content-Type"] = content_type }
     for i = 1, #list, 2 do map[list[i]] = list[i + 1] end
@@ -47,25 +47,26 @@ end
 
 function FairvisorHandler:access(conf)
     configure(conf)
-    local v, err = client.decide(1, read_body)
+    local v, err = client.decide(proto.SURFACE_INLINE, read_body)
     if not v then
-        client.reset()
-        client.count_unavailable()
+        client.failed()
         kong.log.err("fairvisor: engine unavailable (fail mode ", conf.fail_mode, "): ", err)
         if conf.fail_mode == "closed" then
-            return kong.response.exit(503, CLOSED_BODY, CLOSED_HEADERS)
+            return kong.response.exit(fail.CLOSED_STATUS, fail.CLOSED_BODY,
+                header_map(fail.CLOSED_HEADERS, fail.CLOSED_TYPE))
         end
         -- Fail open: the upstream and the client both learn the request was not checked.
         kong.service.request.set_header(DEGRADED[1], DEGRADED[2])
         kong.ctx.plugin.headers = DEGRADED
         return
     end
-    if v[2] ~= 0 then
-        return kong.response.exit(v[2], v[4] or "", header_map(v[3], "application/json"))
+    local status, headers = v[V.status], v[V.headers]
+    if status ~= 0 then
+        return kong.response.exit(status, v[V.body] or "", header_map(headers, "application/json"))
     end
-    local delay_ms = v[5]
+    local delay_ms = v[V.delay_ms]
     if delay_ms and delay_ms > 0 then ngx.sleep(delay_ms / 1000) end -- throttle, then allow
-    if v[3][1] then kong.ctx.plugin.headers = v[3] end
+    if headers[1] then kong.ctx.plugin.headers = headers end
 end
 
 function FairvisorHandler:header_filter(conf)
