@@ -29,7 +29,7 @@ _TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 409:
 
 
 def actor_of(token: str | None, hasher) -> str:
-    """Which token made a change, as the decision log shows it: a keyed hash (pyengine.key_hash's
+    """Which token made a change, as the decision log shows it: a keyed hash (pyengine.decision.key_hash's
     install secret), so the log never holds the token nor lets a weak one be guessed from it."""
     if not token:
         return NO_TOKEN

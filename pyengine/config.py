@@ -12,7 +12,7 @@ LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/
 PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
-REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.request.REQUEST_HEADER_FAMILIES
+REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.decision.request.REQUEST_HEADER_FAMILIES
 ADMIN_OFF = "off"  # FAIRVISOR_ADMIN_LISTEN value that disables the admin listener
 _HOST_PORT = re.compile(r"(?:(\[[0-9A-Fa-f:.]+\]|[\w.-]+):)?(\d{1,5})")
 
@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_processes: str = "auto"  # FAIRVISOR_WORKER_PROCESSES ("auto" or a count)
     bundle_key: str | None = None  # FAIRVISOR_BUNDLE_KEY: HMAC-SHA256 key; set = unsigned bundles refused
     decision_log: str = ""  # FAIRVISOR_DECISION_LOG; default: <state_dir>/decisions.jsonl; "off" = none
-    log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (keyed hash, pyengine.key_hash) or "raw" tenant keys
+    log_keys: str = "hashed"  # FAIRVISOR_LOG_KEYS: "hashed" (keyed hash, pyengine.decision.key_hash) or "raw" tenant keys
     decision_log_max_mb: int = 64  # FAIRVISOR_DECISION_LOG_MAX_MB: rotate past this size (MiB)
     backend_tls_verify: bool = True  # FAIRVISOR_BACKEND_TLS_VERIFY: "off" skips upstream certificate checks
     max_state_keys: int = 5_000_000  # FAIRVISOR_MAX_STATE_KEYS: limiter state entries before eviction

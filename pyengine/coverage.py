@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from .memo import table
+from .decision.memo import table
 
 from .protocol.messages import Reply
 

@@ -12,9 +12,9 @@ import time
 
 import msgspec
 
-from .key_hash import KeyHasher, install
-from .numbers import client_tokens
-from .policy.rules import MICROS, CostRule, LLMRule
+from .decision.key_hash import KeyHasher, install
+from .decision.numbers import client_tokens
+from .decision.rules import MICROS, CostRule, LLMRule
 from .state import keys
 
 log = logging.getLogger("fairvisor.decision_log")
@@ -34,7 +34,7 @@ class LogRecord(msgspec.Struct, omit_defaults=True, gc=False):
     policy: str = ""
     rule: str = ""
     reason: str = ""
-    key: str = ""  # the request's limit-key value(s): keyed hash or raw (FAIRVISOR_LOG_KEYS, pyengine.key_hash)
+    key: str = ""  # the request's limit-key value(s): keyed hash or raw (FAIRVISOR_LOG_KEYS, pyengine.decision.key_hash)
     status: int = 0  # HTTP status answered (rejects)
     retry_after_s: int = 0
     delay_ms: int = 0  # throttles

@@ -13,26 +13,26 @@ from . import debug_session, jitter, metrics_edge
 from .admin import AdminApi
 from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
-from .guards.kill_hits import hit_counts
+from .decision.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
-from .memo import Memo
+from .decision.memo import Memo
 from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
 from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
-from .pipeline import Pipeline
+from .decision.pipeline import Pipeline
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
 from .llm.formats import adapter_name, request_format
-from .llm.proxy import LLMProxy
+from .decision.llm_proxy import LLMProxy
 from .recent import RecentRequests
-from .request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
-from .reservations import Reservations, reserved_tokens
+from .decision.request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
+from .decision.reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
 from .signing import sig_path, verify
@@ -40,7 +40,7 @@ from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
 from .state.snapshot import Snapshots
 from .usage import handle_usage
-from .verdict import Decision, render
+from .decision.verdict import Decision, render
 
 log = logging.getLogger("fairvisor.engine")
 

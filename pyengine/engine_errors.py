@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 
-from .verdict import Decision
+from .decision.verdict import Decision
 
 log = logging.getLogger("fairvisor.engine")
 

@@ -9,8 +9,8 @@ from `Engine.decide` afterwards, so it is the engine's own answer, not this modu
 import time
 
 from .decision_log import shown_values
-from .policy.rules import key_value
-from .request import view_from_decide
+from .decision.rules import key_value
+from .decision.request import view_from_decide
 from .state import keys
 
 _ALGORITHM = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",

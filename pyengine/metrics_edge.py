@@ -9,7 +9,7 @@ docs/observability.md.
 
 from . import __version__
 from .metrics import Counter, Gauge, _labels, _num
-from .policy.rules import LLMRule
+from .decision.rules import LLMRule
 
 
 class _Derived(Gauge):

@@ -25,9 +25,9 @@ import secrets
 import time
 
 from .protocol.messages import Verdict
-from .request import SELFTEST_HEADER
+from .decision.request import SELFTEST_HEADER
 from .state import keys
-from .verdict import Decision, _allow_headers, render
+from .decision.verdict import Decision, _allow_headers, render
 
 TTL_S = 600  # a run's secret expires this long after it was issued
 MAX_RUNS = 4  # open runs; starting another drops the oldest

@@ -2,8 +2,8 @@
 
 import msgspec
 
-from .numbers import client_tokens
-from .reservations import Reservations, reserved_tokens, settle
+from .decision.numbers import client_tokens
+from .decision.reservations import Reservations, reserved_tokens, settle
 from .state import keys
 
 
@@ -40,7 +40,7 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
         return _problem(400, str(exc))
     if min(report.prompt_tokens, report.completion_tokens, report.cached_input_tokens, report.cache_write_tokens) < 0:
         return _problem(400, "token counts must be >= 0")
-    # Client numbers, clamped before any arithmetic (pyengine.numbers).
+    # Client numbers, clamped before any arithmetic (pyengine.decision.numbers).
     report.prompt_tokens = client_tokens(report.prompt_tokens)
     report.completion_tokens = client_tokens(report.completion_tokens)
     report.cached_input_tokens = client_tokens(report.cached_input_tokens)
@@ -71,7 +71,7 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
 def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, model, now_s: float,
                cached_input_tokens: int = 0, cache_write_tokens: int = 0) -> int:
     """Charge usage that had no reservation to every single-key reserving rule, for this key."""
-    from .policy.rules import CostRule, LLMRule
+    from .decision.rules import CostRule, LLMRule
 
     n = 0
     for policy in bundle.policies:

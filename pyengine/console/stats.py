@@ -18,9 +18,9 @@ flush, which hands over the rejections it drained:
 import collections
 import itertools
 
-from ..memo import table
+from ..decision.memo import table
 from ..decision_log import shown_values
-from ..policy.rules import CostRule, LLMRule, TokenBucketRule
+from ..decision.rules import CostRule, LLMRule, TokenBucketRule
 
 BUCKET_S = 5
 BUCKETS = 180  # 15 minutes
@@ -73,7 +73,7 @@ class TenantTable:
 class ConsoleStats:
     def __init__(self, metrics, hasher, values_memo=None):
         self.metrics = metrics
-        self.hasher = hasher  # shows key values like the decision log (pyengine.key_hash)
+        self.hasher = hasher  # shows key values like the decision log (pyengine.decision.key_hash)
         self.recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
         self.series = {a: [0] * BUCKETS for a in ACTIONS}
         self.bucket_at_s: list[int] = [0] * BUCKETS  # the bucket's start (epoch s), to tell stale from fresh

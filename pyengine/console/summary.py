@@ -14,7 +14,7 @@ from ..decision_log import shown_values
 from ..guards.breaker import CLOSED, OPEN
 from ..overlay.model import rfc3339
 from ..overlay.overrides import KeyedLimiter
-from ..policy.rules import CostRule, LLMRule
+from ..decision.rules import CostRule, LLMRule
 from ..state import keys
 
 _json = msgspec.json.Encoder()

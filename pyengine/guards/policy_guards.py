@@ -2,8 +2,8 @@
 
 import logging
 
-from ..key_hash import shown
-from ..policy.rules import MICROS, CostRule, LLMRule, key_value
+from ..decision.key_hash import shown
+from ..decision.rules import MICROS, CostRule, LLMRule, key_value
 from ..state import keys
 from .breaker import CLOSED, HALF_OPEN, OPEN, SpendBreaker
 from .fingerprint import fingerprint

@@ -12,7 +12,6 @@ and `gpt-4o-mini-2024-07-18` take the longest catalogue name they start with, fo
 import json
 from importlib.resources import files
 
-from ..memo import table
 
 PICO_PER_MICRO = 10**6
 CATALOGUE_FILE = "prices.json"
@@ -76,19 +75,22 @@ class Pricing:
     __slots__ = ("_own", "_star", "_memo")
 
     def __init__(self, bundle_pricing: dict, memo=None):
-        """`memo`: this bundle's "price" table (pyengine.memo): model names are client bytes."""
+        """`memo`: this bundle's "price" table (pyengine.decision.memo; model names are client
+        bytes, so it is bounded), or None: every lookup walks the tables."""
         self._own = {m: Price(m, "bundle", p.input_usd_per_mtok, p.output_usd_per_mtok,
                               p.cached_input_usd_per_mtok, p.cache_write_usd_per_mtok)
                      for m, p in bundle_pricing.items()}
         self._star = self._own.pop("*", None)
-        self._memo = table("price") if memo is None else memo
+        self._memo = memo
 
     def price(self, model: str | None) -> Price | None:
         """The bundle's entry, the catalogue's, then `"*"`; None: no price (unknown_model_price)."""
         if not model:
             return self._star
-        hit = self._memo.get(model, False)
-        if hit is not False:
-            return hit
+        memo = self._memo
+        if memo is not None:
+            hit = memo.get(model, False)
+            if hit is not False:
+                return hit
         p = self._own.get(model) or catalogue_price(model) or self._star
-        return self._memo.remember(model, p) if len(model) <= 256 else p
+        return memo.remember(model, p) if memo is not None and len(model) <= 256 else p

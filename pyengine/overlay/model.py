@@ -15,7 +15,7 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from ..numbers import POLICY_MAX
+from ..decision.numbers import POLICY_MAX
 from ..policy.checks import canonical_key, check_key_value, check_route, is_limit_key, KEY_HELP
 from ..policy.shape_errors import locate
 

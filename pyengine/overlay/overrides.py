@@ -14,7 +14,7 @@ wins (rule, then policy, then all), the newest among equals.
 from ..algorithms.cost_based import CostBudget
 from ..algorithms.token_bucket import TokenBucket
 from ..algorithms.token_bucket_llm import LLMTokenLimiter
-from ..policy.rules import MICROS, CostRule, LLMRule, TokenBucketRule
+from ..decision.rules import MICROS, CostRule, LLMRule, TokenBucketRule
 from ..state import keys
 from .model import LIMIT_FIELDS
 

@@ -1,14 +1,14 @@
 """Runtime kill switches indexed by scope key and value: a request costs one lookup per distinct scope key.
 
-A bundle's kill switches are few and checked one by one (pyengine.pipeline); runtime ones may
+A bundle's kill switches are few and checked one by one (pyengine.decision.pipeline); runtime ones may
 be thousands (one per abusive tenant during an incident), so they are found by value instead.
 Extractors depend only on the settings (trusted proxies), not on the bundle, so the index
 survives reloads; the headers its scope keys read are added to the shim's list by the engine.
 """
 
-from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..decision.keys import TrustedProxies, headers_needed, make_extractor
 from ..policy.compiler import KillSwitch
-from ..policy.rules import key_value
+from ..decision.rules import key_value
 from ..state import keys
 
 
@@ -18,7 +18,7 @@ class SwitchIndex:
     __slots__ = ("by_key", "_proxies", "by_id")
 
     def __init__(self, trusted_proxies, memo=None):
-        self._proxies = TrustedProxies(trusted_proxies, memo)  # memo: the engine's (pyengine.memo)
+        self._proxies = TrustedProxies(trusted_proxies, memo)  # memo: the engine's (pyengine.decision.memo)
         self.by_key: dict[str, tuple] = {}
         self.by_id: dict[str, KillSwitch] = {}
 

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 
 import msgspec
 
-from pyengine.keys import KEY_VALUES
-from pyengine.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
+from pyengine.decision.keys import KEY_VALUES
+from pyengine.decision.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
 from pyengine.policy.schema import (
     Bundle,
     CircuitBreaker,
@@ -271,7 +271,7 @@ _BOUNDED = (TokenBucketConfig, TokenBucketLLMConfig, CostBasedConfig, Concurrenc
 
 def _check_bounds(cfg, path: str, errors: Errors) -> None:
     """Every rate, capacity, cost and duration is at most POLICY_MAX, and a token bucket refills
-    at least POLICY_MIN_RATE_PER_S (pyengine.numbers): limiter arithmetic can then never overflow,
+    at least POLICY_MIN_RATE_PER_S (pyengine.decision.numbers): limiter arithmetic can then never overflow,
     and a clamped client amount still exceeds every capacity."""
     assert isinstance(cfg, _BOUNDED)
     for name in cfg.__struct_fields__:

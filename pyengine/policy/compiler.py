@@ -3,18 +3,18 @@
 import calendar
 
 from ..config import ADMIN_OFF
-from ..guards.kill_hits import hits_key
+from ..decision.kill_hits import hits_key
 from ..guards.policy_guards import PolicyGuards
-from ..header_lines import HeaderNeeds
-from ..keys import TrustedProxies, headers_needed, make_extractor
+from ..decision.header_lines import HeaderNeeds
+from ..decision.keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.pricing import Pricing
 from ..llm.request import LLM_HEADERS
-from ..memo import Memo
-from ..plan import Plan
-from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
+from ..decision.memo import Memo
+from ..decision.plan import Plan
+from ..decision.request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from .rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
+from ..decision.rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
 
 
 def _epoch_s(dt) -> float | None:
@@ -30,7 +30,7 @@ class KillSwitch:
         self.route = route
         self.reason = reason
         self.expires_at_s = expires_at_s
-        self.hits_key = None  # durable hit counter, see pyengine.guards.kill_hits
+        self.hits_key = None  # durable hit counter, see pyengine.decision.kill_hits
 
     def hits(self, view, now_s: float) -> bool:
         if self.expires_at_s is not None and now_s >= self.expires_at_s:
@@ -69,7 +69,7 @@ class CompiledBundle:
     def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None,
                  extra_headers=(), memo=None):
         """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too.
-        `memo`: the engine's memo tables (pyengine.memo); this bundle gets fresh route and price ones."""
+        `memo`: the engine's memo tables (pyengine.decision.memo); this bundle gets fresh route and price ones."""
         self.source = bundle  # the validated Bundle, for recompiling with runtime changes
         memo = Memo() if memo is None else memo
         proxies = TrustedProxies(settings.trusted_proxies, memo)
@@ -87,7 +87,7 @@ class CompiledBundle:
         # Kill switches are skipped until this time (UTC epoch s; inf = no expiry); None = never.
         self.kill_switch_override_until_s = (None if ko is None or not ko.enabled else
                                              _epoch_s(ko.expires_at) if ko.expires_at else float("inf"))
-        needed = HeaderNeeds()  # what the shim sends, and who reads it (pyengine.header_lines)
+        needed = HeaderNeeds()  # what the shim sends, and who reads it (pyengine.decision.header_lines)
         # The header family that describes a request to the decision service (FAIRVISOR_REQUEST_HEADERS).
         self.family = REQUEST_HEADER_FAMILIES[settings.request_headers]
         if settings.mode == "decision_service":
@@ -161,7 +161,7 @@ class CompiledBundle:
         for compiled_ks, ks in zip(self.kill_switches, bundle.kill_switches):
             compiled_ks.hits_key = hits_key(ks.scope_key, ks.scope_value, ks.route)
         # Repeated lines at the `header_joins` positions are joined; of a header in `single_always`
-        # (or `single_enforced`, unless a global shadow is active), refused (pyengine.pipeline).
+        # (or `single_enforced`, unless a global shadow is active), refused (pyengine.decision.pipeline).
         self.header_names, self.header_index, self.header_joins, self.single_always, self.single_enforced = \
             needed.plan()
         self.needs_body = needs_body

@@ -1,12 +1,7 @@
 """Selector matching: which policies apply to a (method, host, path), with a bounded route cache."""
 
-from ..memo import table
-
-
-def prefix_matches(prefix: str, path: str) -> bool:
-    """Segment-wise prefix: `/v1/` and `/v1` match `/v1` and `/v1/x`, never `/v1x`; `/` matches all."""
-    base = prefix.rstrip("/")
-    return not base or path == base or path.startswith(base + "/")
+from ..decision.memo import table
+from ..decision.request import prefix_matches  # noqa: F401 - policy.compiler and checks read it here
 
 
 class Selector:
@@ -32,7 +27,7 @@ class Selector:
 
 class RouteIndex:
     """All policies whose selector matches, in bundle order, compiled into the route's plan
-    (pyengine.plan) the first time the route is seen. Plans are cached per route and per
+    (pyengine.decision.plan) the first time the route is seen. Plans are cached per route and per
     global-shadow state (a global shadow can expire while the bundle stays loaded).
 
     The cache is cleared whole when full: paths with ids in them cannot grow it without bound.

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ..algorithms.concurrency import MAX_IN_FLIGHT
-from ..numbers import POLICY_MAX
+from ..decision.numbers import POLICY_MAX
 
 # Annotated scalar types shared by the Structs below. `gt=0` also refuses NaN (NaN > 0 is
 # false); infinity is refused by the semantic pass, since no Meta bound expresses "finite".

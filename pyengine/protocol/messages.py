@@ -43,7 +43,7 @@ class Decide(_Msg, tag=2):
     host: bytes
     remote_addr: bytes  # the TCP peer of nginx
     # Values aligned with HelloReply.headers; None = absent; a list = the header's repeated lines
-    # in the client's order (joined or refused by pyengine.header_lines, never one picked).
+    # in the client's order (joined or refused by pyengine.decision.header_lines, never one picked).
     headers: list[Union[bytes, list[bytes], None]]
     body: Union[bytes, None] = None  # only when HelloReply.needs_body
     request_id: bytes = b""  # nginx $request_id, for the decision log

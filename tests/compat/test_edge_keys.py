@@ -3,9 +3,9 @@ User-Agent, as fairvisor/edge defines them; hostile bytes never crash and never 
 
 import pytest
 
-from pyengine.bots import CATEGORIES, bot_category
-from pyengine.keys import IP_TYPES, KEY_VALUES, TrustedProxies, headers_needed, make_extractor
-from pyengine.request import RequestView
+from pyengine.decision.bots import CATEGORIES, bot_category
+from pyengine.decision.keys import IP_TYPES, KEY_VALUES, TrustedProxies, headers_needed, make_extractor
+from pyengine.decision.request import RequestView
 
 
 def view(**headers) -> RequestView:

@@ -9,9 +9,9 @@ order, with which key, and what the request's Decision is. `use_reference(engine
 
 import math
 
-from pyengine.guards.kill_hits import record_hit
+from pyengine.decision.kill_hits import record_hit
 from pyengine.state import keys
-from pyengine.verdict import Decision
+from pyengine.decision.verdict import Decision
 
 SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "loop_throttle": 4}
 
@@ -159,7 +159,7 @@ def reference_decide(bundle, view, now_s, sink, runtime, ambiguous) -> Decision:
 
 def use_reference(engine) -> None:
     """Make `engine` decide with reference_decide instead of its compiled plans."""
-    from pyengine import pipeline
+    from pyengine.decision import pipeline
 
     p = engine.pipeline
 

@@ -10,7 +10,7 @@ from pyengine import admin_api
 from pyengine.clock import FakeClock
 from pyengine.config import from_env
 from pyengine.engine import build_engine
-from pyengine.key_hash import KeyHasher
+from pyengine.decision.key_hash import KeyHasher
 from pyengine.overlay import registry
 from pyengine.protocol.messages import Metrics
 

@@ -88,7 +88,7 @@ def test_tpd_and_budgets_stay_spent_when_the_clock_steps_back_over_midnight(wall
 
 def test_unsettled_reservations_expire_on_the_engine_clock_and_a_late_settle_is_counted_lost():
     from pyengine.protocol.messages import Settle
-    from pyengine.reservations import DEFAULT_TTL_S
+    from pyengine.decision.reservations import DEFAULT_TTL_S
 
     from .helpers import decide
     from .test_llm_proxy_engine import T, chat, proxy_engine, remaining

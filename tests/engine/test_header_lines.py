@@ -5,7 +5,7 @@ import json
 import msgspec
 import pytest
 
-from pyengine.header_lines import header_text, join_plan, resolve
+from pyengine.decision.header_lines import header_text, join_plan, resolve
 from pyengine.protocol.messages import SURFACE_DESCRIBED, SURFACE_INLINE, Decide, HelloReply
 
 from .helpers import hdr, make_engine, unsigned_jwt

@@ -5,7 +5,7 @@ import logging
 import os
 import stat
 
-from pyengine.key_hash import SECRET_FILE, KeyHasher, load_secret
+from pyengine.decision.key_hash import SECRET_FILE, KeyHasher, load_secret
 
 from ..guards.test_pipeline_guards import bundle, cost_rules
 from .helpers import decide, described, make_engine, one_rule_bundle

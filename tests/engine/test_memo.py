@@ -1,9 +1,9 @@
-"""One memo object per engine: every table the decision path fills is the engine's, sized in pyengine.memo."""
+"""One memo object per engine: every table the decision path fills is the engine's, sized in pyengine.decision.memo."""
 
 import json
 from pathlib import Path
 
-from pyengine.memo import SIZES, Memo, Table
+from pyengine.decision.memo import SIZES, Memo, Table
 
 from .helpers import decide, make_engine, unsigned_jwt
 

@@ -1,4 +1,4 @@
-"""The compiled route plans (pyengine.plan) decide exactly like the plain reference loop.
+"""The compiled route plans (pyengine.decision.plan) decide exactly like the plain reference loop.
 
 Two engines on the same policy and the same frozen clock take the same request sequence; one
 decides with its compiled plans, the other with tests/engine/reference.py. Verdicts and the

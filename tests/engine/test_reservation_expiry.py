@@ -1,7 +1,7 @@
 """Unsettled reservations: expiry keeps up with any rate, and open ones are capped (issue 13, 14c)."""
 
 from pyengine.clock import FakeClock
-from pyengine.reservations import DEFAULT_TTL_S, Reservations
+from pyengine.decision.reservations import DEFAULT_TTL_S, Reservations
 
 from .helpers import decide, make_engine, unsigned_jwt
 from .test_llm_usage import chat

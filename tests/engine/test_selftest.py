@@ -7,7 +7,7 @@ from pyengine.clock import FakeClock
 from pyengine.selftest import ALLOWED_STATUS, TTL_S
 from pyengine.state import keys
 
-from pyengine.keys import jwt_claims
+from pyengine.decision.keys import jwt_claims
 
 from .helpers import decide, hdr, make_engine
 

@@ -1,10 +1,10 @@
 """Rendered verdicts are shared only where that is safe, and the cache stays bounded."""
 
 from pyengine.algorithms.outcome import Outcome
-from pyengine.memo import table
+from pyengine.decision.memo import table
 from pyengine.protocol.messages import SURFACE_DESCRIBED, SURFACE_INLINE
-from pyengine.verdict import Decision
-from pyengine.verdict import render as _render
+from pyengine.decision.verdict import Decision
+from pyengine.decision.verdict import render as _render
 
 MEMO = table("verdict")  # the engine's "verdict" table, as Engine passes it
 

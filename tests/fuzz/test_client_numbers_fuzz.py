@@ -7,7 +7,7 @@ import urllib.parse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyengine.numbers import CLIENT_MAX, POLICY_MAX, client_amount, client_tokens
+from pyengine.decision.numbers import CLIENT_MAX, POLICY_MAX, client_amount, client_tokens
 from pyengine.protocol.messages import SURFACE_DESCRIBED, SURFACE_INLINE, Usage
 
 from ..engine.helpers import decide, described, make_engine

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from pyengine.clock import FakeClock
 from pyengine.protocol.messages import SURFACE_DESCRIBED, SURFACE_INLINE, Decide, Verdict
-from pyengine.request import view_from_decide
+from pyengine.decision.request import view_from_decide
 
 from ..engine.helpers import make_engine
 from .budget import fuzz

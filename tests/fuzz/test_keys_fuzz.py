@@ -6,9 +6,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyengine.keys import TrustedProxies, claim_text, jwt_claims, make_extractor
+from pyengine.decision.keys import TrustedProxies, claim_text, jwt_claims, make_extractor
 from pyengine.protocol.messages import SURFACE_DESCRIBED, Decide, HelloReply, Verdict
-from pyengine.request import view_from_decide
+from pyengine.decision.request import view_from_decide
 
 from .budget import fuzz
 from .engines import SURFACES, keyed_engine

@@ -1,4 +1,4 @@
-"""Property: compiled route plans (pyengine.plan) decide like the plain reference loop, on random bundles.
+"""Property: compiled route plans (pyengine.decision.plan) decide like the plain reference loop, on random bundles.
 
 Each example draws a bundle (one to three policies over overlapping routes; enforce and shadow
 modes; token buckets, fixed-cost budgets with staged actions and LLM token limits; `match`

@@ -1,6 +1,6 @@
 """Regressions for defects the fuzzers found, each pinned with the smallest input that showed it."""
 
-from pyengine.request import normalize_path
+from pyengine.decision.request import normalize_path
 
 from ..engine.helpers import described, make_engine, one_rule_bundle
 

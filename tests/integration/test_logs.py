@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from pyengine.key_hash import KeyHasher
+from pyengine.decision.key_hash import KeyHasher
 
 from .conftest import FAIRVISOR, token_bucket_policy, wait_until
 

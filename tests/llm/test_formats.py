@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from pyengine.llm.formats import nginx_route_patterns, prefix_provider, request_format, shape_provider
-from pyengine.request import normalize_path, strip_provider_prefix
+from pyengine.decision.request import normalize_path, strip_provider_prefix
 
 
 @pytest.mark.parametrize("uri,expected", [

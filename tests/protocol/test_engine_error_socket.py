@@ -3,7 +3,7 @@
 import asyncio
 
 from pyengine.clock import FakeClock
-from pyengine.policy.rules import TokenBucketRule
+from pyengine.decision.rules import TokenBucketRule
 from pyengine.protocol.framing import encode_frame
 from pyengine.protocol.messages import PROTOCOL_VERSION, Health, Hello, Metrics, Reply, Verdict
 from pyengine.server import EngineServer

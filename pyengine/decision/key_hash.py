@@ -20,7 +20,7 @@ log = logging.getLogger("fairvisor.keys")
 SECRET_FILE = "key-hash.secret"
 SECRET_BYTES = 32
 HASH_HEX_CHARS = 16  # 64 bits: collisions negligible for display
-# Hashes by raw key (the "key_hash" memo table, pyengine.memo): a reject flood repeats few keys.
+# Hashes by raw key (the "key_hash" memo table, pyengine.decision.memo): a reject flood repeats few keys.
 # Long keys are not kept.
 _CACHED_KEY_MAX_CHARS = 256
 

@@ -10,7 +10,7 @@ mean is decided here, once per request, before any rule reads a header:
   list: a line the client wrote first can never become the key.
 - Every other header the engine asked for keys a limit, matches a rule or kill switch, or
   describes the request: a second line would let the client choose which one counts, so the
-  request is refused (400, reason `ambiguous_header`; pyengine.pipeline). A list header that a
+  request is refused (400, reason `ambiguous_header`; pyengine.decision.pipeline). A list header that a
   policy keys on raw (`header:x-forwarded-for`) is one of these too. A header only shadow
   policies read is not refused (shadow never changes a response): it reads as absent there,
   and the would-be refusal is counted.

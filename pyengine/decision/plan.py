@@ -9,9 +9,9 @@ take the global-shadow mark, whether it opens a policy). The run loop is the onl
 
 import math
 
-from .guards.kill_hits import record_hit
-from .policy.matcher import prefix_matches
-from .state import keys
+from .kill_hits import record_hit
+from .request import prefix_matches
+from ..state import keys
 from .verdict import Decision
 
 KILL_SWITCH_RETRY_S = 3600

@@ -1,7 +1,7 @@
 """The decision path: kill switches, then every matching policy's rules, all-or-nothing.
 
 Order (contract §1): a request with a repeated header that must have one value is refused
-first (400 ambiguous_header, pyengine.header_lines), before any key is read; then kill
+first (400 ambiguous_header, pyengine.decision.header_lines), before any key is read; then kill
 switches; then, per matching policy in bundle order, its rules whose `match` holds (or its
 fallback). The first enforcing rule that rejects ends the request;
 every charge made before it is undone, so a rejected request is never charged; so is every
@@ -11,7 +11,7 @@ never change the Decision; their would-be rejections go to metrics and the decis
 A rule without a key value for this request is skipped, counted on its shared key, or refuses
 the request (missing_limit_key), as its on_missing_key says.
 
-Everything after the header check is the route's compiled plan (pyengine.plan): one loop.
+Everything after the header check is the route's compiled plan (pyengine.decision.plan): one loop.
 """
 
 from .verdict import Decision

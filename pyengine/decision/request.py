@@ -5,7 +5,7 @@ from urllib.parse import parse_qsl, unquote
 import msgspec
 
 from .header_lines import header_text, resolve
-from .protocol.messages import SURFACE_DESCRIBED
+from ..protocol.messages import SURFACE_DESCRIBED
 
 # Asked of every request: a self-test request carries its run's secret in it (pyengine.selftest).
 SELFTEST_HEADER = "x-fairvisor-selftest"
@@ -19,6 +19,12 @@ REQUEST_HEADER_FAMILIES = {
     "forwarded": ("x-forwarded-method", "x-forwarded-uri", "x-forwarded-host"),  # Traefik forwardAuth
 }
 ORIGINAL = REQUEST_HEADER_FAMILIES["original"]
+
+
+def prefix_matches(prefix: str, path: str) -> bool:
+    """Segment-wise prefix: `/v1/` and `/v1` match `/v1` and `/v1/x`, never `/v1x`; `/` matches all."""
+    base = prefix.rstrip("/")
+    return not base or path == base or path.startswith(base + "/")
 
 
 def described_headers(family: str) -> tuple[str, ...]:
@@ -86,7 +92,7 @@ class RequestView(msgspec.Struct, gc=False):
     prompt_ratio: object = None  # model -> learned prompt chars per token (set by the engine)
     body_bytes: int = -1  # the request body's real length (Decide.body_bytes); -1 = not told
     # The headers asked for that came in several lines and are not list headers
-    # (pyengine.header_lines): the pipeline refuses the request (ambiguous_header).
+    # (pyengine.decision.header_lines): the pipeline refuses the request (ambiguous_header).
     ambiguous: tuple[str, ...] | None = None
 
     def header(self, name: str) -> str | None:
@@ -147,7 +153,7 @@ def describe_target(method: bytes, uri: bytes, host: bytes, strip_prefix: bool) 
 
 # describe_target results are memoised by raw (method, uri, host, strip): clients repeat a
 # handful of endpoints, so this saves the decoding and normalising (~4 us) on nearly every
-# request. Longer targets than this are never kept (the table is sized in pyengine.memo).
+# request. Longer targets than this are never kept (the table is sized in pyengine.decision.memo).
 _CACHED_TARGET_MAX_BYTES = 1024
 
 
@@ -159,7 +165,7 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
     `/openai`, `/anthropic` or `/gemini` segment on their way upstream. `joins`: the list
     headers' separators by position (CompiledBundle.header_joins); `family`: the method, URI
     and host header names of FAIRVISOR_REQUEST_HEADERS (CompiledBundle.family); `targets`:
-    the engine's "target" memo table (pyengine.memo), or None."""
+    the engine's "target" memo table (pyengine.decision.memo), or None."""
     method, uri, host = msg.method, msg.uri, msg.host
     headers, ambiguous = resolve(msg.headers, joins or {})
     if len(headers) < len(index):  # a short list from an odd shim: the rest are absent

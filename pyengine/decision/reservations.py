@@ -9,7 +9,7 @@ expires after `ttl_s` and stays charged as reserved: over-counting is the safe s
 import itertools
 import os
 
-from .policy.rules import ConcurrencyRule, CostRule, LLMRule
+from .rules import ConcurrencyRule, CostRule, LLMRule
 
 DEFAULT_TTL_S = 900.0
 # Open reservations held at most (~430 bytes each with one LLM rule, measured: ~0.4 GiB). Past

@@ -10,11 +10,11 @@ import ipaddress
 import jwt as pyjwt
 
 from .bots import CATEGORIES, bot_category
-from .llm.request import llm_of
+from ..llm.request import llm_of
 from .memo import Memo
 
 # X-Forwarded-For values longer than this are walked every time, never kept in the memo (so the
-# client_ip table stays at a few MB: pyengine.memo sizes it).
+# client_ip table stays at a few MB: pyengine.decision.memo sizes it).
 _CACHED_XFF_MAX_CHARS = 256
 
 # ip:type values (fairvisor/edge's set, from ipverse/as-metadata categories): what an upstream's
@@ -65,7 +65,7 @@ def claim_text(value) -> str | None:
 
 class TrustedProxies:
     """Decides whether an address is a trusted proxy; results memoised per address string in
-    the engine's memo (`memo`: pyengine.memo.Memo, the trusted-proxy list is engine-wide)."""
+    the engine's memo (`memo`: pyengine.decision.memo.Memo, the trusted-proxy list is engine-wide)."""
 
     __slots__ = ("_nets", "_cache", "_walks", "memo")
 

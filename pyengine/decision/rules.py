@@ -11,7 +11,7 @@ from ..algorithms.outcome import Outcome
 from ..algorithms.token_bucket import TokenBucket
 from ..algorithms.token_bucket_llm import LLMTokenLimiter
 from ..llm.request import llm_of
-from ..numbers import client_amount, client_tokens
+from .numbers import client_amount, client_tokens
 from ..state import keys
 
 MICROS = 1_000_000
@@ -36,7 +36,7 @@ def _reject(reason: str) -> Outcome:
 
 def _cost_reader(source: str, fixed: float, default: float):
     """A function view -> cost for `fixed`, `header:<name>` or `query:<name>`: a client number,
-    clamped (pyengine.numbers): unusable -> default, absurdly large -> above every capacity."""
+    clamped (pyengine.decision.numbers): unusable -> default, absurdly large -> above every capacity."""
     if source == "fixed":
         return lambda view: fixed
     kind, _, name = source.partition(":")

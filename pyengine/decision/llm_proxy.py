@@ -4,11 +4,11 @@ import logging
 
 import msgspec
 
+from ..llm.estimator import Estimator
+from ..llm.providers import BY_NAME, PLAIN
+from ..llm.sse import is_event_stream
 from ..protocol.messages import Reply, Settle
-from ..reservations import completion_allowance, refund_all, reserved_tokens, settle
-from .estimator import Estimator
-from .providers import BY_NAME, PLAIN
-from .sse import is_event_stream
+from .reservations import completion_allowance, refund_all, reserved_tokens, settle
 
 log = logging.getLogger("fairvisor.llm")
 

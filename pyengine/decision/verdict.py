@@ -2,8 +2,8 @@
 
 import msgspec
 
-from .algorithms.outcome import Outcome
-from .protocol.messages import SURFACE_DESCRIBED, Verdict
+from ..algorithms.outcome import Outcome
+from ..protocol.messages import SURFACE_DESCRIBED, Verdict
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
@@ -106,7 +106,7 @@ def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes
 # a few Decision fields and the surface, and repeat a lot under load (a bucket of burst 10 has 11
 # `remaining` values; a reject flood repeats one answer): built once and shared. Shared verdicts
 # are never mutated (only reserving verdicts are, by LLMProxy). Kept in the engine's "verdict"
-# memo table (pyengine.memo), passed to render.
+# memo table (pyengine.decision.memo), passed to render.
 
 
 def _allow_headers(d: Decision) -> list[str]:

@@ -14,16 +14,16 @@ counts the newest one.
 
 # name -> entries at most; what the table maps, and its one user.
 SIZES = {
-    "jwt": 4096,  # bearer token -> claims or None (pyengine.keys)
-    "trusted": 16384,  # address -> is a trusted proxy (pyengine.keys.TrustedProxies)
+    "jwt": 4096,  # bearer token -> claims or None (pyengine.decision.keys)
+    "trusted": 16384,  # address -> is a trusted proxy (pyengine.decision.keys.TrustedProxies)
     "client_ip": 16384,  # (remote address, X-Forwarded-For) -> client address (same)
-    "bot": 4096,  # User-Agent -> bot category or None (pyengine.bots)
-    "target": 8192,  # (uri, host, ...) -> parsed request target (pyengine.request)
+    "bot": 4096,  # User-Agent -> bot category or None (pyengine.decision.bots)
+    "target": 8192,  # (uri, host, ...) -> parsed request target (pyengine.decision.request)
     "route": 8192,  # (method, host, path, global shadow) -> Plan, per bundle (pyengine.policy.matcher)
     "price": 4096,  # model -> Price or None, per bundle (pyengine.llm.pricing)
-    "verdict": 8192,  # Decision's shared fields -> rendered Verdict (pyengine.verdict)
+    "verdict": 8192,  # Decision's shared fields -> rendered Verdict (pyengine.decision.verdict)
     "coverage_route": 4096,  # (method, path) -> route label (pyengine.coverage)
-    "key_hash": 16384,  # key value -> its shown hash (pyengine.key_hash)
+    "key_hash": 16384,  # key value -> its shown hash (pyengine.decision.key_hash)
     "console_values": 16384,  # state key -> its values as shown (pyengine.console.stats)
 }
 

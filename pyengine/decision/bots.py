@@ -5,7 +5,7 @@ or looks like one generically ("bot", "crawl", "spider", ...). Known tokens give
 everything else that is a bot is `other_bot`. The category names are fairvisor/edge's, so its
 bundles keep their meaning (docs/migrating.md). Matching is by case-insensitive substring and the
 longest known token wins ("applebot-extended" over "applebot"). Results are memoised per
-User-Agent string (clients repeat theirs), kept in the engine's memo (pyengine.memo).
+User-Agent string (clients repeat theirs), kept in the engine's memo (pyengine.decision.memo).
 """
 
 import re
@@ -40,7 +40,7 @@ _GENERIC_RE = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
 
 def bot_category(user_agent: str | None, memo=None) -> str | None:
     """The category of a bot User-Agent, or None for a browser / ordinary client.
-    `memo`: the engine's "bot" table (pyengine.memo), or None."""
+    `memo`: the engine's "bot" table (pyengine.decision.memo), or None."""
     if not user_agent:
         return OTHER_BOT  # no User-Agent at all: clients that hide it are scripts
     if memo is not None:

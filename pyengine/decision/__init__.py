@@ -1,0 +1,1 @@
+"""The decision path: request view, key extractors, compiled rules, route plans, verdicts."""
