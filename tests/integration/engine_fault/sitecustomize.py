@@ -8,7 +8,7 @@ import os
 _TENANT = os.environ.get("FVTEST_RAISE_FOR_TENANT")
 
 if _TENANT:
-    from pyengine.policy import rules
+    from pyengine.decision import rules
 
     _real_apply = rules.TokenBucketRule.apply
 
