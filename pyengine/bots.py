@@ -5,12 +5,11 @@ or looks like one generically ("bot", "crawl", "spider", ...). Known tokens give
 everything else that is a bot is `other_bot`. The category names are fairvisor/edge's, so its
 bundles keep their meaning (docs/migrating.md). Matching is by case-insensitive substring and the
 longest known token wins ("applebot-extended" over "applebot"). Results are memoised per
-User-Agent string (clients repeat theirs), bounded by pyengine.bounded.
+User-Agent string (clients repeat theirs), kept in the engine's memo (pyengine.memo).
 """
 
 import re
 
-from .bounded import remember
 
 OTHER_BOT = "other_bot"
 
@@ -39,26 +38,24 @@ _CATEGORY_OF = dict(_TOKENS)
 _KNOWN_RE = re.compile("|".join(re.escape(t) for t, _ in _TOKENS))
 _GENERIC_RE = re.compile(r"bot|crawl|spider|slurp|scrap|headless", re.I)
 
-_MEMO_MAX = 4096
-_memo: dict[str, str | None] = {}
-
-
-def bot_category(user_agent: str | None) -> str | None:
-    """The category of a bot User-Agent, or None for a browser / ordinary client."""
+def bot_category(user_agent: str | None, memo=None) -> str | None:
+    """The category of a bot User-Agent, or None for a browser / ordinary client.
+    `memo`: the engine's "bot" table (pyengine.memo), or None."""
     if not user_agent:
         return OTHER_BOT  # no User-Agent at all: clients that hide it are scripts
-    hit = _memo.get(user_agent, False)
-    if hit is not False:
-        return hit
+    if memo is not None:
+        hit = memo.get(user_agent, False)
+        if hit is not False:
+            return hit
     lowered = user_agent.lower()
     m = _KNOWN_RE.search(lowered)
     if m is not None:
         category = _longest(lowered, m)
     else:
         category = OTHER_BOT if _GENERIC_RE.search(user_agent) else None
-    if len(user_agent) > 512:  # long agents are classified every time, so the memo stays small
+    if memo is None or len(user_agent) > 512:  # long agents are classified every time: the memo stays small
         return category
-    return remember(_memo, _MEMO_MAX, user_agent, category)
+    return memo.remember(user_agent, category)
 
 
 def _longest(lowered: str, first) -> str:

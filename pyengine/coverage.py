@@ -13,6 +13,8 @@ import time
 
 import msgspec
 
+from .memo import table
+
 from .protocol.messages import Reply
 
 MAX_ROUTES = 1000  # distinct routes per table; then OTHER
@@ -20,7 +22,6 @@ OTHER = "other"
 PREFIX_SEGMENTS = 2  # "/v1beta/models/gemini-pro:generateContent" -> "/v1beta/models"
 MAX_PREFIX_CHARS = 64
 MAX_METHOD_CHARS = 16
-MEMO_ENTRIES = 4096  # (method, path) -> route, cleared when full: repeat paths skip route_of
 _json = msgspec.json.Encoder()
 
 
@@ -43,11 +44,12 @@ class RouteCounts:
 
     __slots__ = ("capacity", "counts", "total", "_memo")
 
-    def __init__(self, capacity: int = MAX_ROUTES):
+    def __init__(self, capacity: int = MAX_ROUTES, memo=None):
         self.capacity = capacity
         self.counts: dict[str, int] = {}
         self.total = 0
-        self._memo: dict[tuple, str] = {}
+        # (method, path) -> route (the engine's memo table): repeat paths skip route_of
+        self._memo = table("coverage_route") if memo is None else memo
 
     def add(self, view) -> None:
         self.total += 1
@@ -55,9 +57,7 @@ class RouteCounts:
         memo = self._memo
         route = memo.get(at)
         if route is None:
-            if len(memo) >= MEMO_ENTRIES:
-                memo.clear()
-            route = memo[at] = route_of(view.method, view.path)
+            route = memo.remember(at, route_of(view.method, view.path))
         counts = self.counts
         n = counts.get(route)
         if n is not None:
@@ -74,10 +74,10 @@ class RouteCounts:
 class Coverage:
     """The engine's coverage counters; the pipeline's sink calls `unmatched` and `unlimited`."""
 
-    def __init__(self, capacity: int = MAX_ROUTES):
+    def __init__(self, capacity: int = MAX_ROUTES, memo=None):
         self.started_at_s = time.time()
-        self.no_policy = RouteCounts(capacity)
-        self.no_rule = RouteCounts(capacity)
+        self.no_policy = RouteCounts(capacity, memo)
+        self.no_rule = RouteCounts(capacity, memo)
         self.unmatched = self.no_policy.add  # bound once: one call per such decision
         self.unlimited = self.no_rule.add
 

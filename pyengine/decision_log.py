@@ -146,9 +146,9 @@ class DecisionLog:
         self.listener = None  # fn(records) given every drained batch (the status page's rejections)
 
     @classmethod
-    def from_settings(cls, settings, metrics) -> "DecisionLog":
+    def from_settings(cls, settings, metrics, memo=None) -> "DecisionLog":
         path = None if settings.decision_log == "off" else settings.decision_log
-        hasher = KeyHasher(settings.state_dir, settings.log_keys != "raw")
+        hasher = KeyHasher(settings.state_dir, settings.log_keys != "raw", None if memo is None else memo.key_hash)
         install(hasher)  # engine log lines show keys like the decision log does
         return cls(path, settings.log_keys, settings.decision_log_max_mb << 20, metrics, hasher=hasher)
 

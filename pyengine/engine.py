@@ -15,6 +15,7 @@ from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
+from .memo import Memo
 from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
@@ -79,18 +80,19 @@ class Engine:
         self.clock = clock or SystemClock()
         self.store = store if store is not None else MemoryStore(max_keys=settings.max_state_keys)
         self.metrics = EngineMetrics()
+        self.memo = Memo()  # every memo table of this engine, sized and counted in one place
         metrics_edge.register(self)  # fairvisor/edge's metric names too
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
-        self.decision_log = DecisionLog.from_settings(settings, self.metrics)
+        self.decision_log = DecisionLog.from_settings(settings, self.metrics, self.memo)
         self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
-        self.coverage = Coverage()  # traffic no policy limited, since start (fairvisor coverage)
+        self.coverage = Coverage(memo=self.memo.coverage_route)  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
-        self.overlay = Overlay(settings.trusted_proxies)
+        self.overlay = Overlay(settings.trusted_proxies, self.memo)
         self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         # The status page's figures (pyengine.console): the decision path only appends allowed
         # decisions to a bounded deque; the decision log hands over the rejections it drains.
-        self.console = ConsoleStats(self.metrics, self.decision_log.hasher)
+        self.console = ConsoleStats(self.metrics, self.decision_log.hasher, self.memo.console_values)
         self._console_seen = self.console.recent.append
         self.decision_log.listener = self.console.rejected
         self.admin_routes.extra["/status"] = console_page.page_reply
@@ -101,6 +103,7 @@ class Engine:
         self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
         self._provider_prefixes = settings.mode == "reverse_proxy"
+        self._targets, self._verdicts = self.memo.target, self.memo.verdict  # read per request
         # The LLM reverse proxy: streaming recipes and provider-usage settlement, in each
         # request's own format (FAIRVISOR_LLM_FORMAT=auto picks it per request: llm/formats.py).
         self.llm_format = settings.llm_format
@@ -174,7 +177,7 @@ class Engine:
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
-                                  self.overlay.index.headers())
+                                  self.overlay.index.headers(), self.memo)
         install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
@@ -328,7 +331,7 @@ class Engine:
         if not headers <= set(b.header_names):
             generation = self.generation + 1
             compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
-                                      headers)
+                                      headers, self.memo)
             install_overrides(compiled, self.overlay.overrides.values(), self.store)
             self.bundle, self.generation = compiled, generation
             self.hello_reply = self._make_hello()
@@ -467,11 +470,11 @@ class Engine:
             bundle = self.bundle
             if bundle is None:
                 d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
-                verdict = render(d, msg.surface, self._raw_format(msg))
+                verdict = render(d, msg.surface, self._raw_format(msg), self._verdicts)
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
             view = view_from_decide(msg, bundle.header_index, self._provider_prefixes, bundle.header_joins,
-                                    bundle.family)
+                                    bundle.family, self._targets)
             fmt = request_format(self.llm_format, msg.uri, view.path) if msg.surface == SURFACE_INLINE else None
             if self.llm_proxy is not None:
                 view.prompt_ratio = self.llm_proxy.estimator.prompt.get
@@ -489,7 +492,7 @@ class Engine:
                 r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
                 d.reservation_id = r.id
                 self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, fmt)
+            verdict = render(d, msg.surface, fmt, self._verdicts)
             if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
                 self.llm_proxy.attach(verdict, d.reservation_id, view)
             m = self.metrics
@@ -522,7 +525,7 @@ class Engine:
             _undo_quietly(d.charged, self.clock.now_s())
         self.last_decision = ENGINE_ERROR
         self.metrics.decisions.inc(("reject", "engine_error", ""))
-        return render(ENGINE_ERROR, msg.surface, self._raw_format(msg))
+        return render(ENGINE_ERROR, msg.surface, self._raw_format(msg), self._verdicts)
 
     def _raw_format(self, msg: Decide) -> str | None:
         """The request's format without a view (no policy, or the decision failed): from the raw
@@ -535,6 +538,9 @@ class Engine:
     def scrape(self) -> Reply:
         """GET /metrics: the Prometheus text exposition (public in decision-service mode, and admin)."""
         self._guard_gauges()
+        for name, c in self.memo.counts().items():
+            self.metrics.memo_entries.set((name,), c["entries"])
+            self.metrics.memo_clears.set((name,), c["clears"])
         for hook in self.scrape_hooks:
             hook(self.metrics)
         return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())

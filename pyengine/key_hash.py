@@ -13,15 +13,15 @@ import hashlib
 import logging
 import os
 
-from .bounded import remember
+from .memo import table
 
 log = logging.getLogger("fairvisor.keys")
 
 SECRET_FILE = "key-hash.secret"
 SECRET_BYTES = 32
 HASH_HEX_CHARS = 16  # 64 bits: collisions negligible for display
-# Hashes by raw key (pyengine.bounded): a reject flood repeats few keys. Long keys are not kept.
-_CACHE_MAX = 16384
+# Hashes by raw key (the "key_hash" memo table, pyengine.memo): a reject flood repeats few keys.
+# Long keys are not kept.
 _CACHED_KEY_MAX_CHARS = 256
 
 
@@ -48,11 +48,11 @@ def load_secret(state_dir: str) -> bytes:
 class KeyHasher:
     """show(raw) -> the text people see for a key value. The secret is read at the first hash."""
 
-    def __init__(self, state_dir: str | None, hashed: bool = True):
+    def __init__(self, state_dir: str | None, hashed: bool = True, memo=None):
         self.state_dir = state_dir
         self.hashed = hashed
         self._secret: bytes | None = None
-        self._cache: dict[str, str] = {}
+        self._cache = table("key_hash") if memo is None else memo  # the engine's memo table
 
     def secret(self) -> bytes:
         if self._secret is None:
@@ -72,7 +72,7 @@ class KeyHasher:
             h = hashlib.blake2b(raw.encode("utf-8", "surrogatepass"), key=self.secret(),
                                 digest_size=HASH_HEX_CHARS // 2).hexdigest()
             if len(raw) <= _CACHED_KEY_MAX_CHARS:
-                remember(self._cache, _CACHE_MAX, raw, h)
+                self._cache.remember(raw, h)
         return h
 
     def show(self, raw: str) -> str:

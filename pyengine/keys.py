@@ -10,17 +10,11 @@ import ipaddress
 import jwt as pyjwt
 
 from .bots import CATEGORIES, bot_category
-from .bounded import remember
 from .llm.request import llm_of
+from .memo import Memo
 
-# Decoded JWT payloads by raw token. Clients repeat their token on every request, so the cache
-# hits almost always (bounded: pyengine.bounded).
-_JWT_CACHE_MAX = 4096
-_jwt_cache: dict[str, dict | None] = {}
-
-# Entries per TrustedProxies memo table (pyengine.bounded): at most ~6 MB together, since
-# X-Forwarded-For values longer than 256 characters are not kept.
-_CACHE_MAX = 16384
+# X-Forwarded-For values longer than this are walked every time, never kept in the memo (so the
+# client_ip table stays at a few MB: pyengine.memo sizes it).
 _CACHED_XFF_MAX_CHARS = 256
 
 # ip:type values (fairvisor/edge's set, from ipverse/as-metadata categories): what an upstream's
@@ -39,21 +33,23 @@ KEY_VALUES: dict[str, tuple[str, ...]] = {
 }
 
 
-def jwt_claims(authorization: str | None) -> dict | None:
-    """The payload of an `Authorization: Bearer <jwt>` header, NOT verified (keys, not auth)."""
+def jwt_claims(authorization: str | None, memo=None) -> dict | None:
+    """The payload of an `Authorization: Bearer <jwt>` header, NOT verified (keys, not auth).
+    `memo`: the engine's "jwt" table (clients repeat their token: it hits almost always)."""
     if not authorization or len(authorization) < 8 or authorization[:7].lower() != "bearer ":
         return None
     token = authorization[7:].strip()
-    claims = _jwt_cache.get(token, False)
-    if claims is not False:
-        return claims
+    if memo is not None:
+        claims = memo.get(token, False)
+        if claims is not False:
+            return claims
     try:
         claims = pyjwt.decode(token, options={"verify_signature": False})
         if not isinstance(claims, dict):
             claims = None
     except Exception:  # noqa: BLE001 - any malformed token simply has no claims
         claims = None
-    return remember(_jwt_cache, _JWT_CACHE_MAX, token, claims)
+    return claims if memo is None else memo.remember(token, claims)
 
 
 def claim_text(value) -> str | None:
@@ -68,14 +64,16 @@ def claim_text(value) -> str | None:
 
 
 class TrustedProxies:
-    """Decides whether an address is a trusted proxy; results cached per address string."""
+    """Decides whether an address is a trusted proxy; results memoised per address string in
+    the engine's memo (`memo`: pyengine.memo.Memo, the trusted-proxy list is engine-wide)."""
 
-    __slots__ = ("_nets", "_cache", "_walks")
+    __slots__ = ("_nets", "_cache", "_walks", "memo")
 
-    def __init__(self, cidrs):
+    def __init__(self, cidrs, memo: Memo | None = None):
         self._nets = [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
-        self._cache: dict[str, bool] = {}  # address -> trusted
-        self._walks: dict[tuple, str] = {}  # (peer, X-Forwarded-For) -> client address
+        self.memo = Memo() if memo is None else memo  # also the extractors' (make_extractor)
+        self._cache = self.memo.trusted  # address -> trusted
+        self._walks = self.memo.client_ip  # (peer, X-Forwarded-For) -> client address
 
     def trusted(self, addr: str) -> bool:
         hit = self._cache.get(addr)
@@ -86,7 +84,7 @@ class TrustedProxies:
             result = any(ip in net for net in self._nets if net.version == ip.version)
         except ValueError:
             result = False
-        return remember(self._cache, _CACHE_MAX, addr, result)
+        return self._cache.remember(addr, result)
 
     def client_ip(self, remote_addr: str, forwarded_for: str | None) -> str:
         """Walk from the connection peer leftwards through X-Forwarded-For while hops are trusted.
@@ -98,7 +96,7 @@ class TrustedProxies:
         key = (remote_addr, forwarded_for)
         client = self._walks.get(key)
         if client is None:
-            client = remember(self._walks, _CACHE_MAX, key, self._walk(remote_addr, forwarded_for))
+            client = self._walks.remember(key, self._walk(remote_addr, forwarded_for))
         return client
 
     def _walk(self, remote_addr: str, forwarded_for: str | None) -> str:
@@ -115,11 +113,14 @@ class TrustedProxies:
 
 
 def make_extractor(limit_key: str, proxies: TrustedProxies):
-    """A function RequestView -> str|None for one limit key (syntax already validated)."""
+    """A function RequestView -> str|None for one limit key (syntax already validated); its
+    memo tables are the engine's, reached through `proxies.memo`."""
     kind, _, name = limit_key.partition(":")
     if kind == "jwt":
+        jwt_memo = proxies.memo.jwt
+
         def jwt_claim(view):
-            claims = jwt_claims(view.header("authorization"))
+            claims = jwt_claims(view.header("authorization"), jwt_memo)
             return None if claims is None else claim_text(claims.get(name))
         return jwt_claim
     if kind == "header":
@@ -155,11 +156,14 @@ def make_extractor(limit_key: str, proxies: TrustedProxies):
             return "true" if v and v.strip().lower() in _TRUE_WORDS else "false"
         return tor
     if limit_key == "ua:bot":
+        bot_memo = proxies.memo.bot
+
         def ua_bot(view):
-            return "false" if bot_category(view.header("user-agent")) is None else "true"
+            return "false" if bot_category(view.header("user-agent"), bot_memo) is None else "true"
         return ua_bot
     if limit_key == "ua:bot_category":
-        return lambda view: bot_category(view.header("user-agent"))
+        bot_memo = proxies.memo.bot
+        return lambda view: bot_category(view.header("user-agent"), bot_memo)
     if limit_key == "llm:model":
         def llm_model(view):  # the request's LLM fields are parsed once, shared with the LLM rules
             return llm_of(view).model or None

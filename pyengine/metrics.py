@@ -142,6 +142,10 @@ class EngineMetrics:
                                                   "held its maximum of open ones (they stay charged as reserved)."))
         self.reservations_open = r.add(Gauge("fairvisor_reservations_open", "LLM reservations not yet settled."))
         self.state_keys = r.add(Gauge("fairvisor_state_keys", "Limiter state entries held in memory."))
+        self.memo_entries = r.add(Gauge("fairvisor_engine_memo_entries",
+                                        "Entries in each of the engine's memo tables (pyengine.memo).", ("table",)))
+        self.memo_clears = r.add(Gauge("fairvisor_engine_memo_clears",
+                                       "Times each memo table was full and cleared whole since start.", ("table",)))
         self.state_evictions = r.add(Counter("fairvisor_state_evictions_total",
                                              "Live limiter state entries evicted because the store held "
                                              "FAIRVISOR_MAX_STATE_KEYS (their keys start afresh)."))

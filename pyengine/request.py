@@ -4,7 +4,6 @@ from urllib.parse import parse_qsl, unquote
 
 import msgspec
 
-from .bounded import remember
 from .header_lines import header_text, resolve
 from .protocol.messages import SURFACE_DESCRIBED
 
@@ -146,22 +145,21 @@ def describe_target(method: bytes, uri: bytes, host: bytes, strip_prefix: bool) 
             strip_port(host_text) if host_text else "")
 
 
-# describe_target results by raw (method, uri, host, strip): clients repeat a handful of
-# endpoints, so this saves the decoding and normalising (~4 us) on nearly every request.
-# Bounded (pyengine.bounded; < 8K x 1 KiB): longer targets are never kept.
-_TARGET_CACHE_MAX = 8192
+# describe_target results are memoised by raw (method, uri, host, strip): clients repeat a
+# handful of endpoints, so this saves the decoding and normalising (~4 us) on nearly every
+# request. Longer targets than this are never kept (the table is sized in pyengine.memo).
 _CACHED_TARGET_MAX_BYTES = 1024
-_target_cache: dict[tuple, tuple[str, str, str, str]] = {}
 
 
 def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False, joins: dict | None = None,
-                     family: tuple[str, str, str] = ORIGINAL) -> RequestView:
+                     family: tuple[str, str, str] = ORIGINAL, targets=None) -> RequestView:
     """Build the view; on the decision-service surface the trusted family's headers describe it.
 
     `provider_prefixes`: reverse-proxy mode, where inline requests lose a leading
     `/openai`, `/anthropic` or `/gemini` segment on their way upstream. `joins`: the list
     headers' separators by position (CompiledBundle.header_joins); `family`: the method, URI
-    and host header names of FAIRVISOR_REQUEST_HEADERS (CompiledBundle.family)."""
+    and host header names of FAIRVISOR_REQUEST_HEADERS (CompiledBundle.family); `targets`:
+    the engine's "target" memo table (pyengine.memo), or None."""
     method, uri, host = msg.method, msg.uri, msg.host
     headers, ambiguous = resolve(msg.headers, joins or {})
     if len(headers) < len(index):  # a short list from an odd shim: the rest are absent
@@ -172,11 +170,11 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
         uri = _described(headers, index, family[1]) or _prefixed_uri(uri)
         host = _described(headers, index, family[2]) or host
     cache_key = (method, uri, host, provider_prefixes and not described)
-    target = _target_cache.get(cache_key)
+    target = None if targets is None else targets.get(cache_key)
     if target is None:
         target = describe_target(*cache_key)
-        if len(uri) + len(host) <= _CACHED_TARGET_MAX_BYTES:
-            remember(_target_cache, _TARGET_CACHE_MAX, cache_key, target)
+        if targets is not None and len(uri) + len(host) <= _CACHED_TARGET_MAX_BYTES:
+            targets.remember(cache_key, target)
     method, path, query, host = target
     view = RequestView(method, path, query, host, msg.remote_addr.decode("utf-8", "replace"), headers, index,
                        msg.body, msg.request_id.decode("utf-8", "replace") if msg.request_id else "",

@@ -3,7 +3,6 @@
 import msgspec
 
 from .algorithms.outcome import Outcome
-from .bounded import remember
 from .protocol.messages import SURFACE_DESCRIBED, Verdict
 
 PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#quota-exceeded"
@@ -106,9 +105,8 @@ def _body(d: Decision, surface: int, llm_format: str | None) -> tuple[str, bytes
 # Verdicts of plain allows (no reservation, no delay) and of rejections are a pure function of
 # a few Decision fields and the surface, and repeat a lot under load (a bucket of burst 10 has 11
 # `remaining` values; a reject flood repeats one answer): built once and shared. Shared verdicts
-# are never mutated (only reserving verdicts are, by LLMProxy). Bounded: pyengine.bounded.
-_CACHE_MAX = 8192
-_cache: dict[tuple, Verdict] = {}
+# are never mutated (only reserving verdicts are, by LLMProxy). Kept in the engine's "verdict"
+# memo table (pyengine.memo), passed to render.
 
 
 def _allow_headers(d: Decision) -> list[str]:
@@ -134,24 +132,24 @@ def _build(d: Decision, surface: int, llm_format: str | None) -> Verdict:
     return Verdict(status=d.status, headers=headers, body=body.decode())
 
 
-def _shared(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+def _shared(d: Decision, surface: int, llm_format: str | None, memo) -> Verdict:
     o = d.outcome
     key = (d.status, d.rule, d.warning, d.reason, d.policy_id, d.retry_after_s, surface, llm_format,
            None if o is None else (o.limit, o.window_s, o.remaining, o.reset_s))
-    verdict = _cache.get(key)
+    verdict = memo.get(key)
     if verdict is None:
-        verdict = remember(_cache, _CACHE_MAX, key, _build(d, surface, llm_format))
+        verdict = memo.remember(key, _build(d, surface, llm_format))
     return verdict
 
 
-def render(d: Decision, surface: int, llm_format: str | None) -> Verdict:
+def render(d: Decision, surface: int, llm_format: str | None, memo=None) -> Verdict:
     """The Verdict for one surface: decision service (problem+json) or inline (provider shape).
 
-    Verdicts of plain allows and of rejections are shared (see _shared): callers must not
-    modify them."""
+    With `memo` (the engine's "verdict" table), verdicts of plain allows and of rejections are
+    shared (see _shared): callers must not modify them."""
     rid = d.reservation_id
     if d.status or (not rid and not d.delay_ms):
-        return _shared(d, surface, llm_format)
+        return _build(d, surface, llm_format) if memo is None else _shared(d, surface, llm_format, memo)
     headers = _allow_headers(d)
     if rid and surface == SURFACE_DESCRIBED:
         headers += ("X-Fairvisor-Reservation", rid)

@@ -18,7 +18,7 @@ flush, which hands over the rejections it drained:
 import collections
 import itertools
 
-from ..bounded import remember
+from ..memo import table
 from ..decision_log import shown_values
 from ..policy.rules import CostRule, LLMRule, TokenBucketRule
 
@@ -33,7 +33,6 @@ TENANT_ROWS = 256
 BUDGET_KEYS = 500
 LAST_REJECTIONS = 50
 _RULES = (TokenBucketRule, LLMRule, CostRule)
-_VALUES_CACHE = 16384
 
 
 class TenantTable:
@@ -72,7 +71,7 @@ class TenantTable:
 
 
 class ConsoleStats:
-    def __init__(self, metrics, hasher):
+    def __init__(self, metrics, hasher, values_memo=None):
         self.metrics = metrics
         self.hasher = hasher  # shows key values like the decision log (pyengine.key_hash)
         self.recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
@@ -84,7 +83,8 @@ class ConsoleStats:
         self.budgets: dict[tuple, list] = {}  # (id(rule), key) -> [rule, key, window_start_s, spent, prev_rate]
         self.last_rejections: collections.deque = collections.deque(maxlen=LAST_REJECTIONS)
         self._names: dict[int, str] = {}  # id(rule) -> its limit keys joined, for display
-        self._values: dict[str, str] = {}  # state key -> its values joined as the decision log does
+        # state key -> its values joined as the decision log does (the engine's memo table)
+        self._values = table("console_values") if values_memo is None else values_memo
 
     # -- fed by the engine -----------------------------------------------------------
 
@@ -134,7 +134,7 @@ class ConsoleStats:
                     kn = names[rid] = "+".join(lk for lk, _ in rule.key_fns)
                 v = self._values.get(key)
                 if v is None:
-                    v = remember(self._values, _VALUES_CACHE, key, shown_values(key))
+                    v = self._values.remember(key, shown_values(key))
                 row = (kn, v)
                 t = seen.setdefault(row, [0, 0])
                 if rule.__class__ is LLMRule:

@@ -12,7 +12,7 @@ and `gpt-4o-mini-2024-07-18` take the longest catalogue name they start with, fo
 import json
 from importlib.resources import files
 
-from ..bounded import remember
+from ..memo import table
 
 PICO_PER_MICRO = 10**6
 CATALOGUE_FILE = "prices.json"
@@ -70,20 +70,18 @@ def catalogue_price(model: str) -> Price | None:
     return None
 
 
-_MEMO_MAX = 4096  # models looked up per bundle (pyengine.bounded): client bytes, so bounded
-
-
 class Pricing:
     """The prices a bundle's `llm_usd` rules use, looked up once per model name."""
 
     __slots__ = ("_own", "_star", "_memo")
 
-    def __init__(self, bundle_pricing: dict):
+    def __init__(self, bundle_pricing: dict, memo=None):
+        """`memo`: this bundle's "price" table (pyengine.memo): model names are client bytes."""
         self._own = {m: Price(m, "bundle", p.input_usd_per_mtok, p.output_usd_per_mtok,
                               p.cached_input_usd_per_mtok, p.cache_write_usd_per_mtok)
                      for m, p in bundle_pricing.items()}
         self._star = self._own.pop("*", None)
-        self._memo: dict[str, Price | None] = {}
+        self._memo = table("price") if memo is None else memo
 
     def price(self, model: str | None) -> Price | None:
         """The bundle's entry, the catalogue's, then `"*"`; None: no price (unknown_model_price)."""
@@ -93,4 +91,4 @@ class Pricing:
         if hit is not False:
             return hit
         p = self._own.get(model) or catalogue_price(model) or self._star
-        return remember(self._memo, _MEMO_MAX, model, p) if len(model) <= 256 else p
+        return self._memo.remember(model, p) if len(model) <= 256 else p

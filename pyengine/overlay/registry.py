@@ -46,10 +46,10 @@ class Full(Exception):
 class Overlay:
     """Records by id, plus the kill-switch index the pipeline reads."""
 
-    def __init__(self, trusted_proxies):
+    def __init__(self, trusted_proxies, memo=None):
         self.switches: dict[str, SwitchRecord] = {}
         self.overrides: dict[str, OverrideRecord] = {}
-        self.index = SwitchIndex(trusted_proxies)
+        self.index = SwitchIndex(trusted_proxies, memo)
         self.path: str | None = None  # None: in memory only (no durable state dir)
 
     # -- persistence ------------------------------------------------------------------

@@ -17,8 +17,8 @@ class SwitchIndex:
 
     __slots__ = ("by_key", "_proxies", "by_id")
 
-    def __init__(self, trusted_proxies):
-        self._proxies = TrustedProxies(trusted_proxies)
+    def __init__(self, trusted_proxies, memo=None):
+        self._proxies = TrustedProxies(trusted_proxies, memo)  # memo: the engine's (pyengine.memo)
         self.by_key: dict[str, tuple] = {}
         self.by_id: dict[str, KillSwitch] = {}
 

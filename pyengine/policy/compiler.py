@@ -9,6 +9,7 @@ from ..header_lines import HeaderNeeds
 from ..keys import TrustedProxies, headers_needed, make_extractor
 from ..llm.pricing import Pricing
 from ..llm.request import LLM_HEADERS
+from ..memo import Memo
 from ..plan import Plan
 from ..request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
@@ -66,10 +67,12 @@ class CompiledBundle:
     """Everything derived from one policy file; replaced whole on reload, never mutated."""
 
     def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None,
-                 extra_headers=()):
-        """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too."""
+                 extra_headers=(), memo=None):
+        """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too.
+        `memo`: the engine's memo tables (pyengine.memo); this bundle gets fresh route and price ones."""
         self.source = bundle  # the validated Bundle, for recompiling with runtime changes
-        proxies = TrustedProxies(settings.trusted_proxies)
+        memo = Memo() if memo is None else memo
+        proxies = TrustedProxies(settings.trusted_proxies, memo)
         # The client address behind trusted proxies, for whoever needs it outside a rule (jitter).
         self.client_ip = make_extractor("ip:address", proxies)
         self.store = store
@@ -77,7 +80,7 @@ class CompiledBundle:
         self.version = bundle.bundle_version
         self.hash = policy_hash
         self.generation = generation
-        self.pricing = Pricing(bundle.pricing)  # the bundle's prices, then the catalogue's, then "*"
+        self.pricing = Pricing(bundle.pricing, memo.fresh("price"))  # the bundle's prices, then the catalogue's, then "*"
         self.global_shadow = bundle.global_shadow
         self.global_shadow_until_s = _epoch_s(bundle.global_shadow.expires_at) if bundle.global_shadow else None
         ko = bundle.kill_switch_override
@@ -147,7 +150,8 @@ class CompiledBundle:
                 cp.guards = PolicyGuards(p.id, spec, rules + ((fallback,) if fallback else ()), shadow, store,
                                          self.tripped)
             policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
-        self.routes = RouteIndex(policies, lambda found, path, shadow: Plan(self, found, path, shadow))
+        self.routes = RouteIndex(policies, lambda found, path, shadow: Plan(self, found, path, shadow),
+                                 memo.fresh("route"))
         self.policies = tuple(cp for _, cp in policies)
         needed.reader = "always"
         self.kill_switches = tuple(

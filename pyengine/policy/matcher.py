@@ -1,8 +1,6 @@
 """Selector matching: which policies apply to a (method, host, path), with a bounded route cache."""
 
-from ..bounded import remember
-
-_ROUTE_CACHE_MAX = 8192
+from ..memo import table
 
 
 def prefix_matches(prefix: str, path: str) -> bool:
@@ -42,9 +40,9 @@ class RouteIndex:
 
     __slots__ = ("_entries", "_cache", "_build")
 
-    def __init__(self, entries, build):
+    def __init__(self, entries, build, memo=None):
         self._entries = tuple(entries)  # (Selector, policy)
-        self._cache: dict[tuple, object] = {}
+        self._cache = table("route") if memo is None else memo  # this bundle's "route" table
         self._build = build  # (matching policies, path, global shadow active) -> plan
 
     @property
@@ -59,4 +57,4 @@ class RouteIndex:
         if hit is not None:
             return hit
         found = tuple(p for sel, p in self._entries if sel.matches(method, host, path))
-        return remember(self._cache, _ROUTE_CACHE_MAX, key, self._build(found, path, global_shadow))
+        return self._cache.remember(key, self._build(found, path, global_shadow))

@@ -69,10 +69,10 @@ def test_an_error_after_the_pipeline_allowed_undoes_the_allow(monkeypatch):
     engine = make_engine(BUNDLE)
     import pyengine.engine as engine_module
 
-    def broken_render(d, surface, llm_format):
+    def broken_render(d, surface, llm_format, memo=None):
         if d.status == 0:
             raise RuntimeError("render bug")
-        return real_render(d, surface, llm_format)
+        return real_render(d, surface, llm_format, memo)
     real_render = engine_module.render
     monkeypatch.setattr(engine_module, "render", broken_render)
     v = described(engine, xff="10.0.0.1", headers={"X-Tenant": "t"})

@@ -1,9 +1,16 @@
 """Rendered verdicts are shared only where that is safe, and the cache stays bounded."""
 
-from pyengine import verdict as V
 from pyengine.algorithms.outcome import Outcome
+from pyengine.memo import table
 from pyengine.protocol.messages import SURFACE_DESCRIBED, SURFACE_INLINE
-from pyengine.verdict import Decision, render
+from pyengine.verdict import Decision
+from pyengine.verdict import render as _render
+
+MEMO = table("verdict")  # the engine's "verdict" table, as Engine passes it
+
+
+def render(d, surface, llm_format):
+    return _render(d, surface, llm_format, MEMO)
 
 
 def _allow(remaining: int, rid=None) -> Decision:
@@ -32,6 +39,11 @@ def test_reserving_verdicts_are_never_shared():
 
 
 def test_the_cache_is_bounded():
-    for n in range(V._CACHE_MAX + 100):
+    for n in range(MEMO.max_entries + 100):
         render(Decision(rule=f"rule-{n}", outcome=Outcome(True, 10, 2, 5, 1)), SURFACE_DESCRIBED, None)
-    assert len(V._cache) <= V._CACHE_MAX
+    assert len(MEMO) <= MEMO.max_entries and MEMO.clears >= 1
+
+
+def test_without_a_memo_nothing_is_shared():
+    d = _allow(7)
+    assert _render(d, SURFACE_DESCRIBED, None) is not _render(d, SURFACE_DESCRIBED, None)
