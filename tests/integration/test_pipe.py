@@ -8,11 +8,14 @@ reload under traffic must not turn a single answer into a fail-mode one.
 import concurrent.futures
 import http.client
 import os
+import pathlib
 import re
 import signal
 import threading
 
 from .conftest import wait_until
+
+FAULT_DIR = pathlib.Path(__file__).with_name("engine_fault")  # sitecustomize.py: FVTEST_HOLD_UNTIL
 
 PATHS = 12
 PER_PATH = 40
@@ -112,3 +115,28 @@ def _children(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{task}/children") as f:
             out += [int(x) for x in f.read().split()]
     return out
+
+
+def test_a_frame_goes_out_while_the_batch_before_it_waits_for_its_reply(start_edge):
+    """The pipe is full duplex: with the engine holding the reply to one request until it has
+    read the next, both are answered by the engine. A stop-and-wait pipe never sends the second
+    while the first is unanswered, so the first would end in the fail mode after the timeout."""
+    timeout_ms = 3000
+    env = {"PYTHONPATH": os.pathsep.join([str(FAULT_DIR), os.environ.get("PYTHONPATH", "")]),
+           "FVTEST_HOLD_UNTIL": "/fvtest-hold,/fvtest-release"}
+    edge = start_edge(flags=["--engine-timeout-ms", str(timeout_ms)], env=env, workers=1)  # one pipe
+    assert edge.decide().status == 200
+    frames_before = _metric(edge, "fairvisor_frames_total")
+
+    held = {}
+    first = threading.Thread(target=lambda: held.update(r=edge.request("POST", "/v1/decision/fvtest-hold",
+                                                                       fresh=True)))
+    first.start()
+    # The engine has read the held request's frame (/metrics goes over a pooled connection, not the pipe).
+    wait_until(lambda: _metric(edge, "fairvisor_frames_total") > frames_before, 5.0, "the held frame")
+    released = edge.request("POST", "/v1/decision/fvtest-release", fresh=True)
+    first.join(timeout=10)
+
+    for r in (held["r"], released):
+        assert (r.status, r.headers.get("X-Fairvisor-Degraded")) == (200, None)
+    assert held["r"].elapsed_s < timeout_ms / 1000 / 2  # answered on the release, not at the timeout
