@@ -10,6 +10,7 @@ from .protocol.connection import ConnectionProtocol, FrameStats
 from .protocol.framing import DEFAULT_MAX_FRAME_BYTES
 from .protocol.limits import ConnectionLimits
 from .socket_access import SocketAccessError, apply as apply_socket_access, unreachable_reason, who_may_connect
+from .upkeep import Upkeep
 
 log = logging.getLogger("fairvisor.server")
 
@@ -78,12 +79,14 @@ class EngineServer:
             self.socket_identity.unlink_if_ours()
             raise
         self._say_who_may_connect()
-        self._tasks = [loop.create_task(self._every(UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep")),
-                       loop.create_task(self._every(WATCH_INTERVAL_S, self.engine.watch, "watch")),
-                       loop.create_task(self._every(LOG_FLUSH_INTERVAL_S, self.engine.decision_log.flush,
-                                                    "decision log flush")),
-                       loop.create_task(self._every(self.limits.reap_interval_s,
-                                                    lambda: self.limits.reap(self.connections), "connection reap"))]
+        # All background work on one timer (pyengine.upkeep), in this order when due together.
+        self.upkeep = Upkeep([
+            (LOG_FLUSH_INTERVAL_S, self.engine.decision_log.flush, "decision log flush"),
+            (WATCH_INTERVAL_S, self.engine.watch, "watch"),
+            (UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep"),
+            (self.limits.reap_interval_s, lambda: self.limits.reap(self.connections), "connection reap"),
+        ])
+        self._tasks = [loop.create_task(self.upkeep.run())]
         log.info("engine listening on %s", self.socket_path)
 
     def _say_who_may_connect(self) -> None:
@@ -101,16 +104,6 @@ class EngineServer:
         metrics.frames.values[()] = self.frame_stats.frames
         metrics.frame_reads.values[()] = self.frame_stats.reads
         metrics.shim_pending_bytes.set((), self.limits.pending_bytes)
-
-    @staticmethod
-    async def _every(interval_s: float, fn, what: str) -> None:
-        """Background work: upkeep (expiry), watch (policy file, snapshots), log flush."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - background work must never stop the server
-                log.exception("engine %s failed", what)
 
     def request_stop(self) -> None:
         self._stopped.set()
