@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from ..state.snapshot import write_atomic
+from ..state.snapshot import RECORD_ERRORS, read_record, write_atomic
 from .model import OverrideRecord, SwitchRecord
 from .switches import SwitchIndex
 
@@ -58,13 +58,8 @@ class Overlay:
         """Read the file (once, at start) and keep it written from now on; returns entries kept."""
         self.path = os.path.join(state_dir, DIR_NAME, FILE_NAME)
         try:
-            with open(self.path, "rb") as f:
-                data = _decoder.decode(f.read())
-            if data.v != FORMAT_VERSION:
-                raise msgspec.ValidationError(f"format v={data.v}")
-        except FileNotFoundError:
-            return 0
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            data = read_record(self.path, _decoder, FORMAT_VERSION)
+        except RECORD_ERRORS as exc:
             aside = f"{self.path}.corrupt-{int(time.time())}"
             log.error("runtime kill switches and overrides in %s are unreadable (%s): starting without "
                       "them; the file is kept as %s", self.path, exc, aside)
@@ -72,6 +67,8 @@ class Overlay:
                 os.replace(self.path, aside)
             except OSError:
                 pass
+            return 0
+        if data is None:
             return 0
         for rec in data.kill_switches:
             if rec.expires_at_s is None or rec.expires_at_s > now_s:

@@ -21,7 +21,7 @@ import msgspec
 
 from ..errors import PolicyError
 from ..signing import sign, verify
-from .snapshot import write_atomic
+from .snapshot import RECORD_ERRORS, read_record, write_atomic
 
 log = logging.getLogger("fairvisor.policy")
 
@@ -56,15 +56,12 @@ class LastGoodFile:
     def load(self) -> LastGood | None:
         """Read the record; None when absent, for another config file, or unreadable (logged)."""
         try:
-            with open(self.path, "rb") as f:
-                rec = _decoder.decode(f.read())
-            if rec.v != FORMAT_VERSION:
-                raise msgspec.ValidationError(f"unsupported format v={rec.v}")
-        except FileNotFoundError:
-            return None
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            rec = read_record(self.path, _decoder, FORMAT_VERSION)
+        except RECORD_ERRORS as exc:
             log.error("last good policy record %s is unreadable (%s): no fallback and no version floor "
                       "until the next accepted bundle rewrites it", self.path, exc)
+            return None
+        if rec is None:
             return None
         if rec.config_path != self.config_path:
             log.warning("last good policy record %s is for %s, not %s: not used", self.path,

@@ -85,6 +85,22 @@ def delta_seq(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+RECORD_ERRORS = (OSError, msgspec.DecodeError, msgspec.ValidationError)  # what read_record raises
+
+
+def read_record(path: str, decoder, format_version: int):
+    """The record `write_atomic` left at `path`, decoded; None when there is none. Raises one of
+    RECORD_ERRORS when it cannot be read or carries another format version (field `v`)."""
+    try:
+        with open(path, "rb") as f:
+            rec = decoder.decode(f.read())
+    except FileNotFoundError:
+        return None
+    if rec.v != format_version:
+        raise msgspec.ValidationError(f"unsupported format v={rec.v}")
+    return rec
+
+
 def write_atomic(path: str, data: bytes) -> None:
     """Write `path` as a whole or not at all (tmp, fsync, rename; 0600). A failed write removes
     its tmp file before raising: a full disk must not fill up further with half files."""
