@@ -1,6 +1,10 @@
 """fairvisor/edge users' features through real nginx + shim + engine: debug sessions end to end,
 and limit keys read from headers an upstream sets (X-ASN, X-ASN-Type, X-Tor-Exit, User-Agent)."""
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 SECRET = "debug-secret-for-tests"
 
 POLICY = {

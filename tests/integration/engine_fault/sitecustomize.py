@@ -25,6 +25,7 @@ if _TENANT:
 # order, before that read's own. A shim that waits for one batch's replies before it sends the
 # next never delivers RELEASE (tests/integration/test_pipe.py).
 _HOLD_UNTIL = os.environ.get("FVTEST_HOLD_UNTIL")
+_HOLD_MARK = os.environ.get("FVTEST_HOLD_MARK")  # a file created once a read carried HOLD
 
 if _HOLD_UNTIL:
     from pyengine.protocol import connection
@@ -52,6 +53,8 @@ if _HOLD_UNTIL:
             held = None
         elif held is None and _hold in data:
             self.transport = held = _Held(self.transport)
+            if _HOLD_MARK:  # tells the test the held frame was read, before its reply is held
+                open(_HOLD_MARK, "w").close()
         _real_received(self, data)
 
     connection.ConnectionProtocol.data_received = _received
