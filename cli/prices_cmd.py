@@ -1,9 +1,11 @@
 """`fairvisor prices`: the bundled, dated LLM price catalogue (and a bundle's own prices over it)."""
 
+import datetime
 import json
 
 import click
 
+STALE_AFTER_DAYS = 180  # list prices move a few times a year: past this, say the catalogue is old
 _COLUMNS = ("input_usd_per_mtok", "cached_input_usd_per_mtok", "cache_write_usd_per_mtok", "output_usd_per_mtok")
 
 
@@ -23,6 +25,30 @@ def catalogue_rows(bundle_pricing: dict | None = None) -> list[dict]:
     return list(rows.values())
 
 
+def today() -> datetime.date:
+    return datetime.date.today()
+
+
+def age_days(catalogue_date: str, on: datetime.date) -> int:
+    """Days from the catalogue's date (YYYY-MM-DD) to `on`."""
+    return (on - datetime.date.fromisoformat(catalogue_date)).days
+
+
+def _bundle_pricing(path: str) -> dict | None:
+    """The bundle's `pricing` object; a file that is not JSON exits 1 with the loader's words."""
+    from pyengine.policy.loader import parse_json
+
+    with open(path, "rb") as f:
+        errors: list = []
+        doc = parse_json(f.read(), errors)
+    if errors:
+        for where, message in errors:
+            click.echo(f"{path}: {where}: {message}", err=True)
+        raise SystemExit(1)
+    own = doc.get("pricing") if isinstance(doc, dict) else None
+    return own if isinstance(own, dict) else None
+
+
 @click.command("prices")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a policy bundle: show its `pricing` entries over the catalogue's")
@@ -35,13 +61,14 @@ def prices(config, as_json) -> None:
     from pyengine.llm.pricing import load_catalogue
 
     cat = load_catalogue()
-    own = None
-    if config:
-        with open(config, "rb") as f:
-            own = json.loads(f.read()).get("pricing")
-    rows = catalogue_rows(own if isinstance(own, dict) else None)
+    rows = catalogue_rows(_bundle_pricing(config) if config else None)
+    age = age_days(cat["date"], today())
+    if age > STALE_AFTER_DAYS:
+        click.echo(f"warning: the price catalogue is {age} days old; check it against the sources below and "
+                   "give the models you use a `pricing` entry in the bundle (it wins over the catalogue)", err=True)
     if as_json:
-        click.echo(json.dumps({"date": cat["date"], "source": cat["source"], "models": rows}, indent=2))
+        click.echo(json.dumps({"date": cat["date"], "age_days": age, "source": cat["source"], "models": rows},
+                              indent=2))
         return
     click.echo(f"LLM price catalogue of {cat['date']}, USD per million tokens "
                f"(cached input and cache writes cost the input price where not shown).")

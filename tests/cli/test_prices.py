@@ -4,8 +4,15 @@ import json
 
 from click.testing import CliRunner
 
+import datetime
+
+import pytest
+
+from pyengine.cli import prices_cmd
 from pyengine.cli.main import main
 from pyengine.llm.pricing import CATALOGUE_DATE
+
+CATALOGUE_DAY = datetime.date.fromisoformat(CATALOGUE_DATE)
 
 
 def test_prices_prints_the_dated_catalogue():
@@ -30,3 +37,21 @@ def test_a_bundle_entry_shows_over_the_catalogue(tmp_path):
     assert (rows["gpt-4o"]["source"], rows["gpt-4o"]["output_usd_per_mtok"], rows["gpt-4o"]["provider"]) == \
         ("bundle", 9, "openai")
     assert rows["my-llama"]["source"] == "bundle" and rows["gpt-4o-mini"]["source"] == "catalogue"
+
+
+@pytest.mark.parametrize("days, warned", [(0, False), (prices_cmd.STALE_AFTER_DAYS, False),
+                                          (prices_cmd.STALE_AFTER_DAYS + 1, True)])
+def test_an_old_catalogue_is_said_to_be_old(monkeypatch, days, warned):
+    monkeypatch.setattr(prices_cmd, "today", lambda: CATALOGUE_DAY + datetime.timedelta(days=days))
+    out = CliRunner().invoke(main, ["prices", "--json"])
+    assert out.exit_code == 0
+    assert json.loads(out.stdout)["age_days"] == days
+    assert (f"the price catalogue is {days} days old" in out.stderr) is warned
+
+
+def test_a_bundle_that_is_not_json_is_refused_with_its_position(tmp_path):
+    bundle = tmp_path / "p.json"
+    bundle.write_text('{"pricing": {"gpt-4o": }}')
+    out = CliRunner().invoke(main, ["prices", "--config", str(bundle)])
+    assert out.exit_code == 1
+    assert out.stderr == f"{bundle}: $: invalid JSON at line 1, column 24\n"
