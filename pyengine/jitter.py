@@ -4,8 +4,10 @@ all retry in the same second (a kill switch used to send every client 3600).
     Retry-After = base + floor(u * MAX_RATIO * base)        u in [0, 1), per client
 
 * Deterministic: `u` is a keyed hash of who is asking (the rejecting policy, rule and reason,
-  the request's limit-key values and client address), so one client hears the same number every
-  time and different clients hear different ones.
+  the rejecting limiter's state key, which holds this client's key values, and the client
+  address), so one client hears the same number every time and different clients hear
+  different ones. Only what decided goes in: not whichever other keys the request happened to
+  be read for (a kill switch added on another header must not move every client's wait).
 * Never earlier: the result is >= base, and base is the RateLimit `t` (contract §4), so
   Retry-After is never earlier than `t`; it stays an integer >= 1.
 * floor, not ceil: a base of 1 s stays 1 (nothing shorter than a second can be said), and small
@@ -39,13 +41,13 @@ def jittered_s(base_s: int, identity: str, window_s: int = 0) -> int:
 
 
 def identity_of(d, view, client_ip) -> str:
-    """Who is being told to wait: the rejection's policy, rule and reason, the limit-key values
-    the request was charged under, and the client address (`client_ip(view)`: the bundle's
-    ip:address extractor, so behind trusted proxies it is the real client).
-    Unit separators keep the parts apart; each part is a client string decoded from bytes."""
-    keys = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(view.keys.items()) if v is not None)
+    """Who is being told to wait: the rejection's policy, rule and reason, the rejecting
+    limiter's state key (length-prefixed values, pyengine.state.keys) and the client address
+    (`client_ip(view)`: the bundle's ip:address extractor, so behind trusted proxies it is the
+    real client). The parts are joined with a group separator; a client value holding one could at
+    worst share another client's jitter, never a counter."""
     client = client_ip(view) or ""
-    return "\x1d".join((d.policy_id or "", d.rule or "", d.reason or "", keys, client))
+    return "\x1d".join((d.policy_id or "", d.rule or "", d.reason or "", d.key or "", client))
 
 
 def apply(d, view, client_ip) -> None:

@@ -32,9 +32,9 @@ def _undo(charged, at_s: float, now_s: float) -> None:
         rule.undo(key, amount, at_s, now_s)
 
 
-def _rejected(outcome, rule) -> Decision:
+def _rejected(outcome, rule, key: str) -> Decision:
     return Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=rule.policy_id,
-                    outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s)
+                    outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s, key=key)
 
 
 def _missing(rule) -> Decision:
@@ -138,7 +138,7 @@ class Plan:
                         _undo(charged, now_s, now_s)
                         _undo(shadow_charged, now_s, now_s)
                         return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=rule.policy_id,
-                                        retry_after_s=hit.retry_after_s)
+                                        retry_after_s=hit.retry_after_s, key=hit.key)
                     else:
                         if _SEVERITY[hit.warning] > _SEVERITY[warning]:
                             warning = hit.warning
@@ -177,7 +177,7 @@ class Plan:
                 if not outcome.allowed:
                     _undo(charged, now_s, now_s)
                     _undo(shadow_charged, now_s, now_s)
-                    return _rejected(outcome, rule)
+                    return _rejected(outcome, rule, key)
                 charged.append((rule, key, amount))
                 limit = outcome.limit
                 if limit:

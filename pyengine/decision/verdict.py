@@ -31,6 +31,9 @@ class Decision(msgspec.Struct, gc=False):
     policy_id: str | None = None
     outcome: Outcome | None = None
     retry_after_s: int = 0
+    # The rejecting limiter's state key (pyengine.state.keys: rule identity and key values), or
+    # the guard's; None for kill switches and missing keys. Retry-After jitter reads it.
+    key: str | None = None
     warning: str | None = None  # X-Fairvisor-Warning value
     delay_ms: int = 0
     detail: str | None = None  # operator-only text (a kill switch's reason): decision log, never the client

@@ -17,8 +17,7 @@ SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "lo
 
 
 def _read(view, limit_key, fn):
-    """A key value, read afresh; what was read is noted in view.keys, which Retry-After jitter
-    (pyengine.jitter) reads as "the limit-key values this request was charged under"."""
+    """A key value, read afresh, and noted in view.keys as the engine's extractors note it."""
     v = fn(view)
     view.keys.setdefault(limit_key, v)
     return v
@@ -110,7 +109,7 @@ def reference_decide(bundle, view, now_s, sink, runtime, ambiguous) -> Decision:
                     undo_all()
                     return Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=policy.id,
                                     outcome=outcome if outcome.limit else None,
-                                    retry_after_s=outcome.retry_after_s)
+                                    retry_after_s=outcome.retry_after_s, key=key)
                 sink.would_reject(policy.id, rule.name, outcome.reason, key, view)
                 failed_here = True
                 break
@@ -138,7 +137,7 @@ def reference_decide(bundle, view, now_s, sink, runtime, ambiguous) -> Decision:
         elif hit.reject:
             undo_all()
             return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=policy.id,
-                            retry_after_s=hit.retry_after_s)
+                            retry_after_s=hit.retry_after_s, key=hit.key)
         elif not shadow:
             if SEVERITY[hit.warning] > SEVERITY[warning]:
                 warning = hit.warning
