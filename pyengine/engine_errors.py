@@ -16,7 +16,7 @@ log = logging.getLogger("fairvisor.engine")
 
 LOG_INTERVAL_S = 1.0  # at most one traceback per second; the rest are counted in the next line
 # The bounded label set of fairvisor_engine_errors_total{where}.
-WHERE = ("decide", "settle", "usage", "health", "metrics", "admin", "hello", "frame")
+WHERE = ("decide", "settle", "usage", "health", "metrics", "admin", "hello", "frame", "upkeep")
 
 ENGINE_ERROR = Decision(status=503, reason="engine_error")
 

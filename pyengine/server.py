@@ -85,7 +85,7 @@ class EngineServer:
             (WATCH_INTERVAL_S, self.engine.watch, "watch"),
             (UPKEEP_INTERVAL_S, self.engine.upkeep, "upkeep"),
             (self.limits.reap_interval_s, lambda: self.limits.reap(self.connections), "connection reap"),
-        ])
+        ], count_error=lambda: self.engine.metrics.engine_errors.inc(("upkeep",)))
         self._tasks = [loop.create_task(self.upkeep.run())]
         log.info("engine listening on %s", self.socket_path)
 

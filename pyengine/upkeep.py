@@ -25,8 +25,11 @@ class Job:
 class Upkeep:
     """jobs: (interval_s, fn, what) in the order they run when due together."""
 
-    def __init__(self, jobs):
+    def __init__(self, jobs, count_error=None):
         self.jobs = [Job(*j) for j in jobs]
+        # () -> None, called for each job that raised: the server counts it in
+        # fairvisor_engine_errors_total{where="upkeep"}, so a failing job shows beside the log.
+        self.count_error = count_error
         self.tick_s = min(j.interval_s for j in self.jobs)
 
     def tick(self, now_s: float) -> list[str]:
@@ -48,6 +51,8 @@ class Upkeep:
                 job.fn()
             except Exception:  # noqa: BLE001 - background work must never stop the server
                 log.exception("engine %s failed", job.what)
+                if self.count_error is not None:
+                    self.count_error()
         return ran
 
     async def run(self) -> None:

@@ -44,3 +44,11 @@ def test_a_job_that_raises_is_logged_and_the_others_still_run(caplog):
     assert ran == ["flush", "watch", "sweep"]
     assert "engine flush failed" in caplog.text
     assert u.tick(1.1) == ["flush"]  # and it runs again at its next turn
+
+
+def test_a_job_that_raises_is_counted_each_time():
+    errors = []
+    u = Upkeep([(0.1, lambda: 1 / 0, "broken"), (0.1, lambda: None, "fine")], count_error=lambda: errors.append(1))
+    for now_s in (0.0, 0.1, 0.2):
+        u.tick(now_s)
+    assert len(errors) == 2  # the first tick only schedules
