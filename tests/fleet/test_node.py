@@ -18,11 +18,12 @@ ACTOR = "token:0123456789ab"
 
 def _engines(tmp_path, url: str, n: int = 2, interval_ms: int = 10):
     policy = tmp_path / "policy.json"
+    tmp_path.mkdir(parents=True, exist_ok=True)
     policy.write_text(json.dumps(one_rule_bundle(ORG_BUCKET)))
     out = []
     for i in range(n):
         settings = from_env({}, state_dir=str(tmp_path / f"state{i}"), config_file=str(policy),
-                            state_url=url, sync_interval_ms=interval_ms, engine_index=i, retry_jitter=False)
+                            state_url=url, sync_interval_ms=interval_ms, retry_jitter=False)
         out.append(build_engine(settings))
     return out
 
@@ -103,12 +104,14 @@ def test_kill_switch_added_on_one_engine_acts_on_the_other_and_survives_restart(
         body = json.dumps({"scope_key": "header:x-org", "scope_value": "evil"}).encode()
         status, _, _ = a.admin_routes.handle("POST", "/v1/admin/kill-switches", body, ACTOR)
         assert status == 201
-        await _until(lambda: decide(b, headers={"X-Org": "evil"}).status == 429, "switch on b", 2.0)
+        await _until(lambda: b.overlay.switches, "switch on b", 2.0)
+        assert decide(b, headers={"X-Org": "evil"}).status == 429 and decide(b, headers={"X-Org": "good"}).status == 0
         await a.fleet.stop()
         await b.fleet.stop()
         (c,) = _engines(tmp_path / "fresh", redis_server.url, n=1)  # a new edge, empty state dir
         c.fleet.start()
-        await _until(lambda: decide(c, headers={"X-Org": "evil"}).status == 429, "switch on c", 2.0)
+        await _until(lambda: c.overlay.switches, "switch on c", 2.0)
+        assert decide(c, headers={"X-Org": "evil"}).status == 429
         (rec_id,) = c.overlay.switches
         status, _, _ = c.admin_routes.handle("DELETE", f"/v1/admin/kill-switches/{rec_id}", None, ACTOR)
         assert status == 200
