@@ -47,7 +47,8 @@ deb: wheel
 	packaging/deb/build.sh
 
 # Builds the real image (docker/build-local.sh) and installs the .deb in a clean Debian 12 container,
-# driving both over HTTP; needs a docker daemon or dockerd.
+# driving both over HTTP, and runs examples/fleet (two edges and Redis) with docker-compose, which
+# bootstrap installs; needs a docker daemon or dockerd.
 test-docker: bootstrap deb
 	docker/install-tools.sh
 	$(PY) -m pytest -q -m docker tests/docker
