@@ -87,6 +87,8 @@ class EngineServer:
             (self.limits.reap_interval_s, lambda: self.limits.reap(self.connections), "connection reap"),
         ], count_error=lambda: self.engine.metrics.engine_errors.inc(("upkeep",)))
         self._tasks = [loop.create_task(self.upkeep.run())]
+        if self.engine.fleet is not None:
+            self.engine.fleet.start()  # the sync rounds with the shared store (pyengine.fleet)
         log.info("engine listening on %s", self.socket_path)
 
     def _say_who_may_connect(self) -> None:
@@ -125,6 +127,8 @@ class EngineServer:
         # Only the socket we bound: a path removed or taken over meanwhile is another process's.
         if self.socket_identity is not None and not self.socket_identity.unlink_if_ours():
             log.warning("engine socket %s is no longer ours (removed or replaced): left in place", self.socket_path)
+        if self.engine.fleet is not None:
+            await self.engine.fleet.stop()  # the journal's last round
         self.engine.close()
         log.info("engine stopped")
 
