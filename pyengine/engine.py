@@ -23,6 +23,7 @@ from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
 from .decision.pipeline import Pipeline
+from .decision.strict import Strict
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
@@ -110,6 +111,7 @@ class Engine:
         self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
+        self.strict: Strict | None = None  # fleet mode's strict path (use_strict_backend)
         self.bundle_bytes: bytes | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
@@ -120,6 +122,7 @@ class Engine:
         self._reload_requested = False
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
+        self.fleet = None  # pyengine.fleet.node.FleetNode in fleet mode (FAIRVISOR_STATE_URL)
         self.last_good: LastGoodFile | None = None  # the last accepted bundle on disk, likewise
         self.policy_source: str | None = None  # "file", or "last_good" when the file was refused at start
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
@@ -177,7 +180,7 @@ class Engine:
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
-                                  self.overlay.index.headers(), self.memo)
+                                  self.overlay.index.headers(), self.memo, self.strict)
         install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
@@ -242,17 +245,21 @@ class Engine:
         if self.snapshots is not None:
             self.snapshots.flush(self.clock.now_s())
 
-    def enable_durable_state(self, config_path: str | None = None) -> int:
+    def enable_durable_state(self, config_path: str | None = None, counters: bool = True) -> int:
         """Restore `<state_dir>/state` into this engine's store (which must track dirty keys)
         and keep it written from now on; with `config_path`, also keep the last bundle accepted
-        from it (pyengine.state.last_good). Returns the entries restored."""
-        self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
-        restored = self.snapshots.restore(self.clock.now_s())
-        if self.snapshots.enabled:  # a locked dir belongs to another engine
+        from it (pyengine.state.last_good). Returns the entries restored. `counters` False (fleet
+        mode: the shared store is where counters last) keeps only the overlay and last good."""
+        restored, enabled = 0, True
+        if counters:
+            self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
+            restored = self.snapshots.restore(self.clock.now_s())
+            enabled = self.snapshots.enabled  # False: a locked dir belongs to another engine
+        if enabled:
             self.overlay.enable(self.settings.state_dir, self.clock.now_s())
             self.sync_runtime()
         index_tripped(self.store.as_dict().items(), self.tripped)
-        if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
+        if config_path is not None and enabled:
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
             self.last_good.load()
         return restored
@@ -331,13 +338,41 @@ class Engine:
         if not headers <= set(b.header_names):
             generation = self.generation + 1
             compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
-                                      headers, self.memo)
+                                      headers, self.memo, self.strict)
             install_overrides(compiled, self.overlay.overrides.values(), self.store)
             self.bundle, self.generation = compiled, generation
             self.hello_reply = self._make_hello()
         elif scope is not None:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
+
+    def overlay_replaced(self, switches: list, overrides: list) -> bool:
+        """The fleet's overlay, read from the shared store, replaces this engine's
+        (pyengine.fleet.overlay_sync). True when anything changed."""
+        before = {(r.scope_key, r.scope_value, r.id) for r in self.overlay.overrides.values()}
+        if not self.overlay.replace(switches, overrides):
+            return False
+        after = {(r.scope_key, r.scope_value, r.id) for r in overrides}
+        scopes = {(k, v) for k, v, _ in before ^ after}
+        self.overlay_changed()  # switches, and a recompile when they read new headers
+        if self.bundle is not None:
+            for scope in scopes:
+                install_overrides(self.bundle, self.overlay.overrides.values(), self.store, scope)
+        return True
+
+    def use_strict_backend(self, backend) -> None:
+        """Fleet mode: rules with consistency=strict are decided by `backend` from now on
+        (pyengine.fleet.strict.StrictStore); the bundle in force is recompiled for it."""
+        counter = self.metrics.strict_decisions
+        for path in ("store", "local"):
+            counter.inc((path,), 0)  # both exist from the start, so rate() works
+        self.strict = Strict(backend, self.store, lambda path: counter.inc((path,)))
+        b = self.bundle
+        if b is not None:
+            compiled = CompiledBundle(b.source, b.hash, self.generation, self.store, self.settings, self.tripped,
+                                      self.overlay.index.headers(), self.memo, self.strict)
+            install_overrides(compiled, self.overlay.overrides.values(), self.store)
+            self.bundle = compiled
 
     def sync_runtime(self) -> None:
         """The pipeline sees the runtime switch index only while it holds any."""
@@ -486,34 +521,50 @@ class Engine:
                     return hit[0]
             self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
-            if d.retry_after_s > 1 and self.settings.retry_jitter:
-                jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
-            if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
-                d.reservation_id = r.id
-                self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, fmt, self._verdicts)
-            if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view)
-            m = self.metrics
-            self.last_decision = d
-            if d.outcome is not None:
-                m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
-            if d.status:
-                m.decisions.inc(("reject", d.reason, d.policy_id or ""))
-                self.decision_log.decision("reject", d, bundle, view, now_s)
-            elif d.warning:
-                action = "throttle" if d.delay_ms else "warn"
-                m.decisions.inc((action, d.warning, d.policy_id or ""))
-                self.decision_log.decision(action, d, bundle, view, now_s)
-                self._console_seen(d)
-            else:
-                m.decisions.inc(("allow", "", d.policy_id or ""))
-                self._console_seen(d)
-            m.duration.observe(time.perf_counter() - start)
-            return verdict
+            if d.__class__ is not Decision:  # a Pending: strict rules wait on the store (decision.strict)
+                return self._resolve(d, msg, view, fmt, bundle, start)
+            return self._finish(d, msg, view, fmt, bundle, now_s, start)
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
             return self._engine_error(msg, d)
+
+    async def _resolve(self, pending, msg: Decide, view, fmt, bundle, start: float):
+        """The reply to a request with strict rules, once the store (or local state) decided."""
+        d = None
+        try:
+            d = await pending.resolve()
+            return self._finish(d, msg, view, fmt, bundle, pending.now_s, start)
+        except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
+            return self._engine_error(msg, d)
+
+    def _finish(self, d: Decision, msg: Decide, view, fmt, bundle, now_s: float, start: float):
+        """Jitter, reservation, verdict, metrics and log of a decided request; raises on our bugs
+        (the caller answers engine_error with `d`, whose charges it undoes)."""
+        if d.retry_after_s > 1 and self.settings.retry_jitter:
+            jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
+        if d.reserved:
+            r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
+            d.reservation_id = r.id
+            self.metrics.tokens_reserved.inc((), reserved_tokens(r))
+        verdict = render(d, msg.surface, fmt, self._verdicts)
+        if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
+            self.llm_proxy.attach(verdict, d.reservation_id, view)
+        m = self.metrics
+        self.last_decision = d
+        if d.outcome is not None:
+            m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
+        if d.status:
+            m.decisions.inc(("reject", d.reason, d.policy_id or ""))
+            self.decision_log.decision("reject", d, bundle, view, now_s)
+        elif d.warning:
+            action = "throttle" if d.delay_ms else "warn"
+            m.decisions.inc((action, d.warning, d.policy_id or ""))
+            self.decision_log.decision(action, d, bundle, view, now_s)
+            self._console_seen(d)
+        else:
+            m.decisions.inc(("allow", "", d.policy_id or ""))
+            self._console_seen(d)
+        m.duration.observe(time.perf_counter() - start)
+        return verdict
 
     def _engine_error(self, msg: Decide, d: Decision | None) -> Verdict:
         """Reject the request whose decision raised: undo what an allow charged (the pipeline
@@ -581,11 +632,22 @@ def _stat_of(path: str):
 
 def build_engine(settings, clock=None) -> Engine:
     """An Engine with the configured policy (or the bundled default) loaded when valid."""
-    # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
-    # only what changed each tick instead of the whole store.
-    engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
-    # The bundled default ships with the code: it has no last good version to fall back to.
-    engine.enable_durable_state(settings.config_file)
+    if settings.state_url:
+        # Fleet mode (contract §9): counters are journaled for the shared store, not snapshotted.
+        from .fleet.node import FleetNode
+
+        clock = clock or SystemClock()
+        node = FleetNode(settings, clock)
+        engine = Engine(settings, clock=clock, store=node.store)
+        engine.fleet = node
+        node.attach(engine)
+        engine.enable_durable_state(settings.config_file, counters=False)
+    else:
+        # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
+        # only what changed each tick instead of the whole store.
+        engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
+        # The bundled default ships with the code: it has no last good version to fall back to.
+        engine.enable_durable_state(settings.config_file)
     path = settings.config_file or DEFAULT_POLICY_PATH
     try:
         engine.load_file(path)
