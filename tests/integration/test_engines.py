@@ -106,6 +106,9 @@ def test_both_engines_answer_requests(two_engines):
     assert sorted((lb["engine"], v) for lb, v in merged["fairvisor_engine_up"]) == [("0", 1.0), ("1", 1.0)]
     body = edge.admin("/metrics").body.decode()
     assert body.count("# TYPE fairvisor_decisions_total counter") == 1
+    # One valid exposition: Prometheus's own checker accepts it (families whole, HELP/TYPE once).
+    lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
     # /readyz on both listeners: every engine is ready.
     assert edge.get("/readyz", fresh=True).status == 200 and edge.admin("/readyz").status == 200
 
