@@ -49,7 +49,13 @@ _FLAG_VARS = {
     "nginx_user": "FAIRVISOR_NGINX_USER",
     "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
     "admin_token": "FAIRVISOR_ADMIN_TOKEN",
+    "state_url": "FAIRVISOR_STATE_URL",
+    "engines": "FAIRVISOR_ENGINES",
+    "sync_interval_ms": "FAIRVISOR_SYNC_INTERVAL_MS",
+    "engine_index": "FAIRVISOR_ENGINE_INDEX",
 }
+# Set by `fairvisor run` for each engine it starts, never by hand: accepted, left out of --help.
+_INTERNAL = frozenset({"engine_index"})
 _UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
 # --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
 _PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTREAM_HEADER_"
@@ -97,6 +103,12 @@ def settings_options(f, hide: frozenset = frozenset()):
                          "user (default www-data, else nobody)"),
         ("--admin-listen", "host:port of the admin listener (/metrics, full /readyz), or off (default 127.0.0.1:9090)"),
         ("--admin-token", "Bearer token every admin request must carry; required off loopback (prefer the variable)"),
+        ("--state-url", "fleet mode: redis://, rediss:// or unix:// URL of the Redis/Valkey state shared by "
+                        "every engine (docs/fleet.md; prefer the variable when it holds a password)"),
+        ("--engines", "engine processes per edge (default 1); more than 1 needs --state-url"),
+        ("--sync-interval-ms", "fleet mode: how often local counters are exchanged with the store, in ms "
+                               "(default 50, 1..60000)"),
+        ("--engine-index", "which of the edge's engines this is (set by run)"),
     ]
     f = click.option("--env-file", type=click.Path(dir_okay=False), default=None,
                      help="KEY=VALUE lines of FAIRVISOR_* variables; the environment and flags win")(f)
@@ -110,7 +122,8 @@ def settings_options(f, hide: frozenset = frozenset()):
                          help=f"header injected into {provider} requests only; repeatable [{prefix}<Name>]")(f)
     for flag, help_text in reversed(flags):
         name = flag[2:].replace("-", "_")
-        f = click.option(flag, default=None, hidden=name in hide, help=f"{help_text} [{_FLAG_VARS[name]}]")(f)
+        f = click.option(flag, default=None, hidden=name in hide or name in _INTERNAL,
+                         help=f"{help_text} [{_FLAG_VARS[name]}]")(f)
     return f
 
 

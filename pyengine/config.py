@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     engine_socket_group: str | None = None  # FAIRVISOR_ENGINE_SOCKET_GROUP: group (name or gid) given the socket
     engine_socket_mode: int = 0o660  # FAIRVISOR_ENGINE_SOCKET_MODE: octal, within 0666, owner rw always
     nginx_user: str | None = None  # FAIRVISOR_NGINX_USER: the user nginx workers run as (checked; never root)
+    # Fleet mode (contract §9, docs/fleet.md): state shared through Redis or Valkey.
+    state_url: str | None = None  # FAIRVISOR_STATE_URL: redis://, rediss:// or unix://; None = embedded state
+    engines: int = 1  # FAIRVISOR_ENGINES: engine processes per edge; > 1 needs state_url
+    sync_interval_ms: int = 50  # FAIRVISOR_SYNC_INTERVAL_MS: local deltas pushed to the store this often
+    engine_index: int = 0  # FAIRVISOR_ENGINE_INDEX: which of the edge's engines this is (set by `fairvisor run`)
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -130,6 +135,10 @@ def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
         "nginx_user": "FAIRVISOR_NGINX_USER",
         "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
         "admin_token": "FAIRVISOR_ADMIN_TOKEN",
+        "state_url": "FAIRVISOR_STATE_URL",
+        "engines": "FAIRVISOR_ENGINES",
+        "sync_interval_ms": "FAIRVISOR_SYNC_INTERVAL_MS",
+        "engine_index": "FAIRVISOR_ENGINE_INDEX",
     }
     for field, var in simple.items():
         if env.get(var):
@@ -205,6 +214,7 @@ def _finish(raw: dict) -> Settings:
     if raw.get("mode") == "reverse_proxy" and not raw.get("backend_url"):
         raise ConfigError("FAIRVISOR_BACKEND_URL: required when FAIRVISOR_MODE=reverse_proxy")
     _check_admin(raw)
+    _check_fleet(raw)
     state_dir = raw.get("state_dir") or os.path.join(tempfile.gettempdir(), "fairvisor")
     raw["state_dir"] = state_dir
     if not raw.get("engine_socket"):
@@ -212,6 +222,37 @@ def _finish(raw: dict) -> Settings:
     if not raw.get("decision_log"):
         raw["decision_log"] = os.path.join(state_dir, "decisions.jsonl")
     return msgspec.convert(raw, Settings)
+
+
+SYNC_INTERVAL_MAX_MS = 60_000
+
+
+def _check_fleet(raw: dict) -> None:
+    """FAIRVISOR_STATE_URL is a store URL; more than one engine needs it; the sync interval is bounded."""
+    url = raw.get("state_url")
+    if url:
+        from pyengine.fleet.url import url_error  # only fleet mode pays for importing the client
+
+        error = url_error(url)
+        if error is not None:
+            raise ConfigError(f"FAIRVISOR_STATE_URL: {error}")
+    else:
+        raw.pop("state_url", None)
+    raw["engines"] = _positive_int("FAIRVISOR_ENGINES", raw.get("engines", 1))
+    if raw["engines"] > 1 and not url:
+        raise ConfigError(f"FAIRVISOR_ENGINES: {raw['engines']} engines share their counters only through "
+                          "FAIRVISOR_STATE_URL; set it (docs/fleet.md) or run one engine")
+    interval_ms = _positive_int("FAIRVISOR_SYNC_INTERVAL_MS", raw.get("sync_interval_ms", 50))
+    if interval_ms > SYNC_INTERVAL_MAX_MS:
+        raise ConfigError(f"FAIRVISOR_SYNC_INTERVAL_MS: must be at most {SYNC_INTERVAL_MAX_MS}, got {interval_ms}")
+    raw["sync_interval_ms"] = interval_ms
+    try:
+        index = int(raw.get("engine_index", 0))
+    except (TypeError, ValueError):
+        raise ConfigError(f"FAIRVISOR_ENGINE_INDEX: must be an integer, got {raw['engine_index']!r}") from None
+    if not 0 <= index < raw["engines"]:
+        raise ConfigError(f"FAIRVISOR_ENGINE_INDEX: must be 0..{raw['engines'] - 1} (FAIRVISOR_ENGINES), got {index}")
+    raw["engine_index"] = index
 
 
 def split_host_port(value: str) -> tuple[str, int] | None:

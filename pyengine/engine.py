@@ -23,6 +23,7 @@ from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
 from .decision.pipeline import Pipeline
+from .decision.strict import Strict
 from .policy.compiler import CompiledBundle
 from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
@@ -110,6 +111,7 @@ class Engine:
         self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
         self.bundle: CompiledBundle | None = None
+        self.strict: Strict | None = None  # fleet mode's strict path (use_strict_backend)
         self.bundle_bytes: bytes | None = None
         # Random start: a restarted engine never reuses a generation a shim has cached.
         self.generation = int.from_bytes(os.urandom(3), "big") << 8
@@ -177,7 +179,7 @@ class Engine:
     def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
         generation = self.generation + 1
         compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
-                                  self.overlay.index.headers(), self.memo)
+                                  self.overlay.index.headers(), self.memo, self.strict)
         install_overrides(compiled, self.overlay.overrides.values(), self.store)
         self.bundle, self.generation, self.last_errors = compiled, generation, []
         self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
@@ -331,13 +333,27 @@ class Engine:
         if not headers <= set(b.header_names):
             generation = self.generation + 1
             compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
-                                      headers, self.memo)
+                                      headers, self.memo, self.strict)
             install_overrides(compiled, self.overlay.overrides.values(), self.store)
             self.bundle, self.generation = compiled, generation
             self.hello_reply = self._make_hello()
         elif scope is not None:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
+
+    def use_strict_backend(self, backend) -> None:
+        """Fleet mode: rules with consistency=strict are decided by `backend` from now on
+        (pyengine.fleet.strict.StrictStore); the bundle in force is recompiled for it."""
+        counter = self.metrics.strict_decisions
+        for path in ("store", "local"):
+            counter.inc((path,), 0)  # both exist from the start, so rate() works
+        self.strict = Strict(backend, self.store, lambda path: counter.inc((path,)))
+        b = self.bundle
+        if b is not None:
+            compiled = CompiledBundle(b.source, b.hash, self.generation, self.store, self.settings, self.tripped,
+                                      self.overlay.index.headers(), self.memo, self.strict)
+            install_overrides(compiled, self.overlay.overrides.values(), self.store)
+            self.bundle = compiled
 
     def sync_runtime(self) -> None:
         """The pipeline sees the runtime switch index only while it holds any."""
@@ -486,34 +502,50 @@ class Engine:
                     return hit[0]
             self.recent.add(now_s, msg, bundle.header_names)
             d = self.pipeline.decide(bundle, view, now_s)
-            if d.retry_after_s > 1 and self.settings.retry_jitter:
-                jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
-            if d.reserved:
-                r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
-                d.reservation_id = r.id
-                self.metrics.tokens_reserved.inc((), reserved_tokens(r))
-            verdict = render(d, msg.surface, fmt, self._verdicts)
-            if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
-                self.llm_proxy.attach(verdict, d.reservation_id, view)
-            m = self.metrics
-            self.last_decision = d
-            if d.outcome is not None:
-                m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
-            if d.status:
-                m.decisions.inc(("reject", d.reason, d.policy_id or ""))
-                self.decision_log.decision("reject", d, bundle, view, now_s)
-            elif d.warning:
-                action = "throttle" if d.delay_ms else "warn"
-                m.decisions.inc((action, d.warning, d.policy_id or ""))
-                self.decision_log.decision(action, d, bundle, view, now_s)
-                self._console_seen(d)
-            else:
-                m.decisions.inc(("allow", "", d.policy_id or ""))
-                self._console_seen(d)
-            m.duration.observe(time.perf_counter() - start)
-            return verdict
+            if d.__class__ is not Decision:  # a Pending: strict rules wait on the store (decision.strict)
+                return self._resolve(d, msg, view, fmt, bundle, start)
+            return self._finish(d, msg, view, fmt, bundle, now_s, start)
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
             return self._engine_error(msg, d)
+
+    async def _resolve(self, pending, msg: Decide, view, fmt, bundle, start: float):
+        """The reply to a request with strict rules, once the store (or local state) decided."""
+        d = None
+        try:
+            d = await pending.resolve()
+            return self._finish(d, msg, view, fmt, bundle, pending.now_s, start)
+        except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
+            return self._engine_error(msg, d)
+
+    def _finish(self, d: Decision, msg: Decide, view, fmt, bundle, now_s: float, start: float):
+        """Jitter, reservation, verdict, metrics and log of a decided request; raises on our bugs
+        (the caller answers engine_error with `d`, whose charges it undoes)."""
+        if d.retry_after_s > 1 and self.settings.retry_jitter:
+            jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
+        if d.reserved:
+            r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
+            d.reservation_id = r.id
+            self.metrics.tokens_reserved.inc((), reserved_tokens(r))
+        verdict = render(d, msg.surface, fmt, self._verdicts)
+        if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
+            self.llm_proxy.attach(verdict, d.reservation_id, view)
+        m = self.metrics
+        self.last_decision = d
+        if d.outcome is not None:
+            m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
+        if d.status:
+            m.decisions.inc(("reject", d.reason, d.policy_id or ""))
+            self.decision_log.decision("reject", d, bundle, view, now_s)
+        elif d.warning:
+            action = "throttle" if d.delay_ms else "warn"
+            m.decisions.inc((action, d.warning, d.policy_id or ""))
+            self.decision_log.decision(action, d, bundle, view, now_s)
+            self._console_seen(d)
+        else:
+            m.decisions.inc(("allow", "", d.policy_id or ""))
+            self._console_seen(d)
+        m.duration.observe(time.perf_counter() - start)
+        return verdict
 
     def _engine_error(self, msg: Decide, d: Decision | None) -> Verdict:
         """Reject the request whose decision raised: undo what an allow charged (the pipeline

@@ -166,6 +166,10 @@ class EngineMetrics:
                                                    "Durable-state entries (bad_value) or files (stray_name) skipped "
                                                    "at restore; a corrupt file counts as a snapshot error.",
                                                    ("reason",)))
+        self.strict_decisions = r.add(Counter("fairvisor_strict_decisions_total",
+                                              "Requests with consistency=strict rules, by where they were decided: "
+                                              "store (one atomic call) or local (store unreachable or slow).",
+                                              ("path",)))
         # Shim connections and frames (set when scraped by the server): frames / reads is the
         # mean number of frames one read carried, i.e. how well the shim's pipe batches.
         self.shim_connections = r.add(Gauge("fairvisor_shim_connections", "Open connections from nginx workers."))

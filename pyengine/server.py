@@ -28,9 +28,9 @@ LOG_FLUSH_INTERVAL_S = 0.1
 class EngineServer:
     """Owns the listening socket, the live connections and the upkeep task.
 
-    Shutdown order: stop accepting, close idle connections (each has already written its
-    last reply: handlers are synchronous), wait up to the grace period, then let the engine
-    flush its state.
+    Shutdown order: stop accepting, close connections (each once it has written the reply to
+    every frame it read: at once, or when its strict answers from the store are in), wait up to
+    the grace period, then let the engine flush its state.
     """
 
     def __init__(self, engine, socket_path: str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,

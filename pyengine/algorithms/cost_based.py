@@ -109,6 +109,13 @@ class CostBudget:
                                    0, None, warning, delay_ms)
         return Outcome(True, self._limit, self._window_s, remaining, reset_s)
 
+    def claim(self, key: str, cost_micros: int, now_s: float) -> tuple:
+        """`acquire` as a strict claim for the store (pyengine/fleet/strict.lua): (key, "c",
+        period end s, highest spend allowed after it, 0, cost). Staged warnings come from replay."""
+        if not self._start_s <= now_s < self._end_s:
+            self._roll(now_s)
+        return (key, "c", self._end_s, self._cap, 0, cost_micros)
+
     def refund(self, key: str, cost_micros: int, charged_at_s: float, now_s: float) -> int:
         """Give back `cost_micros` charged at `charged_at_s`, only if that was in the current
         period (a past period's spend is gone already); never below 0. Returns spend after."""

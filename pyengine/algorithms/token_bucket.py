@@ -79,6 +79,11 @@ class TokenBucket:
         return Outcome(False, self._limit, self._window_s,
                        _floor(tokens) if tokens > 0 else 0, retry_s, retry_s, self._reason)
 
+    def claim(self, key: str, cost: float) -> tuple:
+        """`acquire` as a strict claim for the store (pyengine/fleet/strict.lua runs the same
+        arithmetic there): (key, "g", rate per s, burst, tolerance in tokens, cost)."""
+        return (key, "g", self._rate, self._burst, self._eps_tokens, float(cost))
+
     def _tokens(self, key: str, now_s: float) -> float:
         """Tokens available now, snapped like in acquire; may be negative after `charge`."""
         tat = self._get(key)

@@ -74,6 +74,11 @@ class LLMTokenLimiter:
         # Compare remaining/limit ratios by cross-multiplying: exact, no division.
         return day if day.remaining * minute.limit < minute.remaining * day.limit else minute
 
+    def claims(self, key: str, tokens: int, now_s: float) -> tuple:
+        """`reserve` as strict claims for the store, in reserve's order: TPD, then TPM."""
+        minute = self.tpm.claim(key, tokens)
+        return (minute,) if self.tpd is None else (self.tpd.claim(_day(key), tokens, now_s), minute)
+
     def settle(self, key: str, reserved_tokens: int, actual_tokens: int,
                reserved_at_s: float, now_s: float) -> None:
         """True the reservation up to actual usage.

@@ -5,6 +5,9 @@ first time the route is seen and run by Pipeline.decide for every request on it.
 flat: each matching policy's rules in order, then its fallback rule, then its guards, each step
 carrying what the pipeline used to re-derive per request (shadow or enforce, whether its keys
 take the global-shadow mark, whether it opens a policy). The run loop is the only rule loop.
+An enforcing step of a strict rule in fleet mode (rule.strict set) charges nothing there: it
+becomes a claim, and a request with claims ends in a Pending that the store decides
+(pyengine.decision.strict), after every local rule allowed it.
 """
 
 import math
@@ -16,7 +19,7 @@ from .verdict import Decision
 
 KILL_SWITCH_RETRY_S = 3600
 # One X-Fairvisor-Warning per response: the most severe wins (throttles over warnings).
-_SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "loop_throttle": 4}
+SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "loop_throttle": 4}
 
 # Step kinds. A step is a tuple (kind, rule, shadow, reshadow, opens):
 #   rule      CompiledRule (RULE, FALLBACK) or PolicyGuards (GUARDS)
@@ -27,12 +30,12 @@ _SEVERITY = {None: 0, "budget_warn": 1, "loop_warn": 2, "budget_throttle": 3, "l
 RULE, FALLBACK, GUARDS = 0, 1, 2
 
 
-def _undo(charged, at_s: float, now_s: float) -> None:
+def undo(charged, at_s: float, now_s: float) -> None:
     for rule, key, amount in reversed(charged):
         rule.undo(key, amount, at_s, now_s)
 
 
-def _rejected(outcome, rule, key: str) -> Decision:
+def rejected(outcome, rule, key: str) -> Decision:
     return Decision(status=429, reason=outcome.reason, rule=rule.name, policy_id=rule.policy_id,
                     outcome=outcome if outcome.limit else None, retry_after_s=outcome.retry_after_s, key=key)
 
@@ -41,7 +44,7 @@ def _missing(rule) -> Decision:
     return Decision(status=429, reason="missing_limit_key", rule=rule.name, policy_id=rule.policy_id)
 
 
-def _allowed(charged: list, best, warning, delay_ms: int) -> Decision:
+def allowed(charged: list, best, warning, delay_ms: int) -> Decision:
     """best: (ratio, rule, outcome) of the most restrictive allowing rule, or None."""
     d = Decision(warning=warning, delay_ms=delay_ms, charged=charged)
     if best is not None:
@@ -109,6 +112,7 @@ class Plan:
             sink.unmatched(view)  # pyengine.coverage
             return Decision()
         charged: list = []
+        claims = None  # [(rule, key)] of strict rules, decided by the store after the loop
         shadow_charged: list = []
         shadow_failed = False
         best = None  # (ratio, rule, outcome) of the most restrictive allowing rule
@@ -135,12 +139,12 @@ class Plan:
                             sink.would_reject(rule.policy_id, hit.guard, hit.reason, hit.key, view)
                             shadow_failed = True
                     elif hit.reject:
-                        _undo(charged, now_s, now_s)
-                        _undo(shadow_charged, now_s, now_s)
+                        undo(charged, now_s, now_s)
+                        undo(shadow_charged, now_s, now_s)
                         return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=rule.policy_id,
                                         retry_after_s=hit.retry_after_s, key=hit.key)
                     else:
-                        if _SEVERITY[hit.warning] > _SEVERITY[warning]:
+                        if SEVERITY[hit.warning] > SEVERITY[warning]:
                             warning = hit.warning
                         if hit.delay_ms > delay_ms:
                             delay_ms = hit.delay_ms
@@ -159,13 +163,18 @@ class Plan:
                             sink.would_reject(rule.policy_id, rule.name, "missing_limit_key", "", view)
                             shadow_failed = True
                             continue
-                        _undo(charged, now_s, now_s)
-                        _undo(shadow_charged, now_s, now_s)
+                        undo(charged, now_s, now_s)
+                        undo(shadow_charged, now_s, now_s)
                         return _missing(rule)
                     sink.skipped(rule.policy_id, rule.name)
                     continue
                 if reshadow:
                     key = keys.shadow(key)  # global shadow: keep enforce counters untouched
+                if rule.strict is not None and not shadow:
+                    if claims is None:
+                        claims = []
+                    claims.append((rule, key))
+                    continue
                 outcome, amount = rule.apply(view, key, now_s)
                 if shadow:
                     if outcome.allowed:
@@ -175,25 +184,28 @@ class Plan:
                     shadow_failed = True
                     continue
                 if not outcome.allowed:
-                    _undo(charged, now_s, now_s)
-                    _undo(shadow_charged, now_s, now_s)
-                    return _rejected(outcome, rule, key)
+                    undo(charged, now_s, now_s)
+                    undo(shadow_charged, now_s, now_s)
+                    return rejected(outcome, rule, key)
                 charged.append((rule, key, amount))
                 limit = outcome.limit
                 if limit:
                     ratio = outcome.remaining / limit
                     if best is None or ratio < best[0]:
                         best = (ratio, rule, outcome)
-                if outcome.warning is not None and _SEVERITY[outcome.warning] > _SEVERITY[warning]:
+                if outcome.warning is not None and SEVERITY[outcome.warning] > SEVERITY[warning]:
                     warning = outcome.warning
                 if outcome.delay_ms > delay_ms:
                     delay_ms = outcome.delay_ms
         except BaseException:
-            _undo(charged, now_s, now_s)  # all-or-nothing holds for our own bugs too
-            _undo(shadow_charged, now_s, now_s)
+            undo(charged, now_s, now_s)  # all-or-nothing holds for our own bugs too
+            undo(shadow_charged, now_s, now_s)
             raise
         if shadow_failed:
-            _undo(shadow_charged, now_s, now_s)
+            undo(shadow_charged, now_s, now_s)
+        if claims is not None:
+            return bundle.strict.pending(claims, charged, () if shadow_failed else shadow_charged, best,
+                                         warning, delay_ms, view, now_s)
         if not charged:
             sink.unlimited(view)  # no rule limited it (pyengine.coverage)
-        return _allowed(charged, best, warning, delay_ms)
+        return allowed(charged, best, warning, delay_ms)

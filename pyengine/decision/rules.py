@@ -3,6 +3,8 @@
 A rule's `apply` charges on allow and returns (Outcome, charged amount); `undo` is the exact
 inverse, used when a later rule of the same request rejects (all-or-nothing, like
 lua-resty-limit-traffic's uncommit). Amounts are in the limiter's unit: tokens or micro-units.
+A rule that can be strict (pyengine.decision.strict) also has `claims`: what `apply` would
+charge, as claims for the store, without touching state.
 """
 
 from ..algorithms.concurrency import InFlight
@@ -50,7 +52,7 @@ class CompiledRule:
     """Common part: name, key extraction, `match`, the state-key prefix and on_missing_key."""
 
     __slots__ = ("name", "policy_id", "key_fns", "match", "prefix", "reserves", "missing_key",
-                 "reject_missing", "state_key")
+                 "reject_missing", "state_key", "strict")
 
     def __init__(self, name, policy_id, key_fns, match, prefix, on_missing_key="skip"):
         self.name = name
@@ -65,6 +67,9 @@ class CompiledRule:
         self.reject_missing = on_missing_key == "reject"
         # state_key(view) -> str | None: this request's counter key (None: no key, skipped).
         self.state_key = _key_function(key_fns, prefix, self.missing_key)
+        # consistency "strict" in fleet mode: the StrictRule that decides it in the store
+        # (pyengine.decision.strict); None decides it here, from local counters.
+        self.strict = None
 
     def matches(self, view) -> bool:
         for lk, fn, want in self.match:
@@ -115,6 +120,12 @@ class TokenBucketRule(CompiledRule):
             cost = self.cost(view)
         return self.bucket.acquire(key, cost, now_s), cost
 
+    def claims(self, view, key, now_s):
+        cost = self.fixed_cost
+        if cost is None:
+            cost = self.cost(view)
+        return (self.bucket.claim(key, cost),), None
+
     def undo(self, key, amount, at_s, now_s):
         self.bucket.refund(key, amount, now_s)
 
@@ -138,15 +149,25 @@ class LLMRule(CompiledRule):
             want = cfg.max_completion_tokens
         return want * req.choices  # the cap is per choice; n choices are n completions
 
-    def apply(self, view, key, now_s):
+    def _tokens(self, view) -> int | str:
+        """The reservation in tokens, or the reason a per-request cap refuses it."""
         req = llm_of(view)
         cfg = self.cfg
         completion = self.completion_tokens(req)
         reason = LLMTokenLimiter.check_request(req.prompt_tokens, completion, cfg.max_prompt_tokens, cfg.max_tokens_per_request)
-        if reason is not None:
-            return _reject(reason), 0
-        tokens = req.prompt_tokens + completion
+        return req.prompt_tokens + completion if reason is None else reason
+
+    def apply(self, view, key, now_s):
+        tokens = self._tokens(view)
+        if tokens.__class__ is str:
+            return _reject(tokens), 0
         return self.limiter.reserve(key, tokens, now_s), tokens
+
+    def claims(self, view, key, now_s):
+        tokens = self._tokens(view)
+        if tokens.__class__ is str:
+            return None, _reject(tokens)
+        return self.limiter.claims(key, tokens, now_s), None
 
     def undo(self, key, amount, at_s, now_s):
         self.limiter.refund(key, amount, at_s, now_s)
@@ -186,16 +207,27 @@ class CostRule(CompiledRule):
     def completion_tokens(self, req) -> int:
         return (client_tokens(req.max_output_tokens) or self.default_completion) * req.choices
 
-    def apply(self, view, key, now_s):
+    def _micros(self, view) -> int | None:
+        """This request's cost in micro-units; None: its model has no price."""
         if not self.llm_usd:
-            micros = int(round(self.cost(view) * MICROS))
-            return self.budget.acquire(key, micros, now_s), micros
+            return int(round(self.cost(view) * MICROS))
         req = llm_of(view)
         price = self.price(req.model)
         if price is None:
+            return None
+        return self.usd_micros(price, req.prompt_tokens, self.completion_tokens(req))
+
+    def apply(self, view, key, now_s):
+        micros = self._micros(view)
+        if micros is None:
             return _reject("unknown_model_price"), 0
-        micros = self.usd_micros(price, req.prompt_tokens, self.completion_tokens(req))
         return self.budget.acquire(key, micros, now_s), micros
+
+    def claims(self, view, key, now_s):
+        micros = self._micros(view)
+        if micros is None:
+            return None, _reject("unknown_model_price")
+        return (self.budget.claim(key, micros, now_s),), None
 
     def undo(self, key, amount, at_s, now_s):
         self.budget.refund(key, amount, at_s, now_s)

@@ -15,6 +15,7 @@ import msgspec
 
 from pyengine.decision.keys import KEY_VALUES
 from pyengine.decision.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
+from pyengine.decision.strict import STRICT_ALGORITHMS
 from pyengine.policy.schema import (
     Bundle,
     CircuitBreaker,
@@ -178,6 +179,9 @@ def _check_rule(rule: Rule, path: str, errors: Errors) -> None:
                 errors.append((key_path, f"{_q(key)} is not one of the rule's limit_keys"))
             else:
                 _check_key_value(key, value, key_path, errors)
+    if rule.consistency == "strict" and rule.algorithm not in STRICT_ALGORITHMS:
+        errors.append((f"{path}.consistency", f'"strict" is not available for {rule.algorithm} '
+                                              f'(only {", ".join(STRICT_ALGORITHMS)})'))
     cfg = rule.algorithm_config
     cfg_path = f"{path}.algorithm_config"
     _check_bounds(cfg, cfg_path, errors)

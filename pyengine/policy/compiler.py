@@ -67,9 +67,12 @@ class CompiledBundle:
     """Everything derived from one policy file; replaced whole on reload, never mutated."""
 
     def __init__(self, bundle, policy_hash: str, generation: int, store, settings, tripped=None,
-                 extra_headers=(), memo=None):
+                 extra_headers=(), memo=None, strict=None):
         """`extra_headers`: read by runtime kill switches (pyengine.overlay), sent by the shim too.
-        `memo`: the engine's memo tables (pyengine.decision.memo); this bundle gets fresh route and price ones."""
+        `memo`: the engine's memo tables (pyengine.decision.memo); this bundle gets fresh route and price ones.
+        `strict`: fleet mode's strict path (pyengine.decision.strict.Strict); None decides every
+        rule locally, `consistency: strict` included (embedded state is exact already)."""
+        self.strict = strict
         self.source = bundle  # the validated Bundle, for recompiling with runtime changes
         memo = Memo() if memo is None else memo
         proxies = TrustedProxies(settings.trusted_proxies, memo)
@@ -110,6 +113,12 @@ class CompiledBundle:
             return make_extractor(limit_key, proxies)
 
         def compile_rule(policy, rule, shadow: bool):
+            compiled = compile_limiter(policy, rule, shadow, store)
+            if strict is not None and rule.consistency == "strict" and not shadow:
+                compiled.strict = strict.twin(lambda scratch: compile_limiter(policy, rule, shadow, scratch))
+            return compiled
+
+        def compile_limiter(policy, rule, shadow: bool, store):
             nonlocal needs_body
             prefix = keys.rule_prefix(policy.id, rule.name, shadow)
             key_fns = tuple((k, extractor(k)) for k in rule.limit_keys)

@@ -39,6 +39,7 @@ LoopAction = Literal["reject", "throttle", "warn"]
 Mode = Literal["enforce", "shadow"]
 Estimator = Literal["simple_word", "header_hint"]  # fairvisor/edge's names (docs/migrating.md)
 OnMissingKey = Literal["skip", "reject", "shared"]
+Consistency = Literal["local", "strict"]  # contract §9; strict only for STRICT_ALGORITHMS (checks)
 
 
 class _Schema(msgspec.Struct, forbid_unknown_fields=True):
@@ -164,6 +165,9 @@ class Rule(_Schema):
     # A request without a value for a limit key: skip the rule, reject it (missing_limit_key),
     # or count it on one counter shared by every such request.
     on_missing_key: OnMissingKey = "skip"
+    # Fleet mode (contract §9): "local" decides from this engine's counters, synced every
+    # FAIRVISOR_SYNC_INTERVAL_MS; "strict" makes each decision one atomic operation in the store.
+    consistency: Consistency = "local"
 
 
 class LoopDetection(_Schema):

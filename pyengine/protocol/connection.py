@@ -3,6 +3,8 @@
 import asyncio
 import logging
 import time
+from collections import deque
+from types import CoroutineType
 
 from ..errors import ProtocolError
 from .framing import FrameBuffer, decode_request, encode_frame
@@ -30,8 +32,10 @@ class FrameStats:
 class ConnectionProtocol(asyncio.Protocol):
     """Per-connection state: the transport, a frame buffer and flow control.
 
-    The handler is synchronous: the engine answers every frame without awaiting, so replies
-    go out in request order and no per-request task is created on the hot path.
+    The handler is synchronous: the engine answers almost every frame without awaiting, and no
+    per-request task is created on that path. A frame whose answer needs the state store (a
+    strict rule in fleet mode) is answered with a coroutine instead: it runs as a task, and
+    replies still leave in request order (`_queue`: the answers waiting behind it).
     """
 
     def __init__(self, handle, connections: set, max_frame_bytes: int, stats: FrameStats | None = None,
@@ -45,6 +49,9 @@ class ConnectionProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reading_paused = False
         self._closing = False
+        # Answers (frame bytes, or tasks that will give them) behind an unfinished task, in
+        # request order; empty while every answer so far went out at once.
+        self._queue: deque = deque()
         # Held-bytes bounds (pyengine.protocol.limits); None: not tracked (unit tests).
         self._limits = limits
         self.pending_bytes = 0  # partial-frame bytes buffered, as last accounted to the limits
@@ -93,22 +100,57 @@ class ConnectionProtocol(asyncio.Protocol):
         stats.frames += len(bodies)
         # Replies to frames that arrived together leave together: one write (syscall) per read.
         answer = self._answer
-        self.transport.write(answer(bodies[0]) if len(bodies) == 1 else b"".join(map(answer, bodies)))
+        if len(bodies) == 1:
+            out = answer(bodies[0])
+            if out.__class__ is bytes and not self._queue:
+                self.transport.write(out)
+                return
+            self._queue.append(out)
+        else:
+            outs = list(map(answer, bodies))
+            if not self._queue and all(o.__class__ is bytes for o in outs):
+                self.transport.write(b"".join(outs))
+                return
+            self._queue.extend(outs)
+        self._flush()
 
-    def _answer(self, body) -> bytes:
+    def _answer(self, body):
+        """The reply frame, or a task that gives it (the handler answered with a coroutine)."""
         try:
-            return encode_frame(self._handle(decode_request(body)))
+            reply = self._handle(decode_request(body))
+            if reply.__class__ is CoroutineType:
+                task = asyncio.ensure_future(self._encoded(reply))
+                task.add_done_callback(self._flush)
+                return task
+            return encode_frame(reply)
         except ProtocolError as exc:
             return encode_frame(ErrorReply(code=exc.code, message=exc.message))
         except Exception:  # noqa: BLE001 - last resort: the handler answers its own errors
-            # (a Decide that raises is answered engine_error by Engine.decide: a rejection,
-            # never the fail mode). What reaches here failed outside it, e.g. encoding a reply;
-            # the connection stays open and the next frame is answered as usual.
-            now_s = time.monotonic()
-            if now_s >= _next_log_s[0]:
-                _next_log_s[0] = now_s + LOG_INTERVAL_S
-                log.error("engine error while answering a frame", exc_info=True)
-            return encode_frame(ErrorReply(code="engine_error", message="engine error"))
+            return _last_resort()
+
+    @staticmethod
+    async def _encoded(reply) -> bytes:
+        try:
+            return encode_frame(await reply)
+        except Exception:  # noqa: BLE001 - as in _answer
+            return _last_resort()
+
+    def _flush(self, _task=None) -> None:
+        """Write every answer at the head of the queue that is ready, in order, in one write."""
+        queue = self._queue
+        ready = []
+        while queue:
+            head = queue[0]
+            if head.__class__ is not bytes:
+                if not head.done():
+                    break
+                head = b"" if head.cancelled() else head.result()
+            queue.popleft()
+            ready.append(head)
+        if ready and self.transport is not None:
+            self.transport.write(b"".join(ready))
+        if not queue and self._closing and self.transport is not None:
+            self.transport.close()  # shutdown waited for these answers
 
     # -- held bytes (pyengine.protocol.limits) -----------------------------------------------
 
@@ -151,7 +193,22 @@ class ConnectionProtocol(asyncio.Protocol):
     # -- shutdown ----------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop reading; the reply to a frame already answered has been written."""
+        """Stop reading; close once every frame read has been answered (at once, or by `_flush`
+        when its last awaited answer is ready)."""
         if self.transport is not None and not self._closing:
             self._closing = True
-            self.transport.close()
+            if self._queue:
+                self.transport.pause_reading()
+            else:
+                self.transport.close()
+
+
+def _last_resort() -> bytes:
+    """What failed outside the handler (a Decide that raises is answered engine_error by
+    Engine.decide: a rejection, never the fail mode), e.g. encoding a reply: engine_error, and
+    the connection stays open; the next frame is answered as usual."""
+    now_s = time.monotonic()
+    if now_s >= _next_log_s[0]:
+        _next_log_s[0] = now_s + LOG_INTERVAL_S
+        log.error("engine error while answering a frame", exc_info=True)
+    return encode_frame(ErrorReply(code="engine_error", message="engine error"))

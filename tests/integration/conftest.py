@@ -20,6 +20,8 @@ import time
 
 import pytest
 
+from tests.support.redis_servers import redis_cluster, redis_server, redis_unix_server  # noqa: F401 (fixtures)
+
 FAIRVISOR = [str(pathlib.Path(sys.executable).with_name("fairvisor"))]  # the installed console script
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0

@@ -1,0 +1,1 @@
+"""Fleet mode: state shared through Redis or Valkey by every engine that points at it (contract §9)."""

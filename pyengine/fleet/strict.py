@@ -1,0 +1,123 @@
+"""Strict rules in the store: one atomic strict.lua call per hash slot, all or nothing by compensation.
+
+`StrictStore.acquire(ops, now_s)` is the backend of pyengine.decision.strict. An op is what a
+limiter's `claim` builds: (state key, kind, a, b, c, cost); strict.lua documents the kinds.
+
+Redis Cluster: the keys of one script call must share a hash slot. Every remote key carries the
+hash tag of its limit key (keyspace.remote_key: a TPM bucket and its TPD counter share it), so
+one strict rule is always one slot, but two strict rules of one request usually are not. The
+request's ops are grouped by slot, in request order: one group is one atomic call (exact
+all-or-nothing, the case of a single strict rule and of any plain Redis); several groups are
+called one after the other, and when a later group refuses (or fails), the groups already
+committed are refunded by a second call each (all-or-nothing by compensation). Between the
+two, another engine can see the earlier groups charged: it may be refused by a charge that is
+about to be refunded, never allowed by one that is not there.
+
+Failure: a call that errs or takes longer than `timeout_s` raises StoreError (the decision
+path then enforces on local counters), and for `retry_s` afterwards every acquire raises at
+once instead of waiting on a store that just failed. A call that timed out may still have
+committed in the store: that request is then counted twice (in the store and locally, which
+syncs later), an error towards refusing, never towards allowing.
+"""
+
+import asyncio
+import logging
+import time
+from hashlib import blake2b
+from pathlib import Path
+
+import msgspec
+from redis.crc import key_slot
+from redis.exceptions import RedisError
+
+from ..errors import StoreError
+
+log = logging.getLogger("fairvisor.fleet.strict")
+
+LUA = (Path(__file__).parent / "strict.lua").read_text()
+EXPIRY_SLACK_MS = 60_000  # a value outlives its own expiry by this in the store (clock skew between engines)
+RETRY_S = 1.0
+_INVERSE = {"g": "G", "c": "C"}
+_decode = msgspec.msgpack.decode
+
+
+def remote_key(state_key: str) -> bytes:
+    """Stand-in for pyengine.fleet.keyspace.remote_key until it lands: the same layout."""
+    base = state_key.lstrip("~D")
+    tag = blake2b(base.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return b"fv:{" + tag.encode() + b"}" + state_key.encode("utf-8", "surrogatepass")
+
+
+def local_value(kind: str, raw: bytes | None):
+    """A stored `v` in the engine's local shape (pyengine.state.store): msgpack has one number
+    type per encoding, so an integral TAT may come back an int, and arrays come back lists."""
+    if raw is None:
+        return None
+    value = _decode(raw)
+    if kind in "gG":
+        return float(value)
+    return (value[0], *value[1:])
+
+
+class StrictStore:
+    """The strict backend over a Remote (pyengine.fleet.url): `.client`, `.is_cluster`."""
+
+    def __init__(self, remote, timeout_s: float, retry_s: float = RETRY_S, clock=time.monotonic):
+        self.client = remote.client
+        self.is_cluster = remote.is_cluster
+        self.timeout_s = timeout_s
+        self.retry_s = retry_s
+        self.clock = clock
+        self.script = self.client.register_script(LUA)
+        self._down_until = 0.0
+        self.compensations = 0  # groups refunded because a later slot refused (tests, status)
+
+    async def acquire(self, ops, now_s: float):
+        """(index of the refusing op or None, the value found per op; None when absent or not read)."""
+        if self._down_until and self.clock() < self._down_until:
+            raise StoreError("state store unavailable (strict calls resume shortly)")
+        remote = [remote_key(op[0]) for op in ops]
+        found = [None] * len(ops)
+        done = []
+        try:
+            for group in self._groups(remote):
+                status, values = await self._call(remote, ops, group, now_s, refund=False)
+                for i, raw in zip(group, values):
+                    found[i] = local_value(ops[i][1], raw)
+                if status:
+                    await self._refund(remote, ops, done, now_s)
+                    return group[status - 1], found
+                done.append(group)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._down_until = self.clock() + self.retry_s
+            if done:
+                await self._refund(remote, ops, done, now_s)
+            raise StoreError(f"strict call failed: {type(exc).__name__}") from None
+        self._down_until = 0.0
+        return None, found
+
+    def _groups(self, remote) -> list[list[int]]:
+        if not self.is_cluster or len(remote) == 1:
+            return [list(range(len(remote)))]
+        by_slot: dict[int, list[int]] = {}
+        for i, key in enumerate(remote):
+            by_slot.setdefault(key_slot(key), []).append(i)
+        return list(by_slot.values())  # dicts keep first-appearance order: request order
+
+    async def _call(self, remote, ops, group, now_s: float, refund: bool):
+        args = [repr(now_s), EXPIRY_SLACK_MS]
+        for i in group:
+            _, kind, a, b, c, cost = ops[i]
+            args += (_INVERSE[kind] if refund else kind, repr(a), repr(b), repr(c), repr(cost))
+        reply = await asyncio.wait_for(self.script(keys=[remote[i] for i in group], args=args), self.timeout_s)
+        return reply[0], reply[1:]
+
+    async def _refund(self, remote, ops, groups, now_s: float) -> None:
+        """Give back what the committed `groups` took (best effort: a failure is logged, and the
+        charge then stays, an error towards refusing)."""
+        for group in groups:
+            self.compensations += 1
+            try:
+                await self._call(remote, ops, group, now_s, refund=True)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("strict compensation failed, %d ops stay charged: %s", len(group), type(exc).__name__)
