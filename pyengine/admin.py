@@ -72,12 +72,19 @@ class AdminApi:
         policy's source, the state backend and the top rejected keys."""
         e = self.engine
         b = e.bundle
-        state = {"backend": "memory", "keys": len(e.store), "durable": e.snapshots is not None and e.snapshots.enabled}
+        if e.fleet is not None:
+            state = e.fleet.readiness()
+        else:
+            state = {"backend": "memory", "status": "ok", "keys": len(e.store),
+                     "durable": e.snapshots is not None and e.snapshots.enabled}
         if b is None:
             body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded", "errors": e.last_errors,
                     "state": state}
             return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash,
+        # Still ready when the shared store is away: the engine enforces from local counters,
+        # and pulling it out of a load balancer would only move its traffic to others.
+        body = {"status": "degraded" if state["status"] == "degraded" else "ok", "ready": True,
+                "policy_version": b.version, "policy_hash": b.hash,
                 "uptime_s": int(time.time() - e.started_at_s), "state": state}
         if e.last_errors:
             body["last_reload_errors"] = e.last_errors

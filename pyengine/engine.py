@@ -122,6 +122,7 @@ class Engine:
         self._reload_requested = False
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
+        self.fleet = None  # pyengine.fleet.node.FleetNode in fleet mode (FAIRVISOR_STATE_URL)
         self.last_good: LastGoodFile | None = None  # the last accepted bundle on disk, likewise
         self.policy_source: str | None = None  # "file", or "last_good" when the file was refused at start
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
@@ -244,17 +245,21 @@ class Engine:
         if self.snapshots is not None:
             self.snapshots.flush(self.clock.now_s())
 
-    def enable_durable_state(self, config_path: str | None = None) -> int:
+    def enable_durable_state(self, config_path: str | None = None, counters: bool = True) -> int:
         """Restore `<state_dir>/state` into this engine's store (which must track dirty keys)
         and keep it written from now on; with `config_path`, also keep the last bundle accepted
-        from it (pyengine.state.last_good). Returns the entries restored."""
-        self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
-        restored = self.snapshots.restore(self.clock.now_s())
-        if self.snapshots.enabled:  # a locked dir belongs to another engine
+        from it (pyengine.state.last_good). Returns the entries restored. `counters` False (fleet
+        mode: the shared store is where counters last) keeps only the overlay and last good."""
+        restored, enabled = 0, True
+        if counters:
+            self.snapshots = Snapshots(self.settings.state_dir, self.store, self.metrics)
+            restored = self.snapshots.restore(self.clock.now_s())
+            enabled = self.snapshots.enabled  # False: a locked dir belongs to another engine
+        if enabled:
             self.overlay.enable(self.settings.state_dir, self.clock.now_s())
             self.sync_runtime()
         index_tripped(self.store.as_dict().items(), self.tripped)
-        if config_path is not None and self.snapshots.enabled:  # a locked dir belongs to another engine
+        if config_path is not None and enabled:
             self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
             self.last_good.load()
         return restored
@@ -340,6 +345,20 @@ class Engine:
         elif scope is not None:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
+
+    def overlay_replaced(self, switches: list, overrides: list) -> bool:
+        """The fleet's overlay, read from the shared store, replaces this engine's
+        (pyengine.fleet.overlay_sync). True when anything changed."""
+        before = {(r.scope_key, r.scope_value, r.id) for r in self.overlay.overrides.values()}
+        if not self.overlay.replace(switches, overrides):
+            return False
+        after = {(r.scope_key, r.scope_value, r.id) for r in overrides}
+        scopes = {(k, v) for k, v, _ in before ^ after}
+        self.overlay_changed()  # switches, and a recompile when they read new headers
+        if self.bundle is not None:
+            for scope in scopes:
+                install_overrides(self.bundle, self.overlay.overrides.values(), self.store, scope)
+        return True
 
     def use_strict_backend(self, backend) -> None:
         """Fleet mode: rules with consistency=strict are decided by `backend` from now on
@@ -613,11 +632,22 @@ def _stat_of(path: str):
 
 def build_engine(settings, clock=None) -> Engine:
     """An Engine with the configured policy (or the bundled default) loaded when valid."""
-    # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
-    # only what changed each tick instead of the whole store.
-    engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
-    # The bundled default ships with the code: it has no last good version to fall back to.
-    engine.enable_durable_state(settings.config_file)
+    if settings.state_url:
+        # Fleet mode (contract §9): counters are journaled for the shared store, not snapshotted.
+        from .fleet.node import FleetNode
+
+        clock = clock or SystemClock()
+        node = FleetNode(settings, clock)
+        engine = Engine(settings, clock=clock, store=node.store)
+        engine.fleet = node
+        node.attach(engine)
+        engine.enable_durable_state(settings.config_file, counters=False)
+    else:
+        # Dirty tracking costs one Python call per store write; it is what lets a snapshot write
+        # only what changed each tick instead of the whole store.
+        engine = Engine(settings, clock=clock, store=MemoryStore(track_dirty=True, max_keys=settings.max_state_keys))
+        # The bundled default ships with the code: it has no last good version to fall back to.
+        engine.enable_durable_state(settings.config_file)
     path = settings.config_file or DEFAULT_POLICY_PATH
     try:
         engine.load_file(path)

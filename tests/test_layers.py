@@ -1,7 +1,8 @@
 """The package layout is the architecture: every import inside pyengine points down its layers.
 
-Layers, top to bottom (README "Layout"): the root (process, wiring, tooling) with console/ and
-overlay/ (one layer: they wire each other); policy/ and fleet/ (state shared by engines); guards/;
+Layers, top to bottom (README "Layout"): the root (process, wiring, tooling) with console/,
+overlay/ and fleet/ (one layer: they wire each other; fleet/ shares the store and the overlay
+between engines); policy/; guards/;
 decision/; llm/ and algorithms/; state/ and protocol/. A module may import its own package and any layer below it; from the
 root, only the process's leaves.
 """
@@ -10,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent / "pyengine"
-RANK = {"<root>": 0, "console": 0, "overlay": 0, "devtools": 0, "policy": 1, "fleet": 1, "guards": 2,
+RANK = {"<root>": 0, "console": 0, "overlay": 0, "devtools": 0, "policy": 1, "fleet": 0, "guards": 2,
         "decision": 3, "llm": 4, "algorithms": 4, "state": 5, "protocol": 5}
 # Root modules every layer may import: they depend on nothing of the engine's.
 LEAVES = {"pyengine.errors", "pyengine.config", "pyengine.signing", "pyengine"}

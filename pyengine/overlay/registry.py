@@ -39,6 +39,9 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(OverlayFile)
 
 
+SWITCHES, OVERRIDES = "switches", "overrides"  # the two record kinds (fleet: one store hash each)
+
+
 class Full(Exception):
     """The bound on runtime switches or overrides is reached."""
 
@@ -51,6 +54,9 @@ class Overlay:
         self.overrides: dict[str, OverrideRecord] = {}
         self.index = SwitchIndex(trusted_proxies, memo)
         self.path: str | None = None  # None: in memory only (no durable state dir)
+        # fn(kind, record, removed) after each answered add/remove: fleet mode publishes it
+        # (pyengine.fleet.overlay_sync); kind is "switches" or "overrides".
+        self.on_change = None
 
     # -- persistence ------------------------------------------------------------------
 
@@ -99,6 +105,8 @@ class Overlay:
                        f"{rec.scope_key} would be one more")
         self._save([*self.switches.values(), rec], self.overrides.values())
         self._put_switch(rec)
+        if self.on_change is not None:
+            self.on_change(SWITCHES, rec, False)
 
     def remove_switch(self, switch_id: str) -> SwitchRecord | None:
         rec = self.switches.get(switch_id)
@@ -107,6 +115,8 @@ class Overlay:
         self._save([r for r in self.switches.values() if r.id != switch_id], self.overrides.values())
         del self.switches[switch_id]
         self.index.remove(rec)
+        if self.on_change is not None:
+            self.on_change(SWITCHES, rec, True)
         return rec
 
     def add_override(self, rec: OverrideRecord) -> None:
@@ -114,6 +124,8 @@ class Overlay:
             raise Full(f"at most {MAX_OVERRIDES} limit overrides; remove some first")
         self._save(self.switches.values(), [*self.overrides.values(), rec])
         self.overrides[rec.id] = rec
+        if self.on_change is not None:
+            self.on_change(OVERRIDES, rec, False)
 
     def remove_override(self, override_id: str) -> OverrideRecord | None:
         rec = self.overrides.get(override_id)
@@ -121,6 +133,8 @@ class Overlay:
             return None
         self._save(self.switches.values(), [r for r in self.overrides.values() if r.id != override_id])
         del self.overrides[override_id]
+        if self.on_change is not None:
+            self.on_change(OVERRIDES, rec, True)
         return rec
 
     def expire(self, now_s: float) -> tuple[list[SwitchRecord], list[OverrideRecord]]:
@@ -139,6 +153,20 @@ class Overlay:
         except OSError as exc:  # they are expired either way; a restart drops them at load
             log.error("cannot rewrite %s after expiry: %s", self.path, exc)
         return gone_s, gone_o
+
+    def replace(self, switches: list[SwitchRecord], overrides: list[OverrideRecord]) -> bool:
+        """Make the records exactly these (another engine's changes, read from the shared store),
+        bounds aside: they were checked where they were made. True when anything changed."""
+        if {r.id: r for r in switches} == self.switches and {r.id: r for r in overrides} == self.overrides:
+            return False
+        self._save(switches, overrides)
+        for rec in list(self.switches.values()):
+            self.index.remove(rec)
+        self.switches = {}
+        for rec in switches:
+            self._put_switch(rec)
+        self.overrides = {r.id: r for r in overrides}
+        return True
 
     def active_switches(self, now_s: float) -> int:
         return sum(1 for r in self.switches.values() if r.expires_at_s is None or r.expires_at_s > now_s)

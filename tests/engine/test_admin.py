@@ -52,7 +52,7 @@ def test_admin_readyz_has_the_detail():
     body = json.loads(reply.body)
     assert reply.status == 200 and body["policy_version"] == 4
     assert body["top_rejected_keys"][0]["rejections"] == 2
-    assert body["state"] == {"backend": "memory", "keys": len(engine.store), "durable": False}
+    assert body["state"] == {"backend": "memory", "status": "ok", "keys": len(engine.store), "durable": False}
 
 
 def test_admin_metrics_reports_the_shim_counts_it_carries():

@@ -1,0 +1,120 @@
+"""Two in-process engines in fleet mode over one real redis-server: shared limits, overlay, outages."""
+
+import asyncio
+import json
+
+import pytest
+
+from pyengine.config import from_env
+from pyengine.engine import build_engine
+from tests.engine.helpers import decide, one_rule_bundle
+
+pytestmark = pytest.mark.redis
+
+ORG_BUCKET = {"name": "per-org", "limit_keys": ["header:x-org"], "algorithm": "token_bucket",
+              "algorithm_config": {"tokens_per_second": 0.001, "burst": 10}}
+ACTOR = "token:0123456789ab"
+
+
+def _engines(tmp_path, url: str, n: int = 2, interval_ms: int = 10):
+    policy = tmp_path / "policy.json"
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    policy.write_text(json.dumps(one_rule_bundle(ORG_BUCKET)))
+    out = []
+    for i in range(n):
+        settings = from_env({}, state_dir=str(tmp_path / f"state{i}"), config_file=str(policy),
+                            state_url=url, sync_interval_ms=interval_ms, retry_jitter=False)
+        out.append(build_engine(settings))
+    return out
+
+
+def _admitted(engine, org: str, n: int) -> int:
+    return sum(decide(engine, headers={"X-Org": org}).status == 0 for _ in range(n))
+
+
+async def _until(predicate, what: str, timeout_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _settled(*engines) -> None:
+    """Until every engine's journal is confirmed by the store (two rounds each: push, then learn)."""
+    for e in engines:
+        seq = e.fleet.sync.seq
+        await _until(lambda: e.fleet.sync.backlog_keys == 0 and e.fleet.sync.seq >= seq, "sync")
+
+
+def test_a_limit_holds_across_two_engines_and_outage_is_degraded_not_open(tmp_path, redis_server):
+    async def main():
+        a, b = _engines(tmp_path, redis_server.url)
+        a.fleet.start()
+        b.fleet.start()
+        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "both in sync")
+        assert _admitted(a, "acme", 6) == 6
+        await _settled(a)
+        await asyncio.sleep(0.05)  # a few of b's rounds: b has written nothing, so it learns nothing yet
+        assert _admitted(b, "acme", 1) == 1  # b's first sight: local, then pushed...
+        await _settled(b)
+        # ...and rebased on a's 6: 3 left of the burst of 10, for both.
+        assert _admitted(b, "acme", 10) == 3
+        await _settled(b)
+        await asyncio.sleep(0.05)
+        assert _admitted(a, "acme", 1) <= 1
+        # The store goes away: both keep enforcing from local counters, report degraded.
+        redis_server.stop()
+        await _until(lambda: a.fleet.degraded, "degraded")
+        assert a.fleet.readiness()["status"] == "degraded"
+        assert _admitted(a, "other", 10) == 10 and _admitted(a, "other", 1) == 0  # never fail open
+        redis_server.start()
+        await _until(lambda: not a.fleet.degraded and a.fleet.sync.backlog_keys == 0, "recovered")
+        assert _admitted(b, "other", 1) == 1  # b's first sight of "other"...
+        await _settled(b)
+        assert _admitted(b, "other", 5) == 0  # ...learns a's outage-time 10: nothing lost
+        body = a.scrape().body
+        assert "fairvisor_state_sync_errors_total" in body and "fairvisor_state_degraded 0" in body
+        await a.fleet.stop()
+        await b.fleet.stop()
+    asyncio.run(main())
+
+
+def test_an_engine_started_while_the_store_is_down_serves_degraded(tmp_path, redis_server):
+    async def main():
+        redis_server.stop()
+        (a,) = _engines(tmp_path, redis_server.url, n=1)
+        a.fleet.start()
+        await asyncio.sleep(0.05)
+        assert a.fleet.degraded and a.fleet.readiness()["last_error"]
+        assert _admitted(a, "acme", 12) == 10
+        redis_server.start()
+        await _until(lambda: not a.fleet.degraded and a.fleet.sync.backlog_keys == 0, "recovered")
+        await a.fleet.stop()
+    asyncio.run(main())
+
+
+def test_kill_switch_added_on_one_engine_acts_on_the_other_and_survives_restart(tmp_path, redis_server):
+    async def main():
+        a, b = _engines(tmp_path, redis_server.url)
+        a.fleet.start()
+        b.fleet.start()
+        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "in sync")
+        body = json.dumps({"scope_key": "header:x-org", "scope_value": "evil"}).encode()
+        status, _, _ = a.admin_routes.handle("POST", "/v1/admin/kill-switches", body, ACTOR)
+        assert status == 201
+        await _until(lambda: b.overlay.switches, "switch on b", 2.0)
+        assert decide(b, headers={"X-Org": "evil"}).status == 429 and decide(b, headers={"X-Org": "good"}).status == 0
+        await a.fleet.stop()
+        await b.fleet.stop()
+        (c,) = _engines(tmp_path / "fresh", redis_server.url, n=1)  # a new edge, empty state dir
+        c.fleet.start()
+        await _until(lambda: c.overlay.switches, "switch on c", 2.0)
+        assert decide(c, headers={"X-Org": "evil"}).status == 429
+        (rec_id,) = c.overlay.switches
+        status, _, _ = c.admin_routes.handle("DELETE", f"/v1/admin/kill-switches/{rec_id}", None, ACTOR)
+        assert status == 200
+        assert decide(c, headers={"X-Org": "evil"}).status == 0
+        await c.fleet.stop()
+    asyncio.run(main())
