@@ -59,21 +59,37 @@ def local_value(kind: str, raw: bytes | None):
     return (value[0], *value[1:])
 
 
+def timeout_s(engine_timeout_ms: int) -> float:
+    """A strict call's deadline: a third of FAIRVISOR_ENGINE_TIMEOUT_MS (33 ms by default), so that
+    a slow store leaves the engine the time to decide locally before the shim gives up on it."""
+    return min(max(engine_timeout_ms / 3000, 0.005), 1.0)
+
+
 class StrictStore:
-    """The strict backend over a Remote (pyengine.fleet.url): `.client`, `.is_cluster`."""
+    """The strict backend over a Remote (pyengine.fleet.url): `.client`, `.is_cluster`.
+
+    Built with remote=None while the store has not been reached yet (`attach` it later): until
+    then every acquire raises StoreError, and strict rules are enforced locally."""
 
     def __init__(self, remote, timeout_s: float, retry_s: float = RETRY_S, clock=time.monotonic):
-        self.client = remote.client
-        self.is_cluster = remote.is_cluster
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.clock = clock
-        self.script = self.client.register_script(LUA)
+        self.script = None
         self._down_until = 0.0
         self.compensations = 0  # groups refunded because a later slot refused (tests, status)
+        if remote is not None:
+            self.attach(remote)
+
+    def attach(self, remote) -> None:
+        self.client = remote.client
+        self.is_cluster = remote.is_cluster
+        self.script = self.client.register_script(LUA)
 
     async def acquire(self, ops, now_s: float):
         """(index of the refusing op or None, the value found per op; None when absent or not read)."""
+        if self.script is None:
+            raise StoreError("state store not reached yet")
         if self._down_until and self.clock() < self._down_until:
             raise StoreError("state store unavailable (strict calls resume shortly)")
         remote = [remote_key(op[0]) for op in ops]
@@ -121,3 +137,15 @@ class StrictStore:
                 await self._call(remote, ops, group, now_s, refund=True)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("strict compensation failed, %d ops stay charged: %s", len(group), type(exc).__name__)
+
+
+async def attach_when_reachable(store: StrictStore, url: str, connect, retry_s: float = RETRY_S) -> None:
+    """Connect `store` to `url` (pyengine.fleet.url.connect), trying again every `retry_s` while the
+    store cannot be reached: an engine starts, and enforces locally, without its store."""
+    while True:
+        try:
+            store.attach(await connect(url))
+            return
+        except ConnectionError as exc:  # RemoteError: the message shows the URL masked
+            log.warning("strict rules enforced locally until the state store answers: %s", exc)
+            await asyncio.sleep(retry_s)
