@@ -3,7 +3,6 @@
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
 from pyengine.algorithms.cost_based import CostBudget
 from pyengine.algorithms.token_bucket import TokenBucket
