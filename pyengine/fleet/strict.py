@@ -23,7 +23,6 @@ syncs later), an error towards refusing, never towards allowing.
 import asyncio
 import logging
 import time
-from hashlib import blake2b
 from pathlib import Path
 
 import msgspec
@@ -31,32 +30,27 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ..errors import StoreError
+from .kinds import G, P, to_local
+from .keyspace import remote_key
+from .sync import SLACK_S
 
 log = logging.getLogger("fairvisor.fleet.strict")
 
 LUA = (Path(__file__).parent / "strict.lua").read_text()
-EXPIRY_SLACK_MS = 60_000  # a value outlives its own expiry by this in the store (clock skew between engines)
+# A value outlives its own expiry in the store by the sync's slack: the HASH also holds the
+# sync's sequence numbers (pyengine.fleet.sync), which a strict write must not cut short.
+EXPIRY_SLACK_MS = SLACK_S * 1000
 RETRY_S = 1.0
 _INVERSE = {"g": "G", "c": "C"}
+_KINDS = {"g": G, "G": G, "c": P, "C": P}  # strict.lua's op kinds -> the value kinds of pyengine.fleet.kinds
 _decode = msgspec.msgpack.decode
 
 
-def remote_key(state_key: str) -> bytes:
-    """Stand-in for pyengine.fleet.keyspace.remote_key until it lands: the same layout."""
-    base = state_key.lstrip("~D")
-    tag = blake2b(base.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    return b"fv:{" + tag.encode() + b"}" + state_key.encode("utf-8", "surrogatepass")
-
-
 def local_value(kind: str, raw: bytes | None):
-    """A stored `v` in the engine's local shape (pyengine.state.store): msgpack has one number
-    type per encoding, so an integral TAT may come back an int, and arrays come back lists."""
+    """A stored `v` in the engine's local shape (pyengine.fleet.kinds.to_local)."""
     if raw is None:
         return None
-    value = _decode(raw)
-    if kind in "gG":
-        return float(value)
-    return (value[0], *value[1:])
+    return to_local(_KINDS[kind], _decode(raw))
 
 
 def timeout_s(engine_timeout_ms: int) -> float:

@@ -15,7 +15,8 @@ from redis.crc import key_slot
 from pyengine.algorithms.cost_based import CostBudget
 from pyengine.algorithms.token_bucket import TokenBucket
 from pyengine.clock import FakeClock
-from pyengine.fleet.strict import StrictStore, local_value, remote_key
+from pyengine.fleet.keyspace import remote_key
+from pyengine.fleet.strict import StrictStore, local_value
 from pyengine.fleet.url import connect
 from pyengine.state import keys
 from tests.engine.helpers import decide, hdr, make_engine, rule_key
