@@ -209,8 +209,7 @@ class Edge:
     """nginx (decision service + a `return 204` server) and one engine process."""
 
     def __init__(self, work: pathlib.Path, engine_argv, policy: pathlib.Path | None, extra_env: dict | None = None):
-        """engine_argv(socket_path) -> the engine's command line; extra_env: FAIRVISOR_* settings of
-        the run (bench/strict_bench.py's state store)."""
+        """engine_argv(socket_path) -> the engine's command line; extra_env: more FAIRVISOR_* settings."""
         from pyengine.cli.nginx_conf import render, prepare_runtime_dir
         from pyengine.cli.worker_user import run_env
         from pyengine.config import from_env

@@ -131,6 +131,10 @@ class Engines:
         """SIGTERM to every engine at once, then each waited for (KILL past the timeouts); logged."""
         self.signal_all(signal.SIGTERM)
         for engine in self.engines:
-            if engine.proc is not None:
-                stop(engine.proc, signal.SIGTERM, STOP_TIMEOUT_S)
-                self.log(f"{engine.name} stopped (status {engine.proc.returncode})")
+            if engine.proc is None:
+                continue
+            try:
+                engine.proc.wait(timeout=STOP_TIMEOUT_S)  # one TERM only: a second one ends its clean shutdown
+            except subprocess.TimeoutExpired:
+                stop(engine.proc, signal.SIGTERM, STOP_TIMEOUT_S)  # TERM again, then KILL
+            self.log(f"{engine.name} stopped (status {engine.proc.returncode})")
