@@ -59,11 +59,13 @@ bench: bootstrap
 	$(VENV)/bin/pip install -q -e ".[test,bench]"
 	mkdir -p .benchmarks
 	rm -f .benchmarks/run_bench.md .benchmarks/proxy_bench.md .benchmarks/llm_stream.md \
-		.benchmarks/proxy_bench.json .benchmarks/engine.json .benchmarks/engine_memory.json
+		.benchmarks/proxy_bench.json .benchmarks/engine.json .benchmarks/engine_memory.json \
+		.benchmarks/engines_bench.md
 	$(PY) bench/run_bench.py --out .benchmarks/run_bench.md
 	$(PY) bench/chart.py .benchmarks/run_bench.md docs/bench-latency.png
 	$(PY) bench/proxy_bench.py --out .benchmarks/proxy_bench.md --json .benchmarks/proxy_bench.json
 	$(PY) bench/llm_stream_bench.py --out .benchmarks/llm_stream.md
+	$(PY) bench/engines_bench.py --out .benchmarks/engines_bench.md
 	$(PY) -m pytest -q -p no:cacheprovider --benchmark-enable --benchmark-columns=min,median,mean,rounds \
 		--benchmark-json=.benchmarks/engine.json \
 		tests/engine/test_bench_engine.py tests/algorithms/test_bench_algorithms.py

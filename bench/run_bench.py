@@ -208,8 +208,8 @@ def parse_wrk(out: str) -> dict:
 class Edge:
     """nginx (decision service + a `return 204` server) and one engine process."""
 
-    def __init__(self, work: pathlib.Path, engine_argv, policy: pathlib.Path | None):
-        """engine_argv(socket_path) -> the engine's command line."""
+    def __init__(self, work: pathlib.Path, engine_argv, policy: pathlib.Path | None, extra_env: dict | None = None):
+        """engine_argv(socket_path) -> the engine's command line; extra_env: more FAIRVISOR_* settings."""
         from pyengine.cli.nginx_conf import render, prepare_runtime_dir
         from pyengine.cli.worker_user import run_env
         from pyengine.config import from_env
@@ -222,6 +222,7 @@ class Edge:
                     "FAIRVISOR_LOG_LEVEL": "warning", "FAIRVISOR_ADMIN_LISTEN": "off"})  # public /metrics here
         if policy is not None:
             env["FAIRVISOR_CONFIG_FILE"] = str(policy)
+        env.update(extra_env or {})
         self.settings = from_env(env)
         # Run as root, nginx's workers are www-data: the engine gives the socket their group (as `fairvisor run`).
         run_env(self.settings, env)

@@ -1,7 +1,10 @@
 """`fairvisor logs`: read, filter and follow the engine's decision log (JSON lines, rotated to .1 .. .3)."""
 
+import heapq
 import json
 import os
+import queue
+import threading
 import time
 
 import click
@@ -52,6 +55,26 @@ def follow_records(path: str, offset: int | None = None, poll_s: float = FOLLOW_
             f.close()
 
 
+def follow_all(paths: list[str], offsets: list[int]):
+    """follow_records of every engine's log (FAIRVISOR_ENGINES), records in the order they are read."""
+    if len(paths) == 1:
+        yield from follow_records(paths[0], offsets[0])
+        return
+    found: queue.Queue = queue.Queue()
+    for path, offset in zip(paths, offsets):
+        threading.Thread(target=lambda p=path, o=offset: [found.put(r) for r in follow_records(p, o)],
+                         daemon=True).start()
+    while True:
+        yield found.get()
+
+
+def _live_bytes(path: str) -> int:
+    try:
+        return os.path.getsize(path)  # follow from here: no record shown twice or lost
+    except FileNotFoundError:
+        return 0
+
+
 def format_record(rec: dict) -> str:
     event = rec.get("event", "?")
     parts = [rec.get("ts", "-"), paint(f"{event:<12}", event), rec.get("reason", "")]
@@ -100,22 +123,25 @@ def logs(path, state_dir, reasons, policies, events, last, follow, as_json) -> N
         raise click.UsageError("the decision log is off (FAIRVISOR_DECISION_LOG=off)")
     show = (lambda rec: click.echo(json.dumps(rec, separators=(",", ":")))) if as_json else \
         (lambda rec: click.echo(format_record(rec)))
-    if not follow and not log_files(path):
+    # With FAIRVISOR_ENGINES > 1 engines 1.. write logs of their own next to it (decisions-1.jsonl, ...).
+    from pyengine.engine_paths import sibling_logs
+
+    paths = [path, *sibling_logs(path)]
+    if not follow and not any(log_files(p) for p in paths):
         click.echo(f"fairvisor logs: no decision log at {path}", err=True)
         raise SystemExit(1)
     if last is None and follow:
         last = 10
-    try:
-        live_bytes = os.path.getsize(path)  # follow from here: no record shown twice or lost
-    except FileNotFoundError:
-        live_bytes = 0
-    matching = [r for r in read_records(path, live_bytes) if _wanted(r, reasons, policies, events)]
+    offsets = [_live_bytes(p) for p in paths]
+    # Each file is in time order ("ts", RFC 3339: text order is time order): merged, they are too.
+    records = heapq.merge(*(read_records(p, o) for p, o in zip(paths, offsets)), key=lambda r: str(r.get("ts", "")))
+    matching = [r for r in records if _wanted(r, reasons, policies, events)]
     for rec in matching[-last:] if last else ([] if last == 0 else matching):
         show(rec)
     if not follow:
         return
     try:
-        for rec in follow_records(path, live_bytes):
+        for rec in follow_all(paths, offsets):
             if _wanted(rec, reasons, policies, events):
                 show(rec)
     except KeyboardInterrupt:

@@ -232,6 +232,15 @@ def _header_lines(pairs) -> str:
     return "\n".join(lines) if lines else "            # (none)"
 
 
+def _engine_sockets(settings) -> str:
+    """The shim's `socket`: one path (one engine, the config as it always was), or the list of
+    FAIRVISOR_ENGINES paths from which each worker takes ngx.worker.id() % N (fairvisor.engines)."""
+    from pyengine.engine_paths import engine_sockets
+
+    paths = [lua_string(p) for p in engine_sockets(settings)]
+    return paths[0] if len(paths) == 1 else "{ " + ", ".join(paths) + " }"
+
+
 def render(settings, runtime_dir: str | os.PathLike) -> str:
     """The whole nginx.conf text; every runtime file (pid, logs, temp dirs) lives in runtime_dir."""
     runtime_dir = os.path.abspath(runtime_dir)
@@ -242,7 +251,7 @@ def render(settings, runtime_dir: str | os.PathLike) -> str:
         "runtime_dir": runtime_dir,
         "error_log_level": _ERROR_LOG_LEVELS.get(settings.log_level.lower(), "notice"),
         "lua_shim_dir": str(LUA_SHIM_DIR),
-        "engine_socket": lua_string(os.path.abspath(settings.engine_socket)),
+        "engine_socket": _engine_sockets(settings),
         "engine_timeout_ms": int(settings.engine_timeout_ms),
         "fail_mode": lua_string(settings.fail_mode),
         "listen": _listen(settings.listen),

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import click
 
-POLL_S = 0.1  # supervisor loop period: a dead engine is restarted within about this long
+from .processes import engine_answers, spawn, stop  # noqa: F401 - engine_answers: also used by tests
+
 ENGINE_READY_TIMEOUT_S = 20.0  # first start: policy load and socket bind
 NGINX_QUIT_TIMEOUT_S = 10.0  # graceful stop (QUIT lets in-flight requests finish), then TERM
-STOP_TIMEOUT_S = 5.0  # after TERM, before KILL
-CRASH_WINDOW_S = 1.0  # an engine that dies younger than this is crash-looping: back off
-MAX_BACKOFF_S = 5.0
 
 # Every FAIRVISOR_* variable has an equal flag (contract §5): flag name -> variable.
 _FLAG_VARS = {
@@ -162,70 +159,19 @@ def resolve(flags: dict):
     return settings, env
 
 
-def engine_answers(path: str, timeout_s: float = 0.5) -> bool:
-    """True when the engine's socket answers a Hello with a HelloReply."""
-    from pyengine.errors import ProtocolError
-    from pyengine.protocol.client import call
-    from pyengine.protocol.messages import PROTOCOL_VERSION, Hello, HelloReply
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout_s)
-            sock.connect(path)
-            return isinstance(call(sock, Hello(protocol_version=PROTOCOL_VERSION)), HelloReply)
-    except (OSError, ProtocolError):
-        return False
-
-
-def _die_with_parent() -> None:
-    # Children get SIGTERM if the supervisor itself is killed (Linux prctl PR_SET_PDEATHSIG).
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-def _spawn(argv: list[str], env: dict) -> subprocess.Popen:
-    # Own process group: a terminal's Ctrl-C reaches only the supervisor, which stops the
-    # children in order (nginx first, then the engine).
-    return subprocess.Popen(argv, env=env, process_group=0, preexec_fn=_die_with_parent)
-
-
-def _stop(proc: subprocess.Popen | None, first_signal: int, timeout_s: float) -> None:
-    """Signal, wait up to timeout_s, then TERM, then KILL: never leaves the process behind."""
-    if proc is None or proc.poll() is not None:
-        return
-    for sig, wait_s in ((first_signal, timeout_s), (signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, None)):
-        try:
-            proc.send_signal(sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait_s)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 class Supervisor:
-    """Starts the engine, then nginx; restarts a dead engine; stops nginx then the engine."""
+    """Starts the engines (cli/engines.py), then nginx; restarts a dead engine; stops nginx, then the engines."""
 
     def __init__(self, settings, env: dict, runtime_dir: str, conf_path: str):
+        from .engines import Engines
+
         self.settings = settings
-        self.env = env
         self.runtime_dir = runtime_dir
         self.conf_path = conf_path
-        self.engine: subprocess.Popen | None = None
+        self.engines = Engines(settings, env, runtime_dir, self.log)
+        self.env = env
         self.nginx: subprocess.Popen | None = None
-        self.engine_started_at = 0.0
-        self.restarts = 0
         self.stopping = False
-        self.exit_code = 0
-        from .instance_guard import SocketWatch
-
-        self.socket_watch = SocketWatch(settings.engine_socket)
 
     def log(self, msg: str) -> None:
         click.echo(f"fairvisor: {msg}", err=True)
@@ -234,81 +180,25 @@ class Supervisor:
         self.stopping = True
 
     def _on_hup(self, signum, frame) -> None:
-        if self.engine is not None and self.engine.poll() is None:
-            self.engine.send_signal(signal.SIGHUP)  # policy reload
-
-    def start_engine(self) -> None:
-        self.socket_watch.engine_gone()
-        self.engine = _spawn([sys.executable, "-m", "pyengine"], self.env)
-        self.engine_started_at = time.monotonic()
-        with open(os.path.join(self.runtime_dir, "engine.pid"), "w") as f:
-            f.write(f"{self.engine.pid}\n")
-
-    def wait_engine_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self.stopping:
-            if self.engine.poll() is not None:
-                return False
-            if engine_answers(self.settings.engine_socket):
-                self.socket_watch.engine_ready()
-                return True
-            time.sleep(POLL_S / 2)
-        return False
+        self.engines.signal_all(signal.SIGHUP)  # policy reload
 
     def start_nginx(self) -> None:
-        self.nginx = _spawn(["nginx", "-p", self.runtime_dir, "-c", self.conf_path,
-                             "-e", os.path.join(self.runtime_dir, "error.log")], self.env)
-
-    def _check_engine_socket(self) -> None:
-        """The engine's socket removed or replaced: its nginx no longer reaches it. Restart it."""
-        if not self.socket_watch.watching:
-            if self.engine.poll() is None and engine_answers(self.settings.engine_socket, timeout_s=0.05):
-                self.socket_watch.engine_ready()  # a restarted engine is up
-            return
-        problem = self.socket_watch.problem()
-        if problem:
-            self.log(f"ERROR: the engine socket {self.settings.engine_socket} was {problem} while the engine "
-                     f"(pid {self.engine.pid}) ran; nginx cannot reach it there. Restarting the engine")
-            _stop(self.engine, signal.SIGTERM, STOP_TIMEOUT_S)
-
-    def _restart_engine(self) -> None:
-        code = self.engine.returncode
-        from pyengine.instance_lock import EXIT_BUSY
-
-        if code == EXIT_BUSY:
-            self.log(f"the engine refused to start: another live process owns {self.settings.engine_socket} "
-                     "or the state dir (its reason is above); stopping rather than serve on someone else's engine")
-            self.stopping = True
-            self.exit_code = 1
-            return
-        young = time.monotonic() - self.engine_started_at < CRASH_WINDOW_S
-        self.restarts = self.restarts + 1 if young else 0
-        self.log(f"engine exited with status {code}; restarting (nginx applies fail mode "
-                 f"'{self.settings.fail_mode}' meanwhile)")
-        if self.restarts:
-            # Crash loop: back off, but keep watching for a stop signal.
-            until = time.monotonic() + min(MAX_BACKOFF_S, POLL_S * 2 ** self.restarts)
-            while time.monotonic() < until and not self.stopping:
-                time.sleep(POLL_S)
-            if self.stopping:
-                return
-        self.start_engine()
+        self.nginx = spawn(["nginx", "-p", self.runtime_dir, "-c", self.conf_path,
+                            "-e", os.path.join(self.runtime_dir, "error.log")], self.env)
 
     def run(self) -> int:
+        from .engines import POLL_S, EngineBusy
+
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
         signal.signal(signal.SIGHUP, self._on_hup)
         try:
-            self.start_engine()
-            if not self.wait_engine_ready(ENGINE_READY_TIMEOUT_S):
-                if self.stopping:
-                    return 0
-                if self.engine.poll() is not None:
-                    self.log(f"the engine exited with status {self.engine.returncode} before answering on "
-                             f"{self.settings.engine_socket} (its reason is above)")
-                else:
-                    self.log(f"the engine did not answer on {self.settings.engine_socket} "
-                             f"within {ENGINE_READY_TIMEOUT_S:.0f} s")
+            self.engines.start()
+            problem = self.engines.wait_ready(ENGINE_READY_TIMEOUT_S, lambda: self.stopping)
+            if self.stopping:
+                return 0
+            if problem:
+                self.log(problem)
                 return 1
             from pyengine.resources import LUA_SHIM_DIR
 
@@ -326,19 +216,19 @@ class Supervisor:
                     self.log(f"nginx exited with status {self.nginx.returncode}: "
                              f"{last_emerg(error_log) or 'no fatal error logged'}; see {error_log}")
                     return self.nginx.returncode or 1
-                if self.engine is None or self.engine.poll() is not None:
-                    self._restart_engine()
-                else:
-                    self._check_engine_socket()
+                try:
+                    self.engines.check(lambda: self.stopping)
+                except EngineBusy as exc:
+                    self.log(str(exc))
+                    return 1
                 time.sleep(POLL_S)
-            return self.exit_code
+            return 0
         finally:
-            # nginx first: while it drains, the engine still answers its in-flight requests.
-            for name, proc, sig, timeout_s in (("nginx", self.nginx, signal.SIGQUIT, NGINX_QUIT_TIMEOUT_S),
-                                               ("engine", self.engine, signal.SIGTERM, STOP_TIMEOUT_S)):
-                if proc is not None:
-                    _stop(proc, sig, timeout_s)
-                    self.log(f"{name} stopped (status {proc.returncode})")
+            # nginx first: while it drains, the engines still answer its in-flight requests.
+            if self.nginx is not None:
+                stop(self.nginx, signal.SIGQUIT, NGINX_QUIT_TIMEOUT_S)
+                self.log(f"nginx stopped (status {self.nginx.returncode})")
+            self.engines.stop()
 
 
 def admin_url(admin_listen: str) -> str:
@@ -395,7 +285,8 @@ def run(**flags) -> None:
         click.echo(f"fairvisor run: {exc}", err=True)
         sys.exit(1)
     sup = Supervisor(settings, env, runtime_dir, str(conf))
-    sup.log(f"nginx config {conf}; engine socket {settings.engine_socket}")
+    sockets = [e.socket for e in sup.engines.engines]
+    sup.log(f"nginx config {conf}; engine socket{'s' if len(sockets) > 1 else ''} {', '.join(sockets)}")
     if settings.config_file is None and settings.mode == "decision_service":
         _print_walkthrough(settings)
     sys.exit(sup.run())

@@ -68,7 +68,7 @@ class AdminRoutes:
         answer = operator_api.route(self.engine, method, path, body)  # coverage, bundle, replay, selftest
         if answer is not None:
             return answer
-        path = path.partition("?")[0]
+        path, _, query = path.partition("?")
         if path in self.extra:
             if method not in ("GET", "HEAD"):
                 return problem(405, "method_not_allowed", "GET only")
@@ -83,7 +83,7 @@ class AdminRoutes:
             if method == "GET":
                 return self._list(kind)
             if method == "POST":
-                return self._add(kind, body, actor)
+                return self._add(kind, body, actor, _given_id(query))
             return problem(405, "method_not_allowed", "GET or POST")
         if method == "GET":
             rec = self._records(kind).get(item)
@@ -102,13 +102,21 @@ class AdminRoutes:
         live = [kind.shown(r) for r in recs if r.expires_at_s is None or r.expires_at_s > now_s]
         return _ok(200, {kind.many: live})
 
-    def _add(self, kind, body, actor):
+    def _add(self, kind, body, actor, given_id: str | None = None):
+        """given_id (`?id=`): the record takes it, so that every engine of an edge (FAIRVISOR_ENGINES,
+        fairvisor.fanout) holds the change under the id engine 0 chose."""
         e = self.engine
         now_s = e.clock.now_s()
         try:
             rec = kind.parse(body, now_s, actor)
         except model.InvalidRequest as exc:
             return problem(400, "invalid_request", errors=exc.problems)
+        if given_id is not None:
+            if not model.is_id(given_id, kind.prefix):
+                return problem(400, "invalid_request", f"id: expected {kind.prefix} and {model.ID_HEX_CHARS} hex digits")
+            if given_id in self._records(kind):
+                return problem(409, "exists", f"{kind.one} {given_id} exists")
+            rec = msgspec.structs.replace(rec, id=given_id)
         warnings = []
         out = {}
         if kind is SWITCHES:
@@ -147,11 +155,19 @@ class AdminRoutes:
         return _ok(200, {"removed": kind.shown(rec)})
 
 
+def _given_id(query: str) -> str | None:
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "id":
+            return value
+    return None
+
+
 class _Kind:
-    def __init__(self, one, many, parse, shown):
-        self.one, self.many, self.parse, self.shown = one, many, parse, shown
+    def __init__(self, one, many, prefix, parse, shown):
+        self.one, self.many, self.prefix, self.parse, self.shown = one, many, prefix, parse, shown
 
 
-SWITCHES = _Kind("kill_switch", "kill_switches", model.switch_from_json, model.switch_json)
-OVERRIDES = _Kind("override", "overrides", model.override_from_json, model.override_json)
+SWITCHES = _Kind("kill_switch", "kill_switches", model.SWITCH_ID_PREFIX, model.switch_from_json, model.switch_json)
+OVERRIDES = _Kind("override", "overrides", model.OVERRIDE_ID_PREFIX, model.override_from_json, model.override_json)
 _KINDS = {"kill-switches": SWITCHES, "overrides": OVERRIDES}

@@ -3,6 +3,7 @@
 import logging
 import os
 import time
+from types import CoroutineType
 
 import msgspec
 
@@ -473,8 +474,23 @@ class Engine:
         session = self.debug is not None and self._debug_cookie(msg)
         if not (session or self.trace_log):
             verdict = self.decide_untraced(msg)
+            if verdict.__class__ is CoroutineType:  # strict rules: the store decides
+                return self._hidden_later(verdict)
             return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
         out, verdict, latency_us = explain_trace(self, msg)
+        if latency_us is None:
+            return self._traced_later(out, verdict, session)
+        return self._traced(out, verdict, latency_us, session)
+
+    async def _hidden_later(self, pending):
+        verdict = await pending
+        return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
+
+    async def _traced_later(self, out: dict, pending, session: bool):
+        verdict, latency_us = await pending
+        return self._traced(out, verdict, latency_us, session)
+
+    def _traced(self, out: dict, verdict, latency_us: int, session: bool):
         if verdict.__class__ is HelloReply:
             return verdict
         if self.trace_log:

@@ -7,6 +7,7 @@ from `Engine.decide` afterwards, so it is the engine's own answer, not this modu
 """
 
 import time
+from types import CoroutineType
 
 from .decision_log import shown_values
 from .decision.rules import key_value
@@ -119,9 +120,11 @@ def explain_request(engine, msg) -> dict:
     return trace(engine, msg)[0]
 
 
-def trace(engine, msg) -> tuple[dict, object, int]:
+def trace(engine, msg) -> tuple[dict, object, int | None]:
     """(explanation, the engine's Verdict, its decision time in us): the walk below, then the
-    engine's own untraced decision of the same request (debug sessions use all three)."""
+    engine's own untraced decision of the same request (debug sessions use all three). When the
+    decision awaits the store, the second item is a coroutine giving (Verdict, time in us) and
+    filling the explanation's verdict, and the third is None."""
     bundle = engine.bundle
     now_s = engine.clock.now_s()
     view = view_from_decide(msg, bundle.header_index, joins=bundle.header_joins, family=bundle.family)
@@ -168,6 +171,19 @@ def trace(engine, msg) -> tuple[dict, object, int]:
             p["outcome"] = "reject"
     start_ns = time.perf_counter_ns()
     verdict = engine.decide_untraced(msg)
+    if verdict.__class__ is CoroutineType:  # strict rules: the store decides (pyengine.decision.strict)
+        return out, _finished_later(out, engine, verdict, start_ns), None
+    return out, verdict, finish(out, engine, verdict, start_ns)
+
+
+async def _finished_later(out: dict, engine, pending, start_ns: int):
+    """(Verdict, decision time in us) of a decision that awaited the store; fills out["verdict"]."""
+    verdict = await pending
+    return verdict, finish(out, engine, verdict, start_ns)
+
+
+def finish(out: dict, engine, verdict, start_ns: int) -> int:
+    """out["verdict"] from the engine's answer; returns the decision time in us."""
     latency_us = (time.perf_counter_ns() - start_ns) // 1000
     d = engine.last_decision
     pairs = verdict.headers
@@ -180,4 +196,4 @@ def trace(engine, msg) -> tuple[dict, object, int]:
         "headers": [[pairs[i], pairs[i + 1]] for i in range(0, len(pairs), 2)],
         "body": verdict.body,
     }
-    return out, verdict, latency_us
+    return latency_us

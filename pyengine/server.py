@@ -157,12 +157,27 @@ async def serve(engine, socket_path: str, settings=None) -> None:
                                           "socket_group": settings.engine_socket_group,
                                           "nginx_user": settings.nginx_user}
     server = EngineServer(engine, socket_path, **access)
+    strict_task = None
+    if settings is not None and settings.state_url:
+        strict_task = asyncio.get_running_loop().create_task(_use_strict_store(engine, settings))
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
     loop.add_signal_handler(signal.SIGINT, server.request_stop)
     loop.add_signal_handler(signal.SIGHUP, engine.request_reload)
     await server.serve_until_stopped()
+    if strict_task is not None:
+        strict_task.cancel()
+
+
+async def _use_strict_store(engine, settings) -> None:
+    """Fleet mode: rules with consistency=strict are decided in the store (pyengine.fleet.strict)."""
+    from .fleet import strict
+    from .fleet.url import connect
+
+    store = strict.StrictStore(None, strict.timeout_s(settings.engine_timeout_ms))
+    engine.use_strict_backend(store)
+    await strict.attach_when_reachable(store, settings.state_url, connect)
 
 
 def main() -> int:

@@ -7,6 +7,7 @@
 -- send the body. Hello goes out again on every new connection (the engine may have restarted)
 -- and after any failure (which also reports the fail-mode count promptly).
 
+local engines = require "fairvisor.engines"
 local mp = require "fairvisor.msgpack"
 local pipe = require "fairvisor.pipe"
 local proto = require "fairvisor.proto"
@@ -27,7 +28,6 @@ local HELLO_FRAME = proto.hello(PROTOCOL_VERSION, 0, 0)
 local _M = {}
 
 local cfg = {
-    target = nil, -- "unix:/path/to/engine.sock"
     timeout_ms = 100, -- connect, send and each receive (FAIRVISOR_ENGINE_TIMEOUT_MS)
     pool_size = 1024, -- idle connections kept per worker: >= concurrent requests per worker
     dict = nil, -- lua_shared_dict counting fail-mode answers across workers
@@ -37,7 +37,7 @@ local cfg = {
 local hello
 
 function _M.configure(opts)
-    cfg.target = "unix:" .. assert(opts.socket, "fairvisor: socket is required")
+    engines.configure(opts.socket) -- one path, or FAIRVISOR_ENGINES paths (fairvisor.engines)
     cfg.timeout_ms = opts.timeout_ms or cfg.timeout_ms
     cfg.pool_size = opts.pool_size or cfg.pool_size
     cfg.dict = opts.shared_dict and assert(ngx.shared[opts.shared_dict], "fairvisor: no lua_shared_dict " ..
@@ -45,11 +45,12 @@ function _M.configure(opts)
     pipe.configure(cfg.timeout_ms, _M.open_greeted)
 end
 
-local function connect()
+-- A connection to engine i (0-based; default: this worker's, fairvisor.engines).
+local function connect(i)
     local sock = tcp()
     local t = cfg.timeout_ms
     sock:settimeouts(t, t, t)
-    local ok, err = sock:connect(cfg.target)
+    local ok, err = sock:connect(engines.target(i))
     if not ok then return nil, "connect: " .. err end
     return sock
 end
@@ -115,11 +116,14 @@ end
 
 -- One exchange on a pooled connection, for the admin endpoints and Settle. request: a frame body
 -- (proto.settle(...)), or a function(unavailable, settle_lost) -> body for a message that
--- carries the fail-mode counts (proto.metrics, proto.admin).
-function _M.call(request)
-    local sock, err = connect()
+-- carries the fail-mode counts (proto.metrics, proto.admin). engine: 0-based index of the
+-- engine to ask (fairvisor.fanout); default this worker's own, which Settle always uses.
+function _M.call(request, engine)
+    local sock, err = connect(engine)
     if not sock then return nil, err end
-    if sock:getreusedtimes() == 0 then hello = nil end -- maybe a new engine: decide() says Hello
+    if sock:getreusedtimes() == 0 and (engine == nil or engine == engines.index()) then
+        hello = nil -- maybe a new engine: decide() says Hello
+    end
     local reply
     if type(request) == "function" then
         reply, err = exchange_reporting(sock, request)

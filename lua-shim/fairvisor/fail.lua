@@ -17,6 +17,13 @@ _M.CLOSED_TYPE = "application/problem+json"
 _M.CLOSED_BODY = '{"type":"about:blank","title":"Service Unavailable","status":503,'
     .. '"reason":"engine_unavailable","detail":"the policy engine did not answer"}'
 
+-- An admin write (FAIRVISOR_ENGINES > 1) that engine 0 took but engines `missed` ("1, 3") did not.
+function _M.partial_write_body(missed, count)
+    return '{"type":"about:blank","title":"Service Unavailable","status":503,"reason":"engine_unavailable",'
+        .. '"detail":"engine ' .. missed .. ' of ' .. count .. ' did not take the change (the others did): '
+        .. 'send it again once every engine is ready"}'
+end
+
 -- /metrics while the engine is unreachable (nginx's own counts are appended: fairvisor.reach).
 _M.METRICS_TYPE = "text/plain"
 _M.METRICS_BODY = "# fairvisor engine unavailable\n"

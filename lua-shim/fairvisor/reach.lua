@@ -7,6 +7,7 @@
 -- /readyz and /metrics it answers while the engine is unreachable (`fairvisor status`).
 -- A permission error is explained once per nginx start in error.log, not once a second.
 
+local engines = require "fairvisor.engines"
 local fail = require "fairvisor.fail"
 
 local find = string.find
@@ -18,11 +19,10 @@ local REASONS = { "permission_denied", "no_socket", "refused", "timeout", "other
 local HINT = "nginx workers may not open it: run them as the engine's user or in the socket's group "
     .. "(FAIRVISOR_ENGINE_SOCKET_GROUP / _MODE; docs/operations.md#engine-socket-access)"
 
-local dict, socket_path
+local dict
 
 function _M.configure(opts)
     dict = opts.shared_dict and ngx.shared[opts.shared_dict]
-    socket_path = opts.socket
 end
 
 -- A cosocket error string ("connect: permission denied", ...) -> one of REASONS.
@@ -43,7 +43,7 @@ function _M.note(err)
     dict:incr("unreachable:" .. reason, 1, 0)
     if reason ~= "permission_denied" then return reason, true end
     if dict:add("unreachable_logged:" .. reason, true) then
-        ngx.log(ngx.ERR, "fairvisor: cannot open the engine socket ", socket_path, ": permission denied; ", HINT)
+        ngx.log(ngx.ERR, "fairvisor: cannot open the engine socket ", engines.path(), ": permission denied; ", HINT)
     end
     return reason, false
 end

@@ -1,7 +1,9 @@
 -- fairvisor.shim: nginx phase entry points; applies the engine's verdicts (no policy logic here).
 
 local client = require "fairvisor.client"
+local engines = require "fairvisor.engines"
 local fail = require "fairvisor.fail"
+local fanout = require "fairvisor.fanout"
 local proto = require "fairvisor.proto"
 local reach = require "fairvisor.reach"
 local response = require "fairvisor.response"
@@ -23,8 +25,9 @@ local DESCRIBED, INLINE = proto.SURFACE_DESCRIBED, proto.SURFACE_INLINE
 local DEGRADED, CLOSED_STATUS, CLOSED_HEADERS = fail.DEGRADED, fail.CLOSED_STATUS, fail.CLOSED_HEADERS
 local USAGE_MAX_BYTES = 1048576 -- cap on a /v1/usage body
 
--- opts: socket (path, required), timeout_ms (100), fail_mode ("open"|"closed"),
--- pool_size (1024), shared_dict (name of a lua_shared_dict for the fail-mode count).
+-- opts: socket (path, or the array of FAIRVISOR_ENGINES paths: fairvisor.engines; required),
+-- timeout_ms (100), fail_mode ("open"|"closed"), pool_size (1024), shared_dict (name of a
+-- lua_shared_dict for the fail-mode count).
 function _M.init(opts)
     assert(opts.fail_mode == nil or opts.fail_mode == "open" or opts.fail_mode == "closed",
         "fairvisor: fail_mode must be open or closed")
@@ -208,13 +211,23 @@ local function admin_failure(kind, err)
     return fail.CLOSED_TYPE, fail.CLOSED_BODY
 end
 
+-- /metrics of every engine (FAIRVISOR_ENGINES > 1), with nginx's own counts; or what to answer
+-- instead: an engine's refusal (reply), or nil, err when no engine answered.
+local function all_metrics(request)
+    local m, refusal, err = fanout.metrics(request)
+    if not m then return refusal, err end
+    return respond(m.status, {}, m.body .. reach.metrics(), m.content_type)
+end
+
 -- content_by_lua for /readyz (kind "health"), /metrics ("metrics") and /v1/usage ("usage").
+-- With FAIRVISOR_ENGINES > 1, /readyz and /metrics answer for every engine (fairvisor.fanout).
 function _M.admin(kind)
     local reply, err
+    local several = engines.count() > 1
     if kind == "health" then
-        reply, err = client.call(proto.health())
+        if several then reply, err = fanout.readiness(proto.health()) else reply, err = client.call(proto.health()) end
     elseif kind == "metrics" then
-        reply, err = client.call(proto.metrics)
+        if several then reply, err = all_metrics(proto.metrics) else reply, err = client.call(proto.metrics) end
     elseif kind == "usage" then
         reply, err = client.call(proto.usage((read_body(USAGE_MAX_BYTES))))
     else
@@ -250,9 +263,26 @@ function _M.admin_route()
     local auth = req.get_headers(100)["authorization"]
     if type(auth) == "table" then auth = table.concat(auth, ", ") end -- repeated: never a valid token
     local uri = ngx.var.request_uri
-    local reply, err = client.call(function(down, lost) return proto.admin(uri, method, auth, body, down, lost) end)
+    local function make(u)
+        return function(down, lost) return proto.admin(u, method, auth, body, down, lost) end
+    end
+    local request = make(uri)
     -- /metrics carries nginx's own count of why it could not reach the engine (fairvisor.reach).
     local metrics = ngx.var.uri == "/metrics"
+    local reply, err
+    if engines.count() == 1 then
+        reply, err = client.call(request)
+    elseif metrics and method == "GET" then
+        reply, err = all_metrics(request)
+    elseif ngx.var.uri == "/readyz" then
+        reply, err = fanout.readiness(request)
+    elseif ADMIN_BODY_METHODS[method] then
+        local status, partial
+        reply, err, status, partial = fanout.write(make, uri, method)
+        if partial then return respond(status, CLOSED_HEADERS, partial, fail.CLOSED_TYPE) end
+    else
+        reply, err = client.call(request)
+    end
     if not reply or reply[TAG] ~= R.tag then
         ngx.log(ngx.ERR, "fairvisor: admin: ", err or "unexpected reply")
         local content_type, failure_body = admin_failure(metrics and "metrics" or "health", err)

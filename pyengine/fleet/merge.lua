@@ -1,18 +1,21 @@
--- Applies one engine's delta to one shared state value, exactly once (pyengine/fleet/kinds.py
+-- Applies one engine's deltas to shared state values, each exactly once (pyengine/fleet/kinds.py
 -- is the same rule in Python and documents the kinds; pyengine/fleet/sync.py calls this).
--- KEYS[1]  the value's HASH (pyengine/fleet/keyspace.py): field v = msgpack value,
+-- KEYS[i]  value i's HASH (pyengine/fleet/keyspace.py): field v = msgpack value,
 --          field s:<engine> = the last sync sequence number of that engine applied here
--- ARGV     engine id, sequence number, now (UTC epoch s), delta (msgpack), slack_s
--- Returns the merged value (msgpack), also when this sequence number was applied already.
-local key, engine = KEYS[1], ARGV[1]
+-- ARGV     engine id, sequence number, now (UTC epoch s), slack_s, then delta i (msgpack) per key
+-- Returns the merged values (msgpack), in KEYS order, also where this sequence number was
+-- applied already. On a Redis Cluster every key of one call is in one hash slot (sync.py).
+local engine = ARGV[1]
 local seq_field = 's:' .. engine
-local seq, now, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local seq, now, slack = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local function merge(key, delta)
 local raw = redis.call('HGET', key, 'v')
 local last = tonumber(redis.call('HGET', key, seq_field) or '0')
 if seq <= last and raw then
   return raw
 end
-local d = cmsgpack.unpack(ARGV[4])
+local d = cmsgpack.unpack(delta)
 local kind = d[1]
 local v = false
 if raw then v = cmsgpack.unpack(raw) end
@@ -78,3 +81,10 @@ local packed = cmsgpack.pack(v)
 redis.call('HSET', key, 'v', packed, seq_field, seq)
 redis.call('PEXPIREAT', key, math.floor((math.max(expiry, now) + slack) * 1000))
 return packed
+end
+
+local out = {}
+for i, key in ipairs(KEYS) do
+  out[i] = merge(key, ARGV[4 + i])
+end
+return out

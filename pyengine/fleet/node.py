@@ -100,6 +100,7 @@ class FleetNode:
                 pass
             self.remote = None
         self.remote = await self._url.connect(self.settings.state_url)
+        self.sync.by_slot = self.remote.is_cluster
         return self.remote.client
 
     def _state(self, ok: bool) -> None:

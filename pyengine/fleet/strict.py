@@ -23,7 +23,6 @@ syncs later), an error towards refusing, never towards allowing.
 import asyncio
 import logging
 import time
-from hashlib import blake2b
 from pathlib import Path
 
 import msgspec
@@ -31,49 +30,63 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ..errors import StoreError
+from .batch import ScriptBatch
+from .kinds import G, P, to_local
+from .keyspace import remote_key
+from .sync import SLACK_S
 
 log = logging.getLogger("fairvisor.fleet.strict")
 
 LUA = (Path(__file__).parent / "strict.lua").read_text()
-EXPIRY_SLACK_MS = 60_000  # a value outlives its own expiry by this in the store (clock skew between engines)
-RETRY_S = 1.0
+# A value outlives its own expiry in the store by the sync's slack: the HASH also holds the
+# sync's sequence numbers (pyengine.fleet.sync), which a strict write must not cut short.
+EXPIRY_SLACK_MS = SLACK_S * 1000
+# After a failed call, strict requests go local at once for this long, then one tries the store
+# again: an outage costs one timeout per RETRY_S, not one per request.
+RETRY_S = 0.25
 _INVERSE = {"g": "G", "c": "C"}
+_KINDS = {"g": G, "G": G, "c": P, "C": P}  # strict.lua's op kinds -> the value kinds of pyengine.fleet.kinds
 _decode = msgspec.msgpack.decode
 
 
-def remote_key(state_key: str) -> bytes:
-    """Stand-in for pyengine.fleet.keyspace.remote_key until it lands: the same layout."""
-    base = state_key.lstrip("~D")
-    tag = blake2b(base.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    return b"fv:{" + tag.encode() + b"}" + state_key.encode("utf-8", "surrogatepass")
-
-
 def local_value(kind: str, raw: bytes | None):
-    """A stored `v` in the engine's local shape (pyengine.state.store): msgpack has one number
-    type per encoding, so an integral TAT may come back an int, and arrays come back lists."""
+    """A stored `v` in the engine's local shape (pyengine.fleet.kinds.to_local)."""
     if raw is None:
         return None
-    value = _decode(raw)
-    if kind in "gG":
-        return float(value)
-    return (value[0], *value[1:])
+    return to_local(_KINDS[kind], _decode(raw))
+
+
+def timeout_s(engine_timeout_ms: int) -> float:
+    """A strict call's deadline: a third of FAIRVISOR_ENGINE_TIMEOUT_MS (33 ms by default), so that
+    a slow store leaves the engine the time to decide locally before the shim gives up on it."""
+    return min(max(engine_timeout_ms / 3000, 0.005), 1.0)
 
 
 class StrictStore:
-    """The strict backend over a Remote (pyengine.fleet.url): `.client`, `.is_cluster`."""
+    """The strict backend over a Remote (pyengine.fleet.url): `.client`, `.is_cluster`.
+
+    Built with remote=None while the store has not been reached yet (`attach` it later): until
+    then every acquire raises StoreError, and strict rules are enforced locally."""
 
     def __init__(self, remote, timeout_s: float, retry_s: float = RETRY_S, clock=time.monotonic):
-        self.client = remote.client
-        self.is_cluster = remote.is_cluster
         self.timeout_s = timeout_s
         self.retry_s = retry_s
         self.clock = clock
-        self.script = self.client.register_script(LUA)
+        self.script = None
         self._down_until = 0.0
         self.compensations = 0  # groups refunded because a later slot refused (tests, status)
+        if remote is not None:
+            self.attach(remote)
+
+    def attach(self, remote) -> None:
+        self.client = remote.client
+        self.is_cluster = remote.is_cluster
+        self.script = ScriptBatch(self.client, LUA, self.timeout_s)  # one round trip per loop iteration
 
     async def acquire(self, ops, now_s: float):
         """(index of the refusing op or None, the value found per op; None when absent or not read)."""
+        if self.script is None:
+            raise StoreError("state store not reached yet")
         if self._down_until and self.clock() < self._down_until:
             raise StoreError("state store unavailable (strict calls resume shortly)")
         remote = [remote_key(op[0]) for op in ops]
@@ -89,6 +102,9 @@ class StrictStore:
                     return group[status - 1], found
                 done.append(group)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if not self._down_until:
+                log.warning("strict rules enforced locally for %.2f s: the state store failed a call (%s)",
+                            self.retry_s, type(exc).__name__)
             self._down_until = self.clock() + self.retry_s
             if done:
                 await self._refund(remote, ops, done, now_s)
@@ -109,7 +125,7 @@ class StrictStore:
         for i in group:
             _, kind, a, b, c, cost = ops[i]
             args += (_INVERSE[kind] if refund else kind, repr(a), repr(b), repr(c), repr(cost))
-        reply = await asyncio.wait_for(self.script(keys=[remote[i] for i in group], args=args), self.timeout_s)
+        reply = await self.script.call([remote[i] for i in group], args)
         return reply[0], reply[1:]
 
     async def _refund(self, remote, ops, groups, now_s: float) -> None:
@@ -121,3 +137,17 @@ class StrictStore:
                 await self._call(remote, ops, group, now_s, refund=True)
             except (RedisError, OSError, asyncio.TimeoutError) as exc:
                 log.warning("strict compensation failed, %d ops stay charged: %s", len(group), type(exc).__name__)
+
+
+async def attach_when_reachable(store: StrictStore, url: str, connect, retry_s: float = 1.0) -> None:
+    """Connect `store` to `url` (pyengine.fleet.url.connect), trying again every `retry_s` while the
+    store cannot be reached: an engine starts, and enforces locally, without its store."""
+    while True:
+        try:
+            remote = await connect(url)
+            store.attach(remote)
+            await store.script.load()
+            return
+        except ConnectionError as exc:  # RemoteError: the message shows the URL masked
+            log.warning("strict rules enforced locally until the state store answers: %s", exc)
+            await asyncio.sleep(retry_s)

@@ -96,8 +96,18 @@ class InvalidRequest(ValueError):
         self.problems = problems
 
 
+SWITCH_ID_PREFIX, OVERRIDE_ID_PREFIX = "ks_", "ov_"
+
+
 def new_id(prefix: str) -> str:
     return prefix + os.urandom(ID_HEX_CHARS // 2).hex()
+
+
+def is_id(value: str, prefix: str) -> bool:
+    """Whether value has the shape new_id(prefix) gives."""
+    digits = value[len(prefix):]
+    return (value.startswith(prefix) and len(digits) == ID_HEX_CHARS
+            and all(c in "0123456789abcdef" for c in digits))
 
 
 def rfc3339(epoch_s: float | None) -> str | None:
@@ -164,7 +174,7 @@ def switch_from_json(body: bytes | None, now_s: float, actor: str) -> SwitchReco
     expires_at_s = _expiry(req, now_s, problems, required=False)
     if problems:
         raise InvalidRequest(problems)
-    return SwitchRecord(new_id("ks_"), key, req.scope_value, req.route, req.reason, expires_at_s, now_s, actor)
+    return SwitchRecord(new_id(SWITCH_ID_PREFIX), key, req.scope_value, req.route, req.reason, expires_at_s, now_s, actor)
 
 
 def override_from_json(body: bytes | None, now_s: float, actor: str) -> OverrideRecord:
@@ -190,7 +200,7 @@ def override_from_json(body: bytes | None, now_s: float, actor: str) -> Override
     expires_at_s = _expiry(req, now_s, problems, required=True)
     if problems:
         raise InvalidRequest(problems)
-    return OverrideRecord(new_id("ov_"), key, req.scope_value, req.policy, req.rule, req.multiplier,
+    return OverrideRecord(new_id(OVERRIDE_ID_PREFIX), key, req.scope_value, req.policy, req.rule, req.multiplier,
                           dict(req.limits) if req.limits is not None else None, req.reason, expires_at_s,
                           now_s, actor)
 

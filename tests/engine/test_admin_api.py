@@ -384,3 +384,34 @@ def test_distinct_scope_keys_are_bounded_too(engine, monkeypatch):
     assert "c" not in engine.hello_reply.headers
     too_long = call(engine, "POST", "/v1/admin/kill-switches", {"scope_key": "header:" + "x" * 300, "scope_value": "v"})
     assert too_long[0] == 400 and too_long[2]["errors"][0]["path"] == "$.scope_key"
+
+
+# -- ?id= (every engine of an edge holds a change under engine 0's id: fairvisor.fanout) ------
+
+def test_a_post_with_an_id_keeps_it_and_a_delete_of_it_removes_it(engine):
+    status, _, body = call(engine, "POST", "/v1/admin/kill-switches?id=ks_0123456789ab",
+                           {"scope_key": "header:x-org", "scope_value": "evil"})
+    assert status == 201 and body["kill_switch"]["id"] == "ks_0123456789ab"
+    assert org(engine, "evil").status == 429
+    status, _, body = call(engine, "POST", "/v1/admin/overrides?x=1&id=ov_00000000000f",
+                           {"scope_key": "header:x-org", "scope_value": "big", "multiplier": 2, "ttl_s": 60})
+    assert status == 201 and body["override"]["id"] == "ov_00000000000f"
+    assert call(engine, "DELETE", "/v1/admin/kill-switches/ks_0123456789ab")[0] == 200
+    assert org(engine, "evil").status == 0
+
+
+@pytest.mark.parametrize("given", ["ov_0123456789ab", "ks_0123456789a", "ks_0123456789AB", "ks_0123456789abc",
+                                   "", "ks_../../etc"])
+def test_an_id_of_another_shape_is_refused_and_nothing_added(engine, given):
+    status, _, body = call(engine, "POST", f"/v1/admin/kill-switches?id={given}",
+                           {"scope_key": "header:x-org", "scope_value": "evil"})
+    assert status == 400 and body["reason"] == "invalid_request"
+    assert call(engine, "GET", "/v1/admin/kill-switches")[2] == {"kill_switches": []}
+
+
+def test_an_id_in_use_is_a_conflict(engine):
+    path = "/v1/admin/kill-switches?id=ks_0123456789ab"
+    assert call(engine, "POST", path, {"scope_key": "header:x-org", "scope_value": "a"})[0] == 201
+    status, _, body = call(engine, "POST", path, {"scope_key": "header:x-org", "scope_value": "b"})
+    assert status == 409 and body["reason"] == "exists"
+    assert [s["scope_value"] for s in call(engine, "GET", "/v1/admin/kill-switches")[2]["kill_switches"]] == ["a"]

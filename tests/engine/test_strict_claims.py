@@ -260,3 +260,16 @@ def _frame(engine, headers):
     msg = Decide(generation=hello.generation, surface=SURFACE_INLINE, method=b"GET", uri=b"/v1/x", host=b"h",
                  remote_addr=b"127.0.0.1", headers=[lower[h].encode() if h in lower else None for h in hello.headers])
     return encode_frame(msg)
+
+
+def test_hidden_reasons_and_the_debug_trace_wait_for_the_store_too():
+    clock = FakeClock(T0)
+    store = ModelStore()
+    for settings in ({"hide_reason": True}, {"log_level": "debug"}):
+        engine = make_engine(_bundle(dict(TB_STRICT, algorithm_config={"tokens_per_second": 1, "burst": 1})),
+                             clock=clock, **settings)
+        engine.use_strict_backend(store)
+        store.data.clear()
+        first, second = _run(engine), _run(engine)
+        assert (first.status, second.status) == (0, 429)
+        assert (hdr(second, "X-Fairvisor-Reason") is None) == ("hide_reason" in settings)

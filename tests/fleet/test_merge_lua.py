@@ -54,14 +54,14 @@ def test_lua_and_python_merge_agree(redis_server):
             now += rnd.random() * 3
             acc = _delta(rnd, kind, now, stored.get(key), engine)
             expected = kinds.merge(kind, stored.get(key), acc, now, engine)
-            raw = await client.evalsha(sha, 1, key, engine, i + 1, repr(now), msgspec.msgpack.encode(acc), SLACK_S)
+            (raw,) = await client.evalsha(sha, 1, key, engine, i + 1, repr(now), SLACK_S, msgspec.msgpack.encode(acc))
             got = msgspec.msgpack.decode(raw)
             assert _same(got) == _same(expected), (i, kind, acc, stored.get(key))
             stored[key] = got
         # Applying a sequence number twice changes nothing (the sync's exactly-once).
         key = "test:G0"
         before = await client.hget(key, "v")
-        await client.evalsha(sha, 1, key, "e0", 1, repr(now), msgspec.msgpack.encode([kinds.G, 5.0]), SLACK_S)
+        await client.evalsha(sha, 1, key, "e0", 1, repr(now), SLACK_S, msgspec.msgpack.encode([kinds.G, 5.0]))
         assert await client.hget(key, "v") == before
         await client.aclose()
     asyncio.run(main())

@@ -3,7 +3,6 @@
 import asyncio
 
 import pytest
-import redis.asyncio as aioredis
 
 from pyengine.algorithms.cost_based import CostBudget
 from pyengine.algorithms.token_bucket import TokenBucket
@@ -140,6 +139,7 @@ def test_cluster_keys_are_slot_safe_and_shared(redis_cluster):
         ra, rb = await _client(redis_cluster.url), await _client(redis_cluster.url)
         assert ra.is_cluster
         for e, r in ((a, ra), (b, rb)):
+            e.sync.by_slot = True  # as FleetNode sets it for a cluster: one merge call per slot
             await e.sync.load_script(r.client)
         tenants = [keys.one_value(keys.rule_prefix("p", "r"), f"t{i}") for i in range(40)]
         now = clock.now_s()
@@ -154,6 +154,26 @@ def test_cluster_keys_are_slot_safe_and_shared(redis_cluster):
         day_twin = keys.day(tenants[0])
         assert await ra.client.cluster_keyslot(remote_key(day_twin)) == \
             await ra.client.cluster_keyslot(remote_key(tenants[0]))
+        await ra.close()
+        await rb.close()
+    _run(main())
+
+
+def test_a_round_of_more_keys_than_one_call_carries(redis_server):
+    async def main():
+        clock = SystemClock()
+        a, b = Engine(0, clock), Engine(1, clock)
+        ra, rb = await _client(redis_server.url), await _client(redis_server.url)
+        for e, r in ((a, ra), (b, rb)):
+            await e.sync.load_script(r.client)
+        tenants = [keys.one_value(keys.rule_prefix("p", "r"), f"t{i}") for i in range(1234)]  # > 2 calls
+        now = clock.now_s()
+        for k in tenants:
+            a.budget.acquire(k, 7, now)
+            b.budget.acquire(k, 1, now)
+        assert await a.sync.round(ra.client) == len(tenants)
+        await b.sync.round(rb.client)
+        assert {b.budget.peek(k, now) for k in tenants} == {1000 - 8}
         await ra.close()
         await rb.close()
     _run(main())

@@ -156,3 +156,20 @@ def test_a_restarted_server_is_reached_again_on_the_same_port(redis_server):
             await remote.close()
 
     assert asyncio.run(around_restart()) is None
+
+
+@pytest.mark.redis
+def test_rediss_passes_the_urls_tls_options_through(tmp_path):
+    server = RedisServer(tmp_path / "tls", tls=True, password="tls-pw").start()
+    try:
+        is_cluster, described, value = asyncio.run(_ping(server.url))
+        assert (is_cluster, value) == (False, b"\x00\xff") and described.startswith("rediss://:***@")
+        # Without the URL's ssl_ca_certs the self-signed certificate is refused; with
+        # ssl_cert_reqs=none the URL says not to check it.
+        untrusted = server.url.split("?")[0]
+        with pytest.raises(RemoteError) as info:
+            asyncio.run(_ping(untrusted))
+        assert "tls-pw" not in str(info.value)
+        assert asyncio.run(_ping(untrusted + "?ssl_cert_reqs=none"))[2] == b"\x00\xff"
+    finally:
+        server.close()

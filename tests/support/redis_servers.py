@@ -13,6 +13,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -74,15 +75,16 @@ def _reply(stream) -> bytes:
 
 
 def command(address: str | tuple[str, int], *args: str, password: str | None = None,
-            timeout_s: float = 1.0) -> bytes:
-    """One RESP command (after AUTH when a password is given) over a fresh connection: its status,
-    integer or bulk payload as bytes; an error reply raises RuntimeError."""
+            tls_ca: str | None = None, timeout_s: float = 1.0) -> bytes:
+    """One RESP command (after AUTH when a password is given; over TLS trusting tls_ca when given)
+    on a fresh connection: its status, integer or bulk payload as bytes; an error reply raises."""
     family = socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout_s)
-        s.connect(address)
-        s.sendall((_frame("AUTH", password) if password else b"") + _frame(*args))
-        with s.makefile("rb") as stream:
+    with socket.socket(family, socket.SOCK_STREAM) as raw:
+        raw.settimeout(timeout_s)
+        raw.connect(address)
+        s = ssl.create_default_context(cafile=tls_ca).wrap_socket(raw, server_hostname=address[0]) if tls_ca else raw
+        with s, s.makefile("rb") as stream:
+            s.sendall((_frame("AUTH", password) if password else b"") + _frame(*args))
             if password:
                 _reply(stream)
             return _reply(stream)
@@ -98,14 +100,24 @@ def _die_with_parent() -> None:
         pass
 
 
-class RedisServer:
-    """One redis-server on 127.0.0.1:<port>, or on a Unix socket only (unix=True)."""
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """(cert.pem, key.pem) for 127.0.0.1, made with Debian's openssl (ca-certificates depends on it)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run([shutil.which("openssl") or "/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    return cert, key
 
-    def __init__(self, directory: Path, *, unix: bool = False, port: int | None = None,
+
+class RedisServer:
+    """One redis-server on 127.0.0.1:<port> (TLS only with tls=True), or on a Unix socket only (unix=True)."""
+
+    def __init__(self, directory: Path, *, unix: bool = False, tls: bool = False, port: int | None = None,
                  password: str | None = None, extra_args: tuple[str, ...] = ()):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.unix = unix
+        self.tls_cert = self_signed(self.dir) if tls else None
         self.password = password
         self.extra_args = tuple(extra_args)
         self._fixed_port = port is not None
@@ -121,21 +133,31 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        """redis://, unix:// or, with TLS, rediss://...?ssl_ca_certs=<the server's own certificate>."""
         auth = f":{self.password}@" if self.password else ""
-        return f"unix://{auth}{self.socket_path}" if self.unix else f"redis://{auth}127.0.0.1:{self.port}/0"
+        if self.unix:
+            return f"unix://{auth}{self.socket_path}"
+        if self.tls_cert:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_cert[0]}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.poll() is None else None
 
     def _argv(self) -> list[str]:
-        argv = [binary("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir),
+        port = ["--port", "0", "--tls-port", str(self.port)] if self.tls_cert else ["--port", str(self.port)]
+        argv = [binary("redis-server"), "--bind", "127.0.0.1", *port, "--dir", str(self.dir),
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
                 "--protected-mode", "no"]
         if self.unix:
             argv += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
         if self.password:
             argv += ["--requirepass", self.password]
+        if self.tls_cert:
+            cert, key = map(str, self.tls_cert)
+            argv += ["--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                     "--tls-auth-clients", "no"]
         return argv + list(self.extra_args)
 
     def start(self) -> "RedisServer":
@@ -169,7 +191,8 @@ class RedisServer:
 
     def call(self, *args: str) -> bytes:
         """One command on a fresh connection, authenticated when the server has a password."""
-        return command(self.address, *args, password=self.password)
+        return command(self.address, *args, password=self.password,
+                       tls_ca=str(self.tls_cert[0]) if self.tls_cert else None)
 
     def log(self) -> str:
         try:

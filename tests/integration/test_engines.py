@@ -1,0 +1,213 @@
+"""FAIRVISOR_ENGINES=N on one edge (contract §9): real nginx + shim + engines + a real redis-server.
+
+Which engine answered is read from each engine's own counters, over its own socket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pyengine.cli.nginx_conf import render
+from pyengine.cli.run_cmd import engine_answers
+from pyengine.cli.status_cmd import parse_metrics
+from pyengine.config import from_env
+from pyengine.engine_paths import engine_sockets
+from pyengine.protocol.client import call
+from pyengine.protocol.messages import Admin, Metrics
+from pyengine.resources import ADMIN_CONF, LUA_SHIM_DIR
+from tests.support.redis_servers import redis_server  # noqa: F401 - a fixture
+
+from .conftest import FAIRVISOR, _alive, token_bucket_policy, wait_until
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = pathlib.Path(__file__).parent.parent / "cli" / "golden"
+WORKERS = 4  # workers 0 and 2 talk to engine 0, workers 1 and 3 to engine 1
+TIMEOUT = ["--engine-timeout-ms", "3000"]
+POLICY = token_bucket_policy("header:x-tenant", tps=10_000, burst=10_000)
+
+
+def engine_reply(sock_path: str, msg):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(sock_path)
+        return call(sock, msg)
+
+
+def decisions(sock_path: str) -> float:
+    """Decisions this one engine made since it started (its own /metrics, over its own socket)."""
+    samples = parse_metrics(engine_reply(sock_path, Metrics()).body)
+    return sum(v for _, v in samples.get("fairvisor_decisions_total", []))
+
+
+def engine_admin(sock_path: str, uri: str) -> dict:
+    return json.loads(engine_reply(sock_path, Admin(uri=uri.encode(), method=b"GET")).body)
+
+
+def sockets(edge) -> list[str]:
+    return [str(edge.state_dir.resolve() / "engine.sock"), str(edge.state_dir.resolve() / "engine-1.sock")]
+
+
+def engine_pids(edge) -> list[int | None]:
+    return [edge.pid_of("engine.pid"), edge.pid_of("engine-1.pid")]
+
+
+def traffic(edge, n: int, tenant: str | None = None) -> list:
+    """n decision requests from 16 concurrent clients, each on a new connection (so that several
+    nginx workers, and through them both engines, take them)."""
+    def one(i):
+        return edge.request("POST", "/v1/decision", fresh=True, headers={
+            "X-Forwarded-For": "10.0.0.1", "X-Original-Method": "GET", "X-Original-URI": "/api/items",
+            "X-Tenant": tenant or f"t{i % 5}"})
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.fixture
+def two_engines(start_edge, redis_server):  # noqa: F811 - the fixture
+    env = {"FAIRVISOR_ENGINES": "2", "FAIRVISOR_STATE_URL": redis_server.url}
+    edge = start_edge(POLICY, flags=TIMEOUT, env=env, workers=WORKERS)
+    yield edge
+    for pid in engine_pids(edge)[1:]:  # the conftest's stop() knows engine 0's pid file only
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_both_engines_answer_requests(two_engines):
+    edge = two_engines
+    socks = sockets(edge)
+    assert all(engine_answers(s) for s in socks)
+    answered = []
+
+    def both_used():
+        answered.extend(traffic(edge, 64))
+        return all(decisions(s) > 0 for s in socks)
+
+    wait_until(both_used, 20.0, "requests decided by both engines", interval_s=0)
+    assert {r.status for r in answered} == {200}
+    assert not any(r.headers.get("X-Fairvisor-Degraded") for r in answered)
+    # The admin /metrics is one exposition with every engine's samples, labelled.
+    per_engine = [decisions(s) for s in socks]
+    merged = parse_metrics(edge.admin("/metrics").body.decode())
+    by_engine = {}
+    for labels, value in merged["fairvisor_decisions_total"]:
+        by_engine[labels["engine"]] = by_engine.get(labels["engine"], 0) + value
+    assert by_engine["0"] >= per_engine[0] and by_engine["1"] >= per_engine[1]
+    assert sorted((lb["engine"], v) for lb, v in merged["fairvisor_engine_up"]) == [("0", 1.0), ("1", 1.0)]
+    body = edge.admin("/metrics").body.decode()
+    assert body.count("# TYPE fairvisor_decisions_total counter") == 1
+    # One valid exposition: Prometheus's own checker accepts it (families whole, HELP/TYPE once).
+    lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True, timeout=30)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # /readyz on both listeners: every engine is ready.
+    assert edge.get("/readyz", fresh=True).status == 200 and edge.admin("/readyz").status == 200
+
+
+def test_kill_9_of_one_engine_restarts_it_alone_and_requests_keep_being_answered(two_engines):
+    edge = two_engines
+    socks = sockets(edge)
+    before = engine_pids(edge)
+    os.kill(before[1], signal.SIGKILL)
+    answered = traffic(edge, 64)  # meanwhile workers of engine 1 apply the fail mode (open)
+    assert {r.status for r in answered} == {200}
+    wait_until(lambda: edge.pid_of("engine-1.pid") not in (None, before[1]) and engine_answers(socks[1]), 10.0,
+               "the supervisor to restart engine 1")
+    assert engine_pids(edge)[0] == before[0], "engine 0 was left running"
+    assert "engine 1 exited with status -9; restarting" in edge.log()
+
+    def restarted_one_decides():
+        rs = traffic(edge, 32)
+        assert {r.status for r in rs} == {200}
+        return decisions(socks[1]) > 0
+
+    wait_until(restarted_one_decides, 20.0, "the restarted engine 1 to decide requests again", interval_s=0)
+
+
+def test_sigterm_stops_nginx_and_every_engine(start_edge, redis_server):  # noqa: F811
+    env = {"FAIRVISOR_ENGINES": "2", "FAIRVISOR_STATE_URL": redis_server.url}
+    edge = start_edge(POLICY, flags=TIMEOUT, env=env, workers=WORKERS)
+    pids = [*engine_pids(edge), edge.pid_of("nginx.pid")]
+    assert all(pids) and all(_alive(p) for p in pids)
+    assert edge.stop() == 0
+    assert not any(_alive(p) for p in pids), edge.log()
+    assert not any(os.path.exists(s) for s in sockets(edge))
+    log = edge.log()
+    assert log.index("nginx stopped (status 0)") < log.index("engine 0 stopped (status 0)")
+    assert "engine 1 stopped (status 0)" in log
+
+
+def test_admin_writes_reach_every_engine_under_one_id(two_engines):
+    edge = two_engines
+    socks = sockets(edge)
+    added = edge.admin("/v1/admin/kill-switches", "POST", headers={"Content-Type": "application/json"},
+                       body=json.dumps({"scope_key": "header:x-tenant", "scope_value": "acme"}).encode())
+    assert added.status == 201, added.body
+    switch_id = added.json()["kill_switch"]["id"]
+    held = [[s["id"] for s in engine_admin(p, "/v1/admin/kill-switches")["kill_switches"]] for p in socks]
+    assert held == [[switch_id], [switch_id]]
+    rejected = traffic(edge, 32, tenant="acme")
+    assert {r.status for r in rejected} == {429}
+    removed = edge.admin(f"/v1/admin/kill-switches/{switch_id}", "DELETE")
+    assert removed.status == 200, removed.body
+    assert [engine_admin(p, "/v1/admin/kill-switches")["kill_switches"] for p in socks] == [[], []]
+
+
+def test_readyz_is_not_ready_while_one_engine_is_down(two_engines):
+    edge = two_engines
+    pid = edge.pid_of("engine-1.pid")
+    os.kill(pid, signal.SIGSTOP)  # alive but silent: the supervisor leaves it; nginx times out
+    try:
+        assert edge.get("/readyz", fresh=True).status == 503
+        metrics = parse_metrics(edge.admin("/metrics").body.decode())
+        assert sorted((lb["engine"], v) for lb, v in metrics["fairvisor_engine_up"]) == [("0", 1.0), ("1", 0.0)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: edge.get("/readyz", fresh=True).status == 200, 10.0, "readiness once engine 1 answers")
+
+
+def test_more_than_one_engine_without_a_state_url_is_refused(tmp_path):
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
+    env["FAIRVISOR_ENGINES"] = "2"
+    proc = subprocess.run([*FAIRVISOR, "run", "--state-dir", str(state), "--listen", "127.0.0.1:1"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "FAIRVISOR_ENGINES" in proc.stderr and "FAIRVISOR_STATE_URL" in proc.stderr, proc.stderr
+    assert not (state / "nginx" / "engine.pid").exists()
+
+
+def _normal(text: str) -> str:
+    text = text.replace(str(LUA_SHIM_DIR), "@LUA_SHIM_DIR@").replace(str(ADMIN_CONF), "@ADMIN_CONF@")
+    return re.sub(r"(?m)^user .*;$", "", text)
+
+
+@pytest.mark.parametrize("name, env", [
+    ("decision_service", {}),
+    ("reverse_proxy", {"FAIRVISOR_MODE": "reverse_proxy", "FAIRVISOR_BACKEND_URL": "https://api.openai.com",
+                       "FAIRVISOR_ENGINE_SOCKET": "/run/fairvisor/engine.sock"}),
+])
+def test_one_engine_renders_the_nginx_config_of_before(name, env):
+    """tests/cli/golden/ holds the configs rendered before FAIRVISOR_ENGINES existed."""
+    settings = from_env({"FAIRVISOR_STATE_DIR": "/var/lib/fairvisor-golden", **env})
+    assert settings.engines == 1
+    rendered = _normal(render(settings, "/var/lib/fairvisor-golden/nginx"))
+    assert rendered == (GOLDEN / f"nginx-n1-{name}.conf").read_text()
+
+
+def test_n_engines_give_the_shim_every_socket_engine_0_first():
+    settings = from_env({"FAIRVISOR_STATE_DIR": "/var/lib/fv", "FAIRVISOR_ENGINES": "3",
+                         "FAIRVISOR_STATE_URL": "redis://127.0.0.1:6379/0"})
+    conf = render(settings, "/var/lib/fv/nginx")
+    assert engine_sockets(settings) == ["/var/lib/fv/engine.sock", "/var/lib/fv/engine-1.sock",
+                                        "/var/lib/fv/engine-2.sock"]
+    assert 'socket = { "/var/lib/fv/engine.sock", "/var/lib/fv/engine-1.sock", "/var/lib/fv/engine-2.sock" },' in conf
