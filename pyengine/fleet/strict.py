@@ -30,6 +30,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ..errors import StoreError
+from .batch import ScriptBatch
 from .kinds import G, P, to_local
 from .keyspace import remote_key
 from .sync import SLACK_S
@@ -40,7 +41,9 @@ LUA = (Path(__file__).parent / "strict.lua").read_text()
 # A value outlives its own expiry in the store by the sync's slack: the HASH also holds the
 # sync's sequence numbers (pyengine.fleet.sync), which a strict write must not cut short.
 EXPIRY_SLACK_MS = SLACK_S * 1000
-RETRY_S = 1.0
+# After a failed call, strict requests go local at once for this long, then one tries the store
+# again: an outage costs one timeout per RETRY_S, not one per request.
+RETRY_S = 0.25
 _INVERSE = {"g": "G", "c": "C"}
 _KINDS = {"g": G, "G": G, "c": P, "C": P}  # strict.lua's op kinds -> the value kinds of pyengine.fleet.kinds
 _decode = msgspec.msgpack.decode
@@ -78,7 +81,7 @@ class StrictStore:
     def attach(self, remote) -> None:
         self.client = remote.client
         self.is_cluster = remote.is_cluster
-        self.script = self.client.register_script(LUA)
+        self.script = ScriptBatch(self.client, LUA, self.timeout_s)  # one round trip per loop iteration
 
     async def acquire(self, ops, now_s: float):
         """(index of the refusing op or None, the value found per op; None when absent or not read)."""
@@ -99,6 +102,9 @@ class StrictStore:
                     return group[status - 1], found
                 done.append(group)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if not self._down_until:
+                log.warning("strict rules enforced locally for %.2f s: the state store failed a call (%s)",
+                            self.retry_s, type(exc).__name__)
             self._down_until = self.clock() + self.retry_s
             if done:
                 await self._refund(remote, ops, done, now_s)
@@ -119,7 +125,7 @@ class StrictStore:
         for i in group:
             _, kind, a, b, c, cost = ops[i]
             args += (_INVERSE[kind] if refund else kind, repr(a), repr(b), repr(c), repr(cost))
-        reply = await asyncio.wait_for(self.script(keys=[remote[i] for i in group], args=args), self.timeout_s)
+        reply = await self.script.call([remote[i] for i in group], args)
         return reply[0], reply[1:]
 
     async def _refund(self, remote, ops, groups, now_s: float) -> None:
@@ -133,12 +139,14 @@ class StrictStore:
                 log.warning("strict compensation failed, %d ops stay charged: %s", len(group), type(exc).__name__)
 
 
-async def attach_when_reachable(store: StrictStore, url: str, connect, retry_s: float = RETRY_S) -> None:
+async def attach_when_reachable(store: StrictStore, url: str, connect, retry_s: float = 1.0) -> None:
     """Connect `store` to `url` (pyengine.fleet.url.connect), trying again every `retry_s` while the
     store cannot be reached: an engine starts, and enforces locally, without its store."""
     while True:
         try:
-            store.attach(await connect(url))
+            remote = await connect(url)
+            store.attach(remote)
+            await store.script.load()
             return
         except ConnectionError as exc:  # RemoteError: the message shows the URL masked
             log.warning("strict rules enforced locally until the state store answers: %s", exc)

@@ -179,3 +179,35 @@ class _Dict(dict):
         self.get = backing.get
         self.put = backing.__setitem__
         self.delete = lambda k: backing.pop(k, None)
+
+
+async def _burst(url, n_keys=30, flush=None):
+    remote = await connect(url)
+    store = StrictStore(remote, TIMEOUT_S)
+    bucket = TokenBucket(_Dict({}), 1, 2)
+    claims = [[bucket.claim(f"R2:p1{k}:k", 1)] for k in range(n_keys)]
+    await store.acquire(claims[0], T0)  # the first call loads the script
+    if flush is not None:
+        flush()
+    batches = store.script.batches
+    # Three rounds over every key, all made in one loop iteration: each key admits two, refuses the third.
+    results = await asyncio.gather(*[store.acquire(c, T0) for _ in range(3) for c in claims])
+    await remote.close()
+    return store.script.batches - batches, [r[0] for r in results]
+
+
+def test_calls_made_in_one_loop_iteration_share_one_pipeline(redis_server):
+    batches, refused = asyncio.run(_burst(redis_server.url))
+    assert batches == 1
+    assert refused == [None] * 30 + [0] + [None] * 29 + [0] * 30  # key 0 had one token taken already
+
+
+def test_a_store_that_lost_its_scripts_is_given_the_script_again(redis_server):
+    batches, refused = asyncio.run(_burst(redis_server.url, flush=lambda: redis_server.call("SCRIPT", "FLUSH")))
+    assert refused.count(None) == 59
+
+
+def test_a_cluster_pipeline_reaches_every_master(redis_cluster):
+    assert len({key_slot(remote_key(f"R2:p1{k}:k")) * 3 // 16384 for k in range(30)}) == 3  # all three nodes
+    batches, refused = asyncio.run(_burst(redis_cluster.url))
+    assert refused.count(None) == 59
