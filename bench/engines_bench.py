@@ -1,8 +1,8 @@
 """1 vs 2 engines behind one nginx (FAIRVISOR_ENGINES): RPS, engine CPU per decision, decisions/s per engine.
 
 Each row is a real `fairvisor run` (decision service, five_rules.json, fleet mode against a
-redis-server this script starts on a free loopback port and stops by its PID), driven by wrk
-with run_bench.py's request script. Decisions per engine come from the edge's merged /metrics
+redis-server this script starts on a free loopback port and stops by its PID; each row uses a
+database of its own), driven by wrk with run_bench.py's request script. Decisions per engine come from the edge's merged /metrics
 (the engine="<i>" label). Every run is bounded by --duration; only 127.0.0.1 is targeted.
 
 Usage: .venv/bin/python bench/engines_bench.py [--duration 10] [--connections 50] [--threads 2] [--out FILE]
@@ -36,7 +36,7 @@ def start_redis(work: pathlib.Path) -> tuple[subprocess.Popen, str]:
                              "--appendonly", "no", "--dir", str(work)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_listening(port, proc, "redis-server")
-    return proc, f"redis://127.0.0.1:{port}/0"
+    return proc, f"redis://127.0.0.1:{port}"
 
 
 def scrape(admin_port: int) -> dict[str, float]:
@@ -106,7 +106,8 @@ def main() -> int:
         redis, url = start_redis(work)
         try:
             for engines in (1, 2):
-                rows.append((engines, one_row(work, engines, url, script, args)))
+                # A database of its own per row: the second starts from empty buckets too.
+                rows.append((engines, one_row(work, engines, f"{url}/{engines}", script, args)))
         finally:
             redis.terminate()
             redis.wait(timeout=10)

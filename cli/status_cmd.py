@@ -118,9 +118,13 @@ def summarize(source: str, status: int, health: dict, metrics_text: str, rtts_ms
     import statistics
 
     m = parse_metrics(metrics_text)
-    decisions = sorted(({"action": lab.get("action", ""), "reason": lab.get("reason", ""),
-                         "policy": lab.get("policy", ""), "count": int(v)}
-                        for lab, v in m.get("fairvisor_decisions_total", ()) if v),
+    # With FAIRVISOR_ENGINES > 1 each engine has its own series (label `engine`): summed here.
+    counts: dict[tuple, float] = {}
+    for lab, v in m.get("fairvisor_decisions_total", ()):
+        row = (lab.get("action", ""), lab.get("reason", ""), lab.get("policy", ""))
+        counts[row] = counts.get(row, 0) + v
+    decisions = sorted(({"action": a, "reason": r, "policy": p, "count": int(v)}
+                        for (a, r, p), v in counts.items() if v),
                        key=lambda d: (-d["count"], d["action"], d["reason"], d["policy"]))
     count = value(m, "fairvisor_decision_duration_seconds_count")
     return {
@@ -135,7 +139,8 @@ def summarize(source: str, status: int, health: dict, metrics_text: str, rtts_ms
         "counters": {
             "reloads_ok": int(value(m, "fairvisor_policy_reload_total", result="ok")),
             "reloads_refused": int(value(m, "fairvisor_policy_reload_total", result="refused")),
-            "kill_switches_active": int(value(m, "fairvisor_kill_switch_active")),
+            # Every engine holds the same switches: the most any engine reports, not their sum.
+            "kill_switches_active": int(max((v for _, v in m.get("fairvisor_kill_switch_active", ())), default=0)),
             "would_reject": int(value(m, "fairvisor_would_reject_total")),
             "engine_unavailable": int(value(m, "fairvisor_engine_unavailable_total")),
             "decision_log_dropped": int(value(m, "fairvisor_decision_log_dropped_total")),

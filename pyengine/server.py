@@ -192,9 +192,11 @@ def main() -> int:
     except ConfigError as exc:
         print(f"fairvisor engine: {exc}", flush=True)
         return 2
+    # With FAIRVISOR_ENGINES > 1 the engines share `fairvisor run`'s output: each line names its engine.
+    who = "%(name)s" if settings.engines == 1 else f"%(name)s[engine {settings.engine_index}]"
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {who}: %(message)s",
     )
     try:
         locks = hold_instance_locks(settings)  # noqa: F841 - held until the process exits

@@ -121,6 +121,17 @@ function _M.readiness(request)
     return replies[engines.index() + 1]
 end
 
+-- Whether engine i > 0 holds the change engine 0 took: it answered with success, or (fleet mode:
+-- the store had already brought it there, pyengine/fleet/overlay_sync.py) the record with that
+-- id exists (409 "exists") or, for a DELETE, is gone already (404).
+local function taken(r, method)
+    if not ok_reply(r) then return false end
+    local status = r[R.status]
+    if status < 400 then return true end
+    if method == "POST" and status == 409 then return find(r[R.body] or "", '"reason":"exists"', 1, true) ~= nil end
+    return method == "DELETE" and status == 404
+end
+
 -- An admin write to every engine: make(uri) -> the request for client.call. A POST's record
 -- keeps the id engine 0 gave it on every engine (`?id=`, pyengine/admin_api.py), so that a
 -- later DELETE of that id reaches the same record everywhere. Returns the Reply to send
@@ -133,8 +144,7 @@ function _M.write(make, uri, method)
     if id then others = uri .. (find(uri, "?", 1, true) and "&" or "?") .. "id=" .. id end
     local missed = {}
     for i = 1, engines.count() - 1 do
-        local r = client.call(make(others), i)
-        if not ok_reply(r) or r[R.status] >= 400 then missed[#missed + 1] = i end
+        if not taken(client.call(make(others), i), method) then missed[#missed + 1] = i end
     end
     if #missed == 0 then return first end
     return nil, nil, fail.CLOSED_STATUS, fail.partial_write_body(concat(missed, ", "), engines.count())

@@ -22,7 +22,7 @@ from pyengine.cli.status_cmd import parse_metrics
 from pyengine.config import from_env
 from pyengine.engine_paths import engine_sockets
 from pyengine.protocol.client import call
-from pyengine.protocol.messages import Admin, Metrics
+from pyengine.protocol.messages import PROTOCOL_VERSION, Admin, Decide, Hello, Metrics
 from pyengine.resources import ADMIN_CONF, LUA_SHIM_DIR
 from tests.support.redis_servers import redis_server  # noqa: F401 - a fixture
 
@@ -111,6 +111,15 @@ def test_both_engines_answer_requests(two_engines):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     # /readyz on both listeners: every engine is ready.
     assert edge.get("/readyz", fresh=True).status == 200 and edge.admin("/readyz").status == 200
+    # `fairvisor status` over the admin listener sums the engines.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
+    out = subprocess.run([*FAIRVISOR, "status", "--admin-url", f"http://127.0.0.1:{edge.admin_port}", "--json"],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    status = json.loads(out.stdout)
+    allowed = [d for d in status["decisions"] if d["action"] == "allow"]
+    assert len(allowed) == 1 and allowed[0]["count"] >= sum(per_engine)
+    assert status["counters"]["kill_switches_active"] == 0
 
 
 def test_kill_9_of_one_engine_restarts_it_alone_and_requests_keep_being_answered(two_engines):
@@ -155,6 +164,8 @@ def test_admin_writes_reach_every_engine_under_one_id(two_engines):
     switch_id = added.json()["kill_switch"]["id"]
     held = [[s["id"] for s in engine_admin(p, "/v1/admin/kill-switches")["kill_switches"]] for p in socks]
     assert held == [[switch_id], [switch_id]]
+    metrics = parse_metrics(edge.admin("/metrics").body.decode())
+    assert sorted((lb["engine"], v) for lb, v in metrics["fairvisor_kill_switch_active"]) == [("0", 1.0), ("1", 1.0)]
     rejected = traffic(edge, 32, tenant="acme")
     assert {r.status for r in rejected} == {429}
     removed = edge.admin(f"/v1/admin/kill-switches/{switch_id}", "DELETE")
@@ -173,6 +184,47 @@ def test_readyz_is_not_ready_while_one_engine_is_down(two_engines):
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: edge.get("/readyz", fresh=True).status == 200, 10.0, "readiness once engine 1 answers")
+
+
+def decide_on(sock_path: str, tenant: str) -> int:
+    """One Decide straight to this engine's socket (as its nginx workers send them): 0 = allowed."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(sock_path)
+        hello = call(sock, Hello(protocol_version=PROTOCOL_VERSION))
+        values = {"x-tenant": tenant.encode(), "x-forwarded-for": b"10.0.0.1", "x-original-method": b"GET",
+                  "x-original-uri": b"/api/items"}
+        verdict = call(sock, Decide(generation=hello.generation, surface=0, method=b"POST", uri=b"/v1/decision",
+                                    host=b"edge", remote_addr=b"127.0.0.1",
+                                    headers=[values.get(h) for h in hello.headers]))
+        return verdict.status
+
+
+def synced(sock_path: str) -> bool:
+    """The store confirmed every change this engine made (fairvisor_state_sync_backlog_keys 0)."""
+    samples = parse_metrics(engine_reply(sock_path, Metrics()).body)
+    return [v for _, v in samples.get("fairvisor_state_sync_backlog_keys", [])] == [0.0]
+
+
+def test_a_rate_limit_holds_across_the_two_engines_within_one_request_per_other_engine(start_edge,
+                                                                                   redis_server):  # noqa: F811
+    """docs/fleet.md, "Engines per edge": taking turns, each engine decides on the fleet's count as
+    of its own last sync, so the burst is exceeded by at most one request per other engine."""
+    burst = 10
+    policy = token_bucket_policy("header:x-tenant", tps=0.001, burst=burst)  # no refill to speak of
+    env = {"FAIRVISOR_ENGINES": "2", "FAIRVISOR_STATE_URL": redis_server.url}
+    edge = start_edge(policy, flags=TIMEOUT, env=env, workers=WORKERS)
+    socks = sockets(edge)
+    statuses = []
+    for n in range(2 * burst + 4):
+        sock = socks[n % 2]
+        statuses.append(decide_on(sock, "shared"))
+        wait_until(lambda: synced(sock), 10.0, "the sync to confirm the decision")
+    allowed = statuses.count(0)
+    assert burst <= allowed <= burst + 1, statuses  # one engine alone would admit 2 x burst between them
+    assert statuses[-4:] == [429] * 4
+    # Through nginx too, on both engines' workers: the tenant stays refused.
+    assert {r.status for r in traffic(edge, 32, tenant="shared")} == {429}
 
 
 def test_more_than_one_engine_without_a_state_url_is_refused(tmp_path):
