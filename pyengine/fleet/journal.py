@@ -22,6 +22,10 @@ class FleetStore(MemoryStore):
         self._now_s = clock
         # key -> (kind, accumulator): the deltas made since the sync last took them
         self.pending: dict[str, tuple[str, list]] = {}
+        # () -> None, called when a shared key is written that this engine held no value for:
+        # the node then syncs early, so a key new here learns its shared value within a
+        # round trip instead of a whole interval (pyengine.fleet.node).
+        self.on_first_sight = None
 
     def _journaled_put(self, key: str, value) -> None:
         data = self._data
@@ -33,6 +37,8 @@ class FleetStore(MemoryStore):
             if kind is None:
                 return
             self.pending[key] = (kind, kinds.note(None, kind, old, value, self._now_s()))
+            if old is None and self.on_first_sight is not None:
+                self.on_first_sight()
         else:
             kinds.note(entry[1], entry[0], old, value, self._now_s())
 

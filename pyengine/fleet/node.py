@@ -15,6 +15,9 @@ from pyengine.metrics import Counter, Gauge
 
 log = logging.getLogger("fairvisor.fleet")
 
+# A key new to this engine wakes the sync early, but rounds stay at least this far apart, so
+# a flood of new keys costs at most 200 rounds a second.
+EARLY_ROUND_GAP_S = 0.005
 FINAL_PUSH_TIMEOUT_S = 2.0  # at shutdown: the journal's last round, so a clean restart loses nothing
 
 
@@ -48,6 +51,7 @@ class FleetNode:
         self.remote = None
         self.overlay: OverlaySync | None = None
         self._stopped = asyncio.Event()
+        self._wake: asyncio.Event | None = None  # set by a first sight (FleetStore.on_first_sight)
         self._task: asyncio.Task | None = None
         self.started_at_s = clock.now_s()
 
@@ -60,7 +64,27 @@ class FleetNode:
 
     # -- lifecycle (the server's event loop) -------------------------------------------
     def start(self) -> None:
+        self._wake = asyncio.Event()
+        self.store.on_first_sight = self._wake.set
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _next_round(self, loop, last_s: float) -> bool:
+        """Wait for the next round: the interval, or earlier once a key new here was written
+        (never sooner than EARLY_ROUND_GAP_S after the last). False = stop."""
+        wake = self._wake
+        due_s = max(0.0, last_s + self.interval_s - loop.time())
+        try:
+            if self.degraded:  # no early rounds against a store that just failed
+                await asyncio.wait_for(self._stopped.wait(), due_s)
+            else:
+                await asyncio.wait_for(wake.wait(), due_s)
+        except asyncio.TimeoutError:
+            pass
+        gap = last_s + min(EARLY_ROUND_GAP_S, self.interval_s) - loop.time()
+        if gap > 0:
+            await asyncio.sleep(gap)
+        wake.clear()
+        return not self._stopped.is_set()
 
     async def _run(self) -> None:
         """Every interval: (re)connect when needed, a sync round, and the overlay's round when
@@ -68,12 +92,9 @@ class FleetNode:
         loop = asyncio.get_running_loop()
         client = None
         overlay_due_s = 0.0
-        while not self._stopped.is_set():
-            try:
-                await asyncio.wait_for(self._stopped.wait(), self.interval_s)
-                break
-            except asyncio.TimeoutError:
-                pass
+        last_s = loop.time() - self.interval_s  # the first round (the connect) at once
+        while await self._next_round(loop, last_s):
+            last_s = loop.time()
             try:
                 if client is None:
                     client = await self._connect()
@@ -112,6 +133,8 @@ class FleetNode:
     async def stop(self) -> None:
         """Stop the rounds, then push the journal once more (bounded) and close."""
         self._stopped.set()
+        if self._wake is not None:
+            self._wake.set()
         if self._task is not None:
             await self._task
         if self.remote is not None and not self.degraded:

@@ -118,3 +118,19 @@ def test_kill_switch_added_on_one_engine_acts_on_the_other_and_survives_restart(
         assert decide(c, headers={"X-Org": "evil"}).status == 0
         await c.fleet.stop()
     asyncio.run(main())
+
+
+def test_a_key_new_to_an_engine_is_synced_without_waiting_for_the_interval(tmp_path, redis_server):
+    async def main():
+        a, b = _engines(tmp_path, redis_server.url, interval_ms=60_000)  # a round a minute...
+        a.fleet.start()
+        b.fleet.start()
+        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "connected at start", 2.0)
+        assert _admitted(a, "acme", 6) == 6
+        await _until(lambda: a.fleet.sync.backlog_keys == 0, "a's first sight pushed", 2.0)  # ...yet within 2 s
+        assert _admitted(b, "acme", 1) == 1
+        await _until(lambda: b.fleet.sync.backlog_keys == 0, "b's first sight synced", 2.0)
+        assert _admitted(b, "acme", 10) == 3  # rebased on a's 6
+        await a.fleet.stop()
+        await b.fleet.stop()
+    asyncio.run(main())
