@@ -47,7 +47,8 @@ deb: wheel
 	packaging/deb/build.sh
 
 # Builds the real image (docker/build-local.sh) and installs the .deb in a clean Debian 12 container,
-# driving both over HTTP; needs a docker daemon or dockerd.
+# driving both over HTTP, and runs examples/fleet (two edges and Redis) with docker-compose, which
+# bootstrap installs; needs a docker daemon or dockerd.
 test-docker: bootstrap deb
 	docker/install-tools.sh
 	$(PY) -m pytest -q -m docker tests/docker
@@ -59,11 +60,13 @@ bench: bootstrap
 	mkdir -p .benchmarks
 	rm -f .benchmarks/run_bench.md .benchmarks/proxy_bench.md .benchmarks/llm_stream.md \
 		.benchmarks/proxy_bench.json .benchmarks/engine.json .benchmarks/engine_memory.json \
+		.benchmarks/fleet_bench.md \
 		.benchmarks/engines_bench.md
 	$(PY) bench/run_bench.py --out .benchmarks/run_bench.md
 	$(PY) bench/chart.py .benchmarks/run_bench.md docs/bench-latency.png
 	$(PY) bench/proxy_bench.py --out .benchmarks/proxy_bench.md --json .benchmarks/proxy_bench.json
 	$(PY) bench/llm_stream_bench.py --out .benchmarks/llm_stream.md
+	$(PY) bench/fleet_bench.py --out .benchmarks/fleet_bench.md
 	$(PY) bench/engines_bench.py --out .benchmarks/engines_bench.md
 	$(PY) -m pytest -q -p no:cacheprovider --benchmark-enable --benchmark-columns=min,median,mean,rounds \
 		--benchmark-json=.benchmarks/engine.json \
@@ -71,7 +74,7 @@ bench: bootstrap
 	$(PY) bench/engine_memory.py 1000000 > .benchmarks/engine_memory.json
 	cat .benchmarks/engine_memory.json
 	$(PY) bench/report.py --doc docs/performance.md --run-bench .benchmarks/run_bench.md \
-		--proxy .benchmarks/proxy_bench.md --llm .benchmarks/llm_stream.md \
+		--proxy .benchmarks/proxy_bench.md --llm .benchmarks/llm_stream.md --fleet .benchmarks/fleet_bench.md \
 		--engine-json .benchmarks/engine.json --memory .benchmarks/engine_memory.json
 
 # Mixed loopback traffic through two real edges, reloads every 30 s, engine RSS/fds sampled;

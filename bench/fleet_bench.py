@@ -37,6 +37,10 @@ ESTIMATE_TOKENS = 100  # X-Token-Estimate of every request in part 2
 MAX_COMPLETION_TOKENS = 100
 SYNC_INTERVAL_MS = 50
 OVERSHOOT_S = 4  # part 2 runs: the limit is reached in well under a second, the rest are refusals
+# Part 2 measures the limiters, not this machine's overload: 100 connections on 2 shared cores
+# can hold a strict call past its default deadline (a third of 100 ms), which then decides
+# locally (counted, and shown in the table). A longer engine timeout keeps the calls in the store.
+OVERSHOOT_ENGINE_TIMEOUT_MS = 1000
 
 
 def _bundle(rule: dict, consistency: str) -> dict:
@@ -98,19 +102,21 @@ def cost_rows(work: pathlib.Path, redis_url: str, args) -> tuple[list, list]:
     return paced, unpaced
 
 
-def overshoot_row(work: pathlib.Path, redis: RedisServer, rule: dict, consistency: str, args) -> dict:
+def overshoot_row(work: pathlib.Path, redis: RedisServer, rule: dict, consistency: str, args,
+                  engine_timeout_ms: int = OVERSHOOT_ENGINE_TIMEOUT_MS) -> dict:
     redis.call("FLUSHALL")
     edges = []
     script = work / "tenant.lua"
     tenant_script(script)
     try:
         for i in range(2):
-            d = work / f"{rule['name']}-{consistency}-{i}"
+            d = work / f"{rule['name']}-{consistency}-{engine_timeout_ms}-{i}"
             d.mkdir()
             policy = d / "policy.json"
             policy.write_text(json.dumps(_bundle(rule, consistency)))
-            edges.append(Edge(d, _python_engine, policy, {"FAIRVISOR_STATE_URL": redis.url,
-                                                          "FAIRVISOR_SYNC_INTERVAL_MS": str(SYNC_INTERVAL_MS)}))
+            edges.append(Edge(d, _python_engine, policy, {
+                "FAIRVISOR_STATE_URL": redis.url, "FAIRVISOR_SYNC_INTERVAL_MS": str(SYNC_INTERVAL_MS),
+                "FAIRVISOR_ENGINE_TIMEOUT_MS": str(engine_timeout_ms)}))
         results: list[dict | None] = [None, None]
         run_args = wrk_args("").parse_args(["--duration", str(OVERSHOOT_S), "--threads", "1"])
 
@@ -122,24 +128,45 @@ def overshoot_row(work: pathlib.Path, redis: RedisServer, rule: dict, consistenc
             t.start()
         for t in threads:
             t.join()
+        local = sum(_metric(e.port, 'fairvisor_strict_decisions_total{path="local"}') for e in edges)
     finally:
         for e in edges:
             e.stop()
     admitted = [r["total"] - r["non2xx"] for r in results]
-    return {"limiter": rule["algorithm"], "consistency": consistency, "admitted": admitted,
-            "rps": [r["rps"] for r in results], "overshoot": sum(admitted) - BURST}
+    label = consistency if engine_timeout_ms == OVERSHOOT_ENGINE_TIMEOUT_MS else \
+        f"{consistency}, engine timeout {engine_timeout_ms} ms"
+    return {"limiter": rule["algorithm"], "consistency": label, "admitted": admitted,
+            "rps": [r["rps"] for r in results], "overshoot": sum(admitted) - BURST, "strict_local": local}
+
+
+def _metric(port: int, series: str) -> float:
+    """One series of an edge's public /metrics (decision-service mode serves it), 0 when absent."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def overshoot_table(rows: list[dict]) -> list[str]:
     lines = [f"Two edges x 50 connections (wrk -t1 -c50 -d{OVERSHOOT_S}s each), one tenant, limit = {BURST} "
-             f"requests, FAIRVISOR_SYNC_INTERVAL_MS={SYNC_INTERVAL_MS}", "",
-             "| limiter | consistency | admitted edge 1 + edge 2 | overshoot | local bound (fleet RPS x interval) |",
-             "|---|---|---:|---:|---:|"]
+             f"requests, FAIRVISOR_SYNC_INTERVAL_MS={SYNC_INTERVAL_MS}",
+             f"(FAIRVISOR_ENGINE_TIMEOUT_MS={OVERSHOOT_ENGINE_TIMEOUT_MS} unless said: a strict call's deadline is a third "
+             "of it; a call past it decides locally)", "",
+             "| limiter | consistency | admitted edge 1 + edge 2 | overshoot | local bound (fleet RPS x interval) "
+             "| strict decided locally |",
+             "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         bound = sum(r["rps"]) * SYNC_INTERVAL_MS / 1000
         lines.append(f"| {r['limiter']} | {r['consistency']} | {r['admitted'][0]} + {r['admitted'][1]} | "
                      f"{r['overshoot']:+d} ({100 * r['overshoot'] / BURST:.1f}%) | "
-                     f"{'0 (exact)' if r['consistency'] == 'strict' else f'{bound:.0f}'} |")
+                     f"{'0 (exact)' if r['consistency'].startswith('strict') else f'{bound:.0f}'} | "
+                     f"{r['strict_local']:.0f} |")
     return lines
 
 
@@ -154,6 +181,8 @@ def main() -> int:
             paced, unpaced = cost_rows(work, redis.url, args)
             accuracy = [overshoot_row(work, redis, rule, consistency, args)
                         for rule in (BUCKET_RULE, TPD_RULE) for consistency in ("local", "strict")]
+            # The same strict runs at the default deadline: what an overloaded node does.
+            accuracy += [overshoot_row(work, redis, rule, "strict", args, 100) for rule in (BUCKET_RULE, TPD_RULE)]
         finally:
             redis.close()
     lines = [f"Fleet bench: loopback, {os.cpu_count()} CPUs, 1-min load average before the run {load_before:.2f}, "

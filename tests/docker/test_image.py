@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import pathlib
-import subprocess
-import time
 import uuid
 
 import pytest
@@ -18,19 +15,6 @@ from tests.integration.conftest import free_port, wait_until
 pytestmark = pytest.mark.docker
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-TAG = os.environ.get("FAIRVISOR_TEST_IMAGE", "fairvisor:test")  # another tag: no clash with a parallel run
-BUILD_TIMEOUT_S = 1200.0  # a cold machine: debootstrap, then apt and pip inside the build
-
-
-@pytest.fixture(scope="session")
-def image(docker_daemon):
-    started = time.monotonic()
-    build = subprocess.run([str(REPO / "docker" / "build-local.sh"), TAG], capture_output=True, text=True,
-                           timeout=BUILD_TIMEOUT_S)
-    assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    print(f"\nimage {TAG} built in {time.monotonic() - started:.0f} s")
-    return TAG
-
 
 class Container:
     def __init__(self, image: str, args: list[str], env: dict, port: int, volumes: tuple = (),
