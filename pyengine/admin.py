@@ -12,6 +12,7 @@ import time
 import msgspec
 
 from . import admin_api
+from .admin_peers import PEERS_HEADER, peer_query
 from .protocol.messages import Admin, Reply
 
 _json = msgspec.json.Encoder()
@@ -102,8 +103,12 @@ class AdminApi:
         if self._actor is None:
             self._actor = admin_api.actor_of(self._token, self.engine.decision_log.hasher)
         # The query too: the operator endpoints read theirs (pyengine.operator_api).
-        status, ctype, body = routes.handle(msg.method.decode("latin-1"), msg.uri.decode("latin-1"), msg.body,
-                                            self._actor)
+        method = msg.method.decode("latin-1")
+        status, ctype, body = routes.handle(method, msg.uri.decode("latin-1"), msg.body, self._actor)
+        if self.engine.settings.engines > 1:  # engines 1.. of this edge get the change too (admin_peers)
+            query = peer_query(method, path, status, body)
+            if query is not None:
+                return Reply(status=status, content_type=ctype, body=body, headers=[PEERS_HEADER, query])
         return Reply(status=status, content_type=ctype, body=body)
 
 

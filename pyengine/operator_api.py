@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 
 import msgspec
 
-from . import what_if
+from . import selftest, what_if
 from .config import ADMIN_OFF
 from .coverage import reply as coverage_reply
 from .decision_log import rfc3339_ms
@@ -118,7 +118,14 @@ def selftest_start(engine, query: dict, body) -> Reply:
         return problem(503, "no_policy_loaded")
     if engine.settings.admin_listen == ADMIN_OFF:  # the shim is then never asked for the self-test header
         return problem(409, "admin_listener_off", "self-test runs need FAIRVISOR_ADMIN_LISTEN")
-    plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values)
+    given = None
+    if "run" in query or "secret" in query:  # an edge's engine 0 chose them (pyengine.admin_peers)
+        given = ((query.get("run") or [""])[0], (query.get("secret") or [""])[0])
+        if not (selftest.is_run_id(given[0]) and selftest.is_secret(given[1])):
+            return problem(400, "invalid_request", "run: 12 hex digits, secret: 32 URL-safe base64 characters")
+        if given[0] in engine.selftests.runs:
+            return problem(409, "exists", f"run {given[0]} exists")
+    plan = engine.selftests.start(engine.bundle, engine.clock.now_s(), engine.metrics.rule_skipped.values, given)
     # hide_reason: rejections carry no X-Fairvisor-Reason header (FAIRVISOR_HIDE_REASON), by design.
     plan.update(mode=engine.settings.mode, fail_mode=engine.settings.fail_mode, hide_reason=engine.hide_reason)
     return _answer(200, plan)

@@ -30,6 +30,15 @@ from .state import keys
 from .decision.verdict import Decision, _allow_headers, render
 
 TTL_S = 600  # a run's secret expires this long after it was issued
+RUN_ID_BYTES, SECRET_BYTES = 6, 24  # a run id is 12 hex digits, a secret 32 URL-safe base64 characters
+
+
+def is_run_id(value: str) -> bool:
+    return len(value) == 2 * RUN_ID_BYTES and all(c in "0123456789abcdef" for c in value)
+
+
+def is_secret(value: str) -> bool:
+    return len(value) == SECRET_BYTES * 4 // 3 and all(c.isascii() and (c.isalnum() or c in "-_") for c in value)
 MAX_RUNS = 4  # open runs; starting another drops the oldest
 MAX_DRAIN = 20_000  # rule applications per drain request (a rule whose limit needs more is "not driven")
 DRAIN_BUDGET_S = 0.03  # and at most this long: the engine's loop waits, the shim's admin timeout is 100 ms
@@ -144,10 +153,12 @@ class Selftests:
         self.store = store
         self.runs: dict[str, Run] = {}
 
-    def start(self, bundle, now_s: float, skipped_counts: dict) -> dict:
+    def start(self, bundle, now_s: float, skipped_counts: dict, given: tuple[str, str] | None = None) -> dict:
+        """given: (run id, secret) another engine of the edge chose (pyengine.admin_peers); checked
+        with is_run_id / is_secret by the caller."""
         if len(self.runs) >= MAX_RUNS:
             self.end(min(self.runs.values(), key=lambda r: r.started_at_s).id)
-        run_id, secret = secrets.token_hex(6), secrets.token_urlsafe(24)
+        run_id, secret = given or (secrets.token_hex(RUN_ID_BYTES), secrets.token_urlsafe(SECRET_BYTES))
         run = self.runs[run_id] = Run(run_id, secret, now_s, bundle)
         plan = []
         for i, (p, r) in enumerate(run.targets):

@@ -7,10 +7,11 @@
 --     fairvisor_engine_up{engine="<i>"} says which engines answered. Sum over `engine` for the
 --     edge (docs/fleet.md, "Engines per edge").
 --   * /readyz: ready only when every engine is; otherwise the first engine's answer that is not.
---   * admin writes (POST, PUT, PATCH, DELETE): sent to every engine, engine 0 first; engine 0's
---     refusal goes back as is (nothing was applied), an engine that then did not take it makes
---     the answer a 503 that names it (fairvisor.fail.partial_write_body). Other admin reads
---     (/v1/admin/..., /status) are the worker's own engine's.
+--   * admin writes (POST, PUT, PATCH, DELETE): engine 0 first; when its answer says the change
+--     belongs on every engine, the others get it too, under engine 0's ids (pyengine/admin_peers.py);
+--     engine 0's refusal goes back as is (nothing was applied), an engine that then did not take
+--     it makes the answer a 503 that names it (fairvisor.fail.partial_write_body). Other admin
+--     reads (/v1/admin/..., /status) are the worker's own engine's.
 -- Assembling bytes is all this does: no answer is judged beyond its HTTP status.
 
 local client = require "fairvisor.client"
@@ -22,6 +23,7 @@ local concat = table.concat
 local find, gmatch, match, sub = string.find, string.gmatch, string.match, string.sub
 
 local TAG, R = proto.TAG, proto.Reply
+local PEERS = "Fairvisor-Peers" -- pyengine/admin_peers.py PEERS_HEADER
 
 local _M = {}
 
@@ -132,16 +134,33 @@ local function taken(r, method)
     return method == "DELETE" and status == 404
 end
 
--- An admin write to every engine: make(uri) -> the request for client.call. A POST's record
--- keeps the id engine 0 gave it on every engine (`?id=`, pyengine/admin_api.py), so that a
--- later DELETE of that id reaches the same record everywhere. Returns the Reply to send
--- (reply, err as from client.call), or nil, nil, status, body for a change only some engines took.
+-- Takes the PEERS header out of a Reply's flat header list; returns its value (nil: absent).
+local function take_peers(reply)
+    local h = reply[R.headers]
+    if not h then return nil end
+    for i = 1, #h - 1, 2 do
+        if h[i] == PEERS then
+            local value = h[i + 1]
+            table.remove(h, i)
+            table.remove(h, i)
+            return value
+        end
+    end
+    return nil
+end
+
+-- An admin write (POST, PUT, PATCH, DELETE): make(uri) -> the request for client.call. Engine 0
+-- answers first; when its answer says the change belongs on every engine (the PEERS header:
+-- the query that keeps its ids, pyengine/admin_peers.py), engines 1.. get the same request with
+-- that query. Returns the Reply to send (reply, err as from client.call), or nil, nil, status,
+-- body for a change only some engines took.
 function _M.write(make, uri, method)
     local first, err = client.call(make(uri), 0)
-    if not ok_reply(first) or first[R.status] >= 400 then return first, err end
+    if not ok_reply(first) then return first, err end
+    local query = take_peers(first)
+    if query == nil then return first end
     local others = uri
-    local id = method == "POST" and match(first[R.body] or "", '"id":"([%w_]+)"')
-    if id then others = uri .. (find(uri, "?", 1, true) and "&" or "?") .. "id=" .. id end
+    if query ~= "" then others = uri .. (find(uri, "?", 1, true) and "&" or "?") .. query end
     local missed = {}
     for i = 1, engines.count() - 1 do
         if not taken(client.call(make(others), i), method) then missed[#missed + 1] = i end

@@ -162,6 +162,7 @@ def test_admin_writes_reach_every_engine_under_one_id(two_engines):
                        body=json.dumps({"scope_key": "header:x-tenant", "scope_value": "acme"}).encode())
     assert added.status == 201, added.body
     switch_id = added.json()["kill_switch"]["id"]
+    assert "Fairvisor-Peers" not in added.headers  # between engine 0 and the shim only
     held = [[s["id"] for s in engine_admin(p, "/v1/admin/kill-switches")["kill_switches"]] for p in socks]
     assert held == [[switch_id], [switch_id]]
     metrics = parse_metrics(edge.admin("/metrics").body.decode())
@@ -171,6 +172,23 @@ def test_admin_writes_reach_every_engine_under_one_id(two_engines):
     removed = edge.admin(f"/v1/admin/kill-switches/{switch_id}", "DELETE")
     assert removed.status == 200, removed.body
     assert [engine_admin(p, "/v1/admin/kill-switches")["kill_switches"] for p in socks] == [[], []]
+
+
+def test_a_selftest_run_is_known_to_every_engine(two_engines):
+    edge = two_engines
+    started = edge.admin("/v1/admin/selftest", "POST")
+    assert started.status == 200, started.body
+    assert "Fairvisor-Peers" not in started.headers
+    run = started.json()["run"]
+    # Engine 1 holds the run engine 0 started (same id; the secret too, or its requests would not count).
+    ended = engine_reply(sockets(edge)[1], Admin(uri=b"/v1/admin/selftest/end", method=b"POST",
+                                                 body=json.dumps({"run": run}).encode()))
+    assert (ended.status, json.loads(ended.body)) == (200, {"run": run, "ended": True})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRVISOR_")}
+    out = subprocess.run([*FAIRVISOR, "selftest", "--url", f"http://127.0.0.1:{edge.port}",
+                          "--admin-url", f"http://127.0.0.1:{edge.admin_port}"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_readyz_is_not_ready_while_one_engine_is_down(two_engines):
@@ -184,6 +202,30 @@ def test_readyz_is_not_ready_while_one_engine_is_down(two_engines):
     finally:
         os.kill(pid, signal.SIGCONT)
     wait_until(lambda: edge.get("/readyz", fresh=True).status == 200, 10.0, "readiness once engine 1 answers")
+
+
+def test_a_silent_engine_gets_its_workers_the_fail_mode_and_the_others_keep_deciding(start_edge,
+                                                                                     redis_server):  # noqa: F811
+    env = {"FAIRVISOR_ENGINES": "2", "FAIRVISOR_STATE_URL": redis_server.url}
+    # The timeout is the subject here: short, so that engine 1's workers give up quickly.
+    edge = start_edge(POLICY, flags=["--fail-mode", "closed", "--engine-timeout-ms", "300"], env=env,
+                      workers=WORKERS)
+    pid = edge.pid_of("engine-1.pid")
+    os.kill(pid, signal.SIGSTOP)  # alive (the supervisor leaves it) but answering nothing
+    seen = {}
+    try:
+        def both_kinds():
+            for r in traffic(edge, 32):
+                seen.setdefault(r.status, r)
+            return 200 in seen and 503 in seen
+
+        wait_until(both_kinds, 30.0, "answers from engine 0's workers and the fail mode from engine 1's",
+                   interval_s=0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert set(seen) == {200, 503}
+    assert seen[503].headers["X-Fairvisor-Reason"] == "engine_unavailable"  # fail closed, as with one engine
+    assert seen[200].headers.get("X-Fairvisor-Degraded") is None
 
 
 def decide_on(sock_path: str, tenant: str) -> int:
