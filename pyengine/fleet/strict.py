@@ -14,8 +14,9 @@ two, another engine can see the earlier groups charged: it may be refused by a c
 about to be refunded, never allowed by one that is not there.
 
 Failure: a call that errs or takes longer than `timeout_s` raises StoreError (the decision
-path then enforces on local counters), and for `retry_s` afterwards every acquire raises at
-once instead of waiting on a store that just failed. A call that timed out may still have
+path then enforces on local counters). After an error, or timeouts with no answer for
+SILENT_TIMEOUTS deadlines, every acquire raises at once for `retry_s` instead of waiting on a
+store that is away. A call that timed out may still have
 committed in the store: that request is then counted twice (in the store and locally, which
 syncs later), an error towards refusing, never towards allowing.
 """
@@ -44,6 +45,7 @@ EXPIRY_SLACK_MS = SLACK_S * 1000
 # After a failed call, strict requests go local at once for this long, then one tries the store
 # again: an outage costs one timeout per RETRY_S, not one per request.
 RETRY_S = 0.25
+SILENT_TIMEOUTS = 3  # deadlines without any answer before a timeout counts as the store being away
 _INVERSE = {"g": "G", "c": "C"}
 _KINDS = {"g": G, "G": G, "c": P, "C": P}  # strict.lua's op kinds -> the value kinds of pyengine.fleet.kinds
 _decode = msgspec.msgpack.decode
@@ -74,6 +76,7 @@ class StrictStore:
         self.clock = clock
         self.script = None
         self._down_until = 0.0
+        self._last_ok_s = 0.0  # when the store last answered a strict call (clock)
         self.compensations = 0  # groups refunded because a later slot refused (tests, status)
         if remote is not None:
             self.attach(remote)
@@ -102,15 +105,26 @@ class StrictStore:
                     return group[status - 1], found
                 done.append(group)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
-            if not self._down_until:
-                log.warning("strict rules enforced locally for %.2f s: the state store failed a call (%s)",
-                            self.retry_s, type(exc).__name__)
-            self._down_until = self.clock() + self.retry_s
+            self._failed(exc)
             if done:
                 await self._refund(remote, ops, done, now_s)
             raise StoreError(f"strict call failed: {type(exc).__name__}") from None
         self._down_until = 0.0
+        self._last_ok_s = self.clock()
         return None, found
+
+    def _failed(self, exc: BaseException) -> None:
+        """An error means the store is away: every strict request goes local for retry_s. A late
+        answer alone does not, while other answers still arrive: under CPU load the lateness is
+        often this engine's own (its event loop behind), and one late call must not move a
+        quarter second of requests off the store. Silence for SILENT_TIMEOUTS deadlines does."""
+        now = self.clock()
+        if isinstance(exc, asyncio.TimeoutError) and now - self._last_ok_s < SILENT_TIMEOUTS * self.timeout_s:
+            return
+        if not self._down_until:
+            log.warning("strict rules enforced locally for %.2f s: the state store failed a call (%s)",
+                        self.retry_s, type(exc).__name__)
+        self._down_until = now + self.retry_s
 
     def _groups(self, remote) -> list[list[int]]:
         if not self.is_cluster or len(remote) == 1:

@@ -53,7 +53,7 @@ class Container:
         return _docker("logs", self.name, check=False).stdout[-3000:]
 
     def remove(self) -> None:
-        _docker("rm", "-f", self.name, check=False)
+        _docker("rm", "-f", "-v", self.name, check=False)  # -v: the image's VOLUME too
 
 
 @pytest.fixture

@@ -211,3 +211,31 @@ def test_a_cluster_pipeline_reaches_every_master(redis_cluster):
     assert len({key_slot(remote_key(f"R2:p1{k}:k")) * 3 // 16384 for k in range(30)}) == 3  # all three nodes
     batches, refused = asyncio.run(_burst(redis_cluster.url))
     assert refused.count(None) == 59
+
+
+def test_a_hung_store_is_given_up_at_the_deadline_and_used_again_once_it_answers(redis_server):
+    async def main():
+        (a,), remotes, clock = await _fleet(redis_server.url, _bundle(BUCKET), n=1, timeout_s=0.05)
+        store = a.strict.backend
+        assert (await _answer(a)).status == 0
+        redis_server.pause()  # SIGSTOP: the socket stays open, nothing answers
+        try:
+            started = time.monotonic()
+            assert (await _answer(a)).status == 0  # decided locally once the 50 ms deadline passed
+            assert time.monotonic() - started < 1.0
+            deadline = time.monotonic() + 5
+            while not store._down_until:  # silence for SILENT_TIMEOUTS deadlines: the store is away
+                assert time.monotonic() < deadline, "the store was never considered away"
+                assert (await _answer(a)).status in (0, 429)
+            assert a.metrics.strict_decisions.values[("local",)] >= 1
+        finally:
+            redis_server.resume()
+        store._down_until = 0.0  # skip the rest of the retry window
+        before = a.metrics.strict_decisions.values[("store",)]
+        deadline = time.monotonic() + 5
+        while a.metrics.strict_decisions.values[("store",)] == before:
+            assert time.monotonic() < deadline, "the store was not used again"
+            await _answer(a, org="other")
+        await _close(remotes)
+
+    asyncio.run(main())
