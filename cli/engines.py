@@ -91,9 +91,10 @@ class Engines:
         for engine in self.engines:
             if engine.alive():
                 self._check_socket(engine)
-            elif engine.restart_at is None:
+                continue
+            if engine.restart_at is None:
                 self._schedule_restart(engine, now)
-            elif now >= engine.restart_at and not stopping():
+            if now >= engine.restart_at and not stopping():  # at once, unless crash-looping
                 engine.start()
 
     def _schedule_restart(self, engine: Engine, now: float) -> None:
