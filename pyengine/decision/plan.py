@@ -66,6 +66,16 @@ def _killed(store, ks, now_s: float) -> Decision:
     return Decision(status=429, reason="kill_switch_active", retry_after_s=retry, detail=ks.reason)
 
 
+def _guard_with_claims(guards, view, reshadow: bool, charged: list, first: int, claims, now_s: float):
+    """The guards of a policy with strict rules: the breaker meters their amounts too, although
+    the store charges them only after the loop; what the guards charge goes into `charged`."""
+    metered = charged[first:] + [(rule, key, amount) for rule, key, _, amount in claims]
+    n = len(metered)
+    hit = guards.check(view, reshadow, metered, 0, now_s)
+    charged.extend(metered[n:])
+    return hit
+
+
 def policy_steps(policy, global_shadow: bool) -> list:
     """The steps of one matching policy, in the order the pipeline runs them."""
     shadow = policy.shadow or global_shadow
@@ -112,7 +122,8 @@ class Plan:
             sink.unmatched(view)  # pyengine.coverage
             return Decision()
         charged: list = []
-        claims = None  # [(rule, key)] of strict rules, decided by the store after the loop
+        claims = None  # [(rule, key, store claims, amount)] of strict rules, decided by the store after the loop
+        claims_first = 0  # where the current policy's strict claims start
         shadow_charged: list = []
         shadow_failed = False
         best = None  # (ratio, rule, outcome) of the most restrictive allowing rule
@@ -127,9 +138,13 @@ class Plan:
                 if opens:
                     matched = False
                     first = len(shadow_charged if shadow else charged)
+                    claims_first = len(claims) if claims is not None else 0
                 if kind is GUARDS:
                     # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
-                    hit = rule.check(view, reshadow, shadow_charged if shadow else charged, first, now_s)
+                    if claims is not None and len(claims) > claims_first and not shadow:
+                        hit = _guard_with_claims(rule, view, reshadow, charged, first, claims[claims_first:], now_s)
+                    else:
+                        hit = rule.check(view, reshadow, shadow_charged if shadow else charged, first, now_s)
                     if hit is None:
                         continue
                     if hit.reason == "loop_detected":
@@ -171,9 +186,14 @@ class Plan:
                 if reshadow:
                     key = keys.shadow(key)  # global shadow: keep enforce counters untouched
                 if rule.strict is not None and not shadow:
+                    ops, amount, refusal = rule.claims(view, key, now_s)
+                    if refusal is not None:  # a per-request cap or an unpriced model: no state read
+                        undo(charged, now_s, now_s)
+                        undo(shadow_charged, now_s, now_s)
+                        return rejected(refusal, rule, key)
                     if claims is None:
                         claims = []
-                    claims.append((rule, key))
+                    claims.append((rule, key, ops, amount))
                     continue
                 outcome, amount = rule.apply(view, key, now_s)
                 if shadow:

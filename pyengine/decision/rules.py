@@ -4,7 +4,8 @@ A rule's `apply` charges on allow and returns (Outcome, charged amount); `undo` 
 inverse, used when a later rule of the same request rejects (all-or-nothing, like
 lua-resty-limit-traffic's uncommit). Amounts are in the limiter's unit: tokens or micro-units.
 A rule that can be strict (pyengine.decision.strict) also has `claims`: what `apply` would
-charge, as claims for the store, without touching state.
+charge, without touching state: (the limiter's claims for the store, the amount, None), or
+(None, 0, the refusing Outcome) when a per-request check refuses before any state is read.
 """
 
 from ..algorithms.concurrency import InFlight
@@ -124,7 +125,7 @@ class TokenBucketRule(CompiledRule):
         cost = self.fixed_cost
         if cost is None:
             cost = self.cost(view)
-        return (self.bucket.claim(key, cost),), None
+        return (self.bucket.claim(key, cost),), cost, None
 
     def undo(self, key, amount, at_s, now_s):
         self.bucket.refund(key, amount, now_s)
@@ -166,8 +167,8 @@ class LLMRule(CompiledRule):
     def claims(self, view, key, now_s):
         tokens = self._tokens(view)
         if tokens.__class__ is str:
-            return None, _reject(tokens)
-        return self.limiter.claims(key, tokens, now_s), None
+            return None, 0, _reject(tokens)
+        return self.limiter.claims(key, tokens, now_s), tokens, None
 
     def undo(self, key, amount, at_s, now_s):
         self.limiter.refund(key, amount, at_s, now_s)
@@ -226,8 +227,8 @@ class CostRule(CompiledRule):
     def claims(self, view, key, now_s):
         micros = self._micros(view)
         if micros is None:
-            return None, _reject("unknown_model_price")
-        return (self.budget.claim(key, micros, now_s),), None
+            return None, 0, _reject("unknown_model_price")
+        return (self.budget.claim(key, micros, now_s),), micros, None
 
     def undo(self, key, amount, at_s, now_s):
         self.budget.refund(key, amount, at_s, now_s)

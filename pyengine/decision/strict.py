@@ -1,9 +1,9 @@
 """Strict rules (contract §9): claimed by the plan, decided in the store in one atomic call, replayed here.
 
-A strict rule's plan step charges nothing: it records a claim (rule, state key). Once every
-local rule of the request has allowed it, the plan hands its claims to `Strict.pending`, and
-the engine awaits `Pending.resolve`: every claim's store operations (`rule.claims`) go to the
-store in one call (`backend.acquire`, pyengine.fleet.strict), which checks them all and commits
+A strict rule's plan step charges nothing: it records its claims for the store (`rule.claims`:
+what its acquire would charge; the policy's breaker meters that amount). Once every local rule
+of the request has allowed it, the plan hands its claims to `Strict.pending`, and the engine
+awaits `Pending.resolve`: every claim goes to the store in one call (`backend.acquire`, pyengine.fleet.strict), which checks them all and commits
 all or none, and answers the values it found. The rule's own limiter then replays its acquire
 on those values in a scratch store (`StrictRule.twin`): that gives the Outcome (headers,
 Retry-After, warnings) and the value the store now holds, which is mirrored into the local
@@ -87,7 +87,7 @@ class Pending:
 
     def __init__(self, strict, claims, charged, shadow_charged, best, warning, delay_ms, view, now_s):
         self.strict = strict
-        self.claims = claims  # [(rule, state key)] in plan order
+        self.claims = claims  # [(rule, state key, store claims, amount)] in plan order
         self.charged = charged  # the local rules' charges: undone if a strict rule rejects
         self.shadow_charged = shadow_charged
         self.best = best  # (ratio, rule, outcome) of the most restrictive allowing rule so far
@@ -100,10 +100,7 @@ class Pending:
         """The request's Decision, once the store (or, failing it, local state) has decided."""
         view, now_s = self.view, self.now_s
         ops, spans = [], []
-        for rule, key in self.claims:
-            claim_ops, refusal = rule.claims(view, key, now_s)
-            if refusal is not None:  # a per-request cap or an unpriced model: no state involved
-                return self._reject(refusal, rule, key)
+        for rule, key, claim_ops, _ in self.claims:
             spans.append((rule, key, len(ops), len(ops) + len(claim_ops)))
             ops.extend(claim_ops)
         strict = self.strict
@@ -140,7 +137,7 @@ class Pending:
         """The store is away: the same claims on local counters, all or nothing."""
         view, now_s = self.view, self.now_s
         found = []
-        for rule, key in self.claims:
+        for rule, key, _, _ in self.claims:
             outcome, amount = rule.apply(view, key, now_s)
             if not outcome.allowed:
                 for r, k, _, a in reversed(found):

@@ -273,3 +273,31 @@ def test_hidden_reasons_and_the_debug_trace_wait_for_the_store_too():
         first, second = _run(engine), _run(engine)
         assert (first.status, second.status) == (0, 429)
         assert (hdr(second, "X-Fairvisor-Reason") is None) == ("hide_reason" in settings)
+
+
+def test_strict_rules_decide_like_local_ones_with_a_breaker_and_request_caps():
+    """The same requests through the same policy, local and strict: the same answers. The
+    breaker meters the strict budget's spend; an LLM cap refuses before any store call."""
+    spend = dict(BUDGET_STRICT, algorithm_config={"budget": 100, "period": "1d", "cost_key": "header:x-cost",
+                                                  "staged_actions": [{"threshold_percent": 100, "action": "reject"}]})
+    llm = {"name": "llm", "limit_keys": ["header:x-org"], "algorithm": "token_bucket_llm", "consistency": "strict",
+           "algorithm_config": {"tokens_per_minute": 100000, "max_tokens_per_request": 400}}
+    bundle = _bundle(spend, llm)
+    bundle["policies"][0]["spec"]["circuit_breaker"] = {"enabled": True, "spend_rate_threshold_per_minute": 12,
+                                                        "auto_reset_after_minutes": 5}
+    local_engine = make_engine(bundle, clock=FakeClock(T0))
+    (strict_engine,), store, _ = _engines(bundle)
+    answers = {}
+    for name, engine in (("local", local_engine), ("strict", strict_engine)):
+        got = []
+        for cost, max_tokens in ((4, 100), (4, 900), (4, 100), (4, 100), (4, 100)):
+            body = json.dumps({"model": "m", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
+            reply = decide(engine, headers={"X-Org": "acme", "X-Cost": str(cost)}, method="POST",
+                           uri="/v1/chat/completions", body=body.encode())
+            reply = asyncio.run(reply) if isinstance(reply, types.CoroutineType) else reply
+            got.append((reply.status, hdr(reply, "X-Fairvisor-Reason")))
+        answers[name] = got
+    assert answers["strict"] == answers["local"]
+    assert answers["local"] == [(0, None), (429, "max_tokens_per_request_exceeded"), (0, None), (0, None),
+                                (429, "circuit_breaker_open")]
+    assert store.calls == 3  # the capped request and the breaker's refusal made no store call
