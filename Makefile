@@ -75,6 +75,7 @@ bench: bootstrap
 	cat .benchmarks/engine_memory.json
 	$(PY) bench/report.py --doc docs/performance.md --run-bench .benchmarks/run_bench.md \
 		--proxy .benchmarks/proxy_bench.md --llm .benchmarks/llm_stream.md --fleet .benchmarks/fleet_bench.md \
+		--engines .benchmarks/engines_bench.md \
 		--engine-json .benchmarks/engine.json --memory .benchmarks/engine_memory.json
 
 # Mixed loopback traffic through two real edges, reloads every 30 s, engine RSS/fds sampled;

@@ -3,12 +3,12 @@
 Only the text between the two marker lines BEGIN and END is replaced; everything outside them
 (the hand-written analysis) is left byte for byte as it was. The block gets the date, the
 machine (CPU count and model, load average), and the outputs of the bench parts: the tables of
-bench/run_bench.py, bench/proxy_bench.py, bench/llm_stream_bench.py and bench/fleet_bench.py
+bench/run_bench.py, bench/proxy_bench.py, bench/llm_stream_bench.py, bench/fleet_bench.py and bench/engines_bench.py
 (their --out files, as written), the engine micro-benchmark medians from pytest-benchmark's --benchmark-json file, in
 µs, and the JSON line of bench/engine_memory.py. A part that was not given is marked "not run".
 
 Usage: .venv/bin/python bench/report.py --doc docs/performance.md [--run-bench FILE] [--proxy FILE]
-           [--llm FILE] [--fleet FILE] [--engine-json FILE] [--memory FILE]
+           [--llm FILE] [--fleet FILE] [--engines FILE] [--engine-json FILE] [--memory FILE]
 """
 
 from __future__ import annotations
@@ -98,7 +98,8 @@ def machine_info() -> dict:
 
 
 def render_block(*, when: datetime.datetime, machine: dict, run_bench: str | None = None, proxy: str | None = None,
-                 llm: str | None = None, fleet: str | None = None, engine: dict | None = None,
+                 llm: str | None = None, fleet: str | None = None, engines: str | None = None,
+                 engine: dict | None = None,
                  memory: dict | None = None) -> str:
     """The Markdown of the generated block. Each bench table is embedded as its script wrote it."""
     load_1, load_5, load_15 = machine["load_avg"]
@@ -117,6 +118,7 @@ def render_block(*, when: datetime.datetime, machine: dict, run_bench: str | Non
     part("Reverse proxy, plain API, vs plain nginx `proxy_pass` (`bench/proxy_bench.py`)", proxy)
     part("LLM streaming proxy vs plain nginx `proxy_pass` (`bench/llm_stream_bench.py`)", llm)
     part("Fleet mode: cost of the store per decision, and overshoot (`bench/fleet_bench.py`)", fleet)
+    part("Engines per edge: 1 vs 2 engines behind one nginx (`bench/engines_bench.py`)", engines)
     if engine is not None:
         lines = ["| benchmark | median µs | min µs | rounds |", "|---|---:|---:|---:|"]
         lines += [f"| {label} | {median_us:.1f} | {min_us:.1f} | {rounds:,} |"
@@ -150,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--proxy", help="bench/proxy_bench.py --out file")
     ap.add_argument("--llm", help="bench/llm_stream_bench.py --out file")
     ap.add_argument("--fleet", help="bench/fleet_bench.py --out file")
+    ap.add_argument("--engines", help="bench/engines_bench.py --out file")
     ap.add_argument("--engine-json", help="pytest --benchmark-json file")
     ap.add_argument("--memory", help="bench/engine_memory.py output")
     args = ap.parse_args(argv)
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         block = render_block(
             when=datetime.datetime.now(datetime.UTC), machine=machine_info(),
             run_bench=_read(args.run_bench, "run_bench table"), proxy=_read(args.proxy, "proxy table"),
-            llm=_read(args.llm, "LLM streaming table"), fleet=_read(args.fleet, "fleet table"), engine=engine,
+            llm=_read(args.llm, "LLM streaming table"), fleet=_read(args.fleet, "fleet table"),
+            engines=_read(args.engines, "engines table"), engine=engine,
             memory=memory_result(memory_text) if memory_text is not None else None)
         new_doc = replace_block(doc, block, args.doc)
     except ReportError as exc:

@@ -27,6 +27,7 @@ PROXY = """| path | RPS | ratio | p50 ms | p90 ms | p99 ms | non-2xx |
 | plain nginx `proxy_pass` (baseline) | 30,000 | 1.00 | 1.30 | 2.90 | 5.50 | 0% |
 | reverse proxy, real engine, 1 rule (token bucket per client address) | 7,500 | 0.25 | 6.00 | 10.60 | 15.80 | 0% |
 """
+ENGINES = "| engines | RPS |\n|---:|---:|\n| 1 | 9,447 |\n| 2 | 11,291 |\n"
 FLEET = "| limiter | consistency | admitted edge 1 + edge 2 | overshoot |\n|---|---|---:|---:|\n| token_bucket | strict | 900 + 1100 | +0 (0.0%) |\n"
 LLM = "| path | streams/s |\n|---|---|\n| plain | 160.0 |\n| edge | 130.0 |\n"
 ENGINE = {"benchmarks": [
@@ -73,10 +74,10 @@ def test_markers_in_the_wrong_order_are_an_error():
 
 
 def test_block_holds_every_part_with_date_machine_and_engine_medians_in_us():
-    block = _block(run_bench=RUN_BENCH, proxy=PROXY, llm=LLM, fleet=FLEET, engine=ENGINE,
+    block = _block(run_bench=RUN_BENCH, proxy=PROXY, llm=LLM, fleet=FLEET, engines=ENGINES, engine=ENGINE,
                    memory=report.memory_result(MEMORY))
     assert "Run finished 2026-03-04 05:06 UTC. Machine: 2 CPUs (Test CPU), load average 1.50 / 0.75 / 0.25" in block
-    for table in (RUN_BENCH, PROXY, LLM, FLEET):
+    for table in (RUN_BENCH, PROXY, LLM, FLEET, ENGINES):
         assert table.strip() in block
     # Fastest first; seconds turned into µs; known names get their label, unknown ones stay as is.
     lines = block.splitlines()
@@ -92,7 +93,7 @@ def test_block_holds_every_part_with_date_machine_and_engine_medians_in_us():
 
 def test_parts_not_given_are_marked_not_run():
     block = _block(run_bench=RUN_BENCH)
-    assert block.count("_not run_") == 5
+    assert block.count("_not run_") == 6
     assert RUN_BENCH.strip() in block
 
 
