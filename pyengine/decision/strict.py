@@ -3,11 +3,11 @@
 A strict rule's plan step charges nothing: it records its claims for the store (`rule.claims`:
 what its acquire would charge; the policy's breaker meters that amount). Once every local rule
 of the request has allowed it, the plan hands its claims to `Strict.pending`, and the engine
-awaits `Pending.resolve`: every claim goes to the store in one call (`backend.acquire`, pyengine.fleet.strict), which checks them all and commits
-all or none, and answers the values it found. The rule's own limiter then replays its acquire
-on those values in a scratch store (`StrictRule.twin`): that gives the Outcome (headers,
-Retry-After, warnings) and the value the store now holds, which is mirrored into the local
-store. So the header math has one implementation, and local counters stay current for when
+awaits `Pending.resolve`: every claim goes to the store in one call (`backend.acquire`,
+pyengine.fleet.strict), which checks them all, commits all or none, and answers the values it
+found. The rule's own limiter then replays its acquire on those values in a scratch store
+(`StrictRule.twin`): that gives the Outcome (headers, Retry-After, warnings) and the value the
+store now holds, which is mirrored into the local store. So the header math has one implementation, and local counters stay current for when
 the store is away.
 
 Store unreachable or slower than its timeout (`backend.acquire` raises StoreError): the claims
@@ -15,12 +15,8 @@ are applied to local counters instead, all or nothing, and counted as `local`. N
 because of the store. Shadow steps of a strict rule always count locally (their own state).
 """
 
-import logging
-
 from ..errors import StoreError
 from .plan import SEVERITY, allowed, rejected, undo
-
-log = logging.getLogger("fairvisor.strict")
 
 # The algorithms whose acquire strict.lua implements; `consistency: strict` elsewhere is refused.
 STRICT_ALGORITHMS = ("token_bucket", "token_bucket_llm", "cost_based")
@@ -97,7 +93,17 @@ class Pending:
         self.now_s = now_s
 
     async def resolve(self):
-        """The request's Decision, once the store (or, failing it, local state) has decided."""
+        """The request's Decision, once the store (or, failing it, local state) has decided.
+        Raises on our own bugs, with the local rules' charges undone (the engine answers
+        engine_error); the store's charge, if it committed, stays: towards refusing."""
+        try:
+            return await self._resolve()
+        except BaseException:
+            undo(self.charged, self.now_s, self.now_s)
+            undo(self.shadow_charged, self.now_s, self.now_s)
+            raise
+
+    async def _resolve(self):
         view, now_s = self.view, self.now_s
         ops, spans = [], []
         for rule, key, claim_ops, _ in self.claims:
@@ -111,40 +117,47 @@ class Pending:
             return self._locally()
         strict.count("store")
         mirror = strict.mirror
-        found = []
-        for rule, key, start, end in spans:
-            outcome, amount, after = rule.strict.replay(view, key, ops[start:end], priors[start:end], now_s)
-            if rejected_at is not None:
+        if rejected_at is not None:  # nothing was written: the refusing claim's headers, from its values
+            for rule, key, start, end in spans:
                 if start <= rejected_at < end:
+                    outcome, _, _ = rule.strict.replay(view, key, ops[start:end], priors[start:end], now_s)
                     for op, value in zip(ops[start:end], priors[start:end]):
                         if value is not None:
                             mirror(op[0], value)
                     if outcome.allowed:
                         raise RuntimeError("strict replay allowed what the store refused")
                     return self._reject(outcome, rule, key)
-                continue
+            raise RuntimeError("strict store refused an op beyond the request's claims")
+        found = []
+        for rule, key, start, end in spans:
+            outcome, amount, after = rule.strict.replay(view, key, ops[start:end], priors[start:end], now_s)
             if not outcome.allowed:
                 raise RuntimeError("strict replay refused what the store committed")
             for k, value in after:
                 if value is not None:
                     mirror(k, value)
             found.append((rule, key, outcome, amount))
-        if rejected_at is not None:
-            raise RuntimeError("strict store refused an op beyond the request's claims")
         return self._allow(found)
 
     def _locally(self):
         """The store is away: the same claims on local counters, all or nothing."""
         view, now_s = self.view, self.now_s
         found = []
-        for rule, key, _, _ in self.claims:
-            outcome, amount = rule.apply(view, key, now_s)
-            if not outcome.allowed:
-                for r, k, _, a in reversed(found):
-                    r.undo(k, a, now_s, now_s)
-                return self._reject(outcome, rule, key)
-            found.append((rule, key, outcome, amount))
+        try:
+            for rule, key, _, _ in self.claims:
+                outcome, amount = rule.apply(view, key, now_s)
+                if not outcome.allowed:
+                    self._undo(found)
+                    return self._reject(outcome, rule, key)
+                found.append((rule, key, outcome, amount))
+        except BaseException:
+            self._undo(found)  # all-or-nothing holds for our own bugs too (the engine undoes `charged`)
+            raise
         return self._allow(found)
+
+    def _undo(self, found) -> None:
+        for rule, key, _, amount in reversed(found):
+            rule.undo(key, amount, self.now_s, self.now_s)
 
     def _reject(self, outcome, rule, key):
         undo(self.charged, self.now_s, self.now_s)

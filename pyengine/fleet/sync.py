@@ -122,6 +122,7 @@ class Sync:
             store.mirror(key, kinds.to_local(kind, merged))
 
     def failed(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "no detail given")
+        self.last_error = f"{type(exc).__name__}: {text}"[:300]
         if self.metrics is not None:
             self.metrics.sync_errors.inc(())

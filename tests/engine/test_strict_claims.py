@@ -301,3 +301,16 @@ def test_strict_rules_decide_like_local_ones_with_a_breaker_and_request_caps():
     assert answers["local"] == [(0, None), (429, "max_tokens_per_request_exceeded"), (0, None), (0, None),
                                 (429, "circuit_breaker_open")]
     assert store.calls == 3  # the capped request and the breaker's refusal made no store call
+
+
+def test_a_bug_while_the_store_decides_answers_engine_error_and_undoes_the_local_charges():
+    (engine,), store, _ = _engines(_bundle(TB_LOCAL, TB_STRICT))
+
+    async def broken(ops, now_s):
+        raise ValueError("a bug")
+
+    store.acquire = broken
+    reply = _run(engine)
+    assert (reply.status, hdr(reply, "X-Fairvisor-Reason")) == (503, "engine_error")
+    assert engine.metrics.engine_errors.values[("decide",)] == 1
+    assert TokenBucket(engine.store, 1, 10).peek(rule_key("p1", "local-rps", "acme"), T0) == 10

@@ -177,3 +177,13 @@ def test_a_round_of_more_keys_than_one_call_carries(redis_server):
         await ra.close()
         await rb.close()
     _run(main())
+
+
+def test_an_error_without_a_message_still_says_what_happened():
+    from pyengine.clock import FakeClock
+
+    sync = Sync(FleetStore(FakeClock().now_s, 10), "e", FakeClock().now_s)
+    sync.failed(TimeoutError())
+    assert sync.last_error == "TimeoutError: no answer in time"
+    sync.failed(ConnectionError("Connection refused"))
+    assert sync.last_error == "ConnectionError: Connection refused"
