@@ -27,6 +27,7 @@ from pyengine.resources import ADMIN_CONF, LUA_SHIM_DIR
 from tests.support.redis_servers import redis_server  # noqa: F401 - a fixture
 
 from .conftest import FAIRVISOR, _alive, token_bucket_policy, wait_until
+from .test_llm_proxy import llm_policy, llm_request, mock_llm  # noqa: F401 - mock_llm: a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -267,6 +268,41 @@ def test_a_rate_limit_holds_across_the_two_engines_within_one_request_per_other_
     assert statuses[-4:] == [429] * 4
     # Through nginx too, on both engines' workers: the tenant stays refused.
     assert {r.status for r in traffic(edge, 32, tenant="shared")} == {429}
+
+
+def settlements(sock_path: str) -> dict[str, float]:
+    samples = parse_metrics(engine_reply(sock_path, Metrics()).body)
+    return {lb["result"]: v for lb, v in samples.get("fairvisor_llm_settlements_total", [])}
+
+
+def test_each_settlement_reaches_the_engine_that_made_its_reservation(start_edge, redis_server,  # noqa: F811
+                                                                      mock_llm):  # noqa: F811
+    env = {"FAIRVISOR_ENGINES": "2", "FAIRVISOR_STATE_URL": redis_server.url}
+    edge = start_edge(llm_policy(), env=env, workers=WORKERS, flags=[
+        *TIMEOUT, "--mode", "reverse_proxy", "--backend-url", mock_llm.url, "--llm-format", "openai"])
+    socks = sockets(edge)
+
+    def chat(i):
+        path, body = llm_request("openai", stream=i % 2 == 0, max_tokens=20)
+        return edge.request("POST", path, body=body, fresh=True,
+                            headers={"Content-Type": "application/json", "X-Tenant": f"t{i % 4}"})
+
+    sent = []
+
+    def both_settled():
+        with ThreadPoolExecutor(8) as pool:
+            sent.extend(pool.map(chat, range(16)))
+        return all(sum(settlements(s).values()) > 0 for s in socks)
+
+    wait_until(both_settled, 30.0, "LLM responses settled on both engines", interval_s=0)
+    assert {r.status for r in sent} == {200}
+    wait_until(lambda: sum(sum(settlements(s).values()) for s in socks) >= len(sent), 10.0,
+               "every response to be settled")
+    # A Settle that reached another engine would find no reservation there: counted as lost.
+    assert [settlements(s).get("lost", 0) for s in socks] == [0, 0]
+    results = [settlements(s) for s in socks]
+    assert sum(sum(r.values()) for r in results) == len(sent), results  # each response settled once
+    assert all(set(r) <= {"exact", "cut"} for r in results), results  # on its provider usage, or the allowance
 
 
 def test_more_than_one_engine_without_a_state_url_is_refused(tmp_path):
