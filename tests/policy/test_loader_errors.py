@@ -124,6 +124,9 @@ EXPECTED: dict[str, list[str]] = {
         f'{SPEC}.rules[1].algorithm_config.tokens_per_minute: must be <= 1e+12 (got 2e+12)',
     ],
     "on_missing_key_unknown": [f'{R0}.on_missing_key: must be one of "skip", "reject" or "shared" (got "allow")'],
+    "strict_on_concurrency": [f'{R0}.consistency: "strict" is not available for concurrency '
+                              '(only token_bucket, token_bucket_llm, cost_based)'],
+    "consistency_unknown": [f'{R0}.consistency: must be one of "local" or "strict" (got "eventual")'],
     "rate_below_minimum": [f'{CFG}.tokens_per_second: must be >= 1e-06 tokens per second (got 1e-300)'],
     "pricing_empty_model_name": ['$.pricing[""]: model name must not be empty'],
     "pricing_negative": [
