@@ -1,7 +1,6 @@
 """The Engine: the policy in force, the state store, and the answer to every shim message."""
 
 import logging
-import os
 import time
 from types import CoroutineType
 
@@ -20,26 +19,23 @@ from .decision.memo import Memo
 from .metrics import EngineMetrics
 from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
+from .policy_holder import PolicyHolder
 from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
 from .decision.pipeline import Pipeline
 from .decision.trace import Decided
 from .decision.strict import Strict
-from .policy.compiler import CompiledBundle
-from .policy.loader import load_bundle_bytes, policy_hash
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
 from .explain import trace as explain_trace
 from .llm.formats import adapter_name, request_format
 from .decision.llm_proxy import LLMProxy
 from .recent import RecentRequests
-from .decision.request import described_headers, normalize_path, strip_provider_prefix, view_from_decide
+from .decision.request import normalize_path, strip_provider_prefix, view_from_decide
 from .decision.reservations import Reservations, reserved_tokens
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
-from .signing import sig_path, verify
-from .state.last_good import LastGoodFile, describe
 from .state.memory import MemoryStore
 from .state.snapshot import Snapshots
 from .usage import handle_usage
@@ -48,7 +44,6 @@ from .decision.verdict import Decision, render
 log = logging.getLogger("fairvisor.engine")
 
 DEFAULT_POLICY_PATH = str(DEFAULT_POLICY)
-MAX_BODY_BYTES = 1024 * 1024  # what the shim may send of a request body (bytes)
 SWEEP_BATCH = 20_000  # state entries examined per upkeep tick
 _json = msgspec.json.Encoder()
 
@@ -99,8 +94,6 @@ class Engine:
         self.decision_log.listener = self.console.rejected
         self.admin_routes.extra["/status"] = console_page.page_reply
         self.admin_routes.extra["/v1/admin/summary"] = lambda: console_summary.summary_reply(self)
-        self.loaded_at_s: float | None = None
-        self.last_reload: tuple[str | None, float | None] = (None, None)  # (result, when) for the status page
         self.recent = RecentRequests()  # the last requests decided, for a candidate's replay (what_if)
         self.selftests = Selftests(self.store)  # open `fairvisor selftest` runs
         self.reservations = Reservations()
@@ -111,21 +104,18 @@ class Engine:
         self.llm_format = settings.llm_format
         self.llm_proxy = (LLMProxy(self.reservations, self.metrics, self.decision_log)
                           if settings.mode == "reverse_proxy" and settings.llm_format else None)
-        self.bundle: CompiledBundle | None = None
-        self.strict: Strict | None = None  # fleet mode's strict path (use_strict_backend)
-        self.bundle_bytes: bytes | None = None
-        # Random start: a restarted engine never reuses a generation a shim has cached.
-        self.generation = int.from_bytes(os.urandom(3), "big") << 8
-        self.last_errors: list[str] = []
         self.started_at_s = time.time()
-        self._policy_path: str | None = None
-        self._policy_stat = None
-        self._reload_requested = False
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
+        # The bundle in force, its loading and watching (pyengine.policy_holder).
+        self.policy = PolicyHolder(settings, self.clock, self.store, self.metrics, self.decision_log, self.overlay,
+                                   self.memo, self.tripped, lambda: self._count_kill_switches(self.clock.now_s()))
+        self.load_bytes = self.policy.load_bytes
+        self.load_file = self.policy.load_file
+        self.request_reload = self.policy.request_reload
+        self.watch_policy = self.policy.watch
+        self.start_from_last_good = self.policy.start_from_last_good
         self.snapshots: Snapshots | None = None  # durable state, set by enable_durable_state
         self.fleet = None  # pyengine.fleet.node.FleetNode in fleet mode (FAIRVISOR_STATE_URL)
-        self.last_good: LastGoodFile | None = None  # the last accepted bundle on disk, likewise
-        self.policy_source: str | None = None  # "file", or "last_good" when the file was refused at start
         self.scrape_hooks: list = []  # fn(metrics) run before /metrics renders (the server's counts)
         # Debug sessions (pyengine.debug_session): None when FAIRVISOR_DEBUG_SESSION_SECRET is unset,
         # so the decision path checks one attribute, not the settings, per request.
@@ -137,108 +127,26 @@ class Engine:
         # decide(msg) -> the reply to one Decide frame.
         self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
             else self.decide_untraced
-        self.hello_reply = self._make_hello()
         self.admin = AdminApi(self, settings.admin_token)  # the admin listener's endpoints (contract §8)
 
-    # -- policy ------------------------------------------------------------------------
+    # The policy holder's state, read by tooling and the admin endpoints.
+    bundle = property(lambda self: self.policy.bundle)
+    generation = property(lambda self: self.policy.generation)
+    hello_reply = property(lambda self: self.policy.hello_reply)
+    bundle_bytes = property(lambda self: self.policy.bundle_bytes)
+    loaded_at_s = property(lambda self: self.policy.loaded_at_s)
+    last_reload = property(lambda self: self.policy.last_reload)
+    last_good = property(lambda self: self.policy.last_good)
+    policy_source = property(lambda self: self.policy.policy_source)
+    strict = property(lambda self: self.policy.strict)
 
-    def _make_hello(self) -> HelloReply:
-        if self.bundle is not None:
-            headers, needs_body = self.bundle.header_names, self.bundle.needs_body
-        else:
-            described = self.settings.mode == "decision_service"
-            headers = list(described_headers(self.settings.request_headers)) if described else []
-            needs_body = False
-        return HelloReply(protocol_version=PROTOCOL_VERSION, generation=self.generation, headers=headers,
-                          needs_body=needs_body, max_body_bytes=MAX_BODY_BYTES)
+    @property
+    def last_errors(self) -> list[str]:
+        return self.policy.last_errors
 
-    def load_bytes(self, data: bytes, source: str) -> None:
-        """Put a bundle in force, or raise PolicyError and keep the one in force."""
-        try:
-            bundle = load_bundle_bytes(data, source, self.clock.now_s())
-            if self.bundle is not None and bundle.bundle_version <= self.bundle.version:
-                raise PolicyError([f"{source}: $.bundle_version: must be greater than the version in force "
-                                   f"({self.bundle.version}), got {bundle.bundle_version}"])
-            self._check_floor(bundle.bundle_version, source)
-        except PolicyError as exc:
-            self._refused(exc.errors)
-            raise
-        self._put_in_force(bundle, data)
-        self.policy_source = "file"
-        if self.last_good is not None and (self.last_good.record is None
-                                           or self.last_good.record.hash != self.bundle.hash):
-            self.last_good.save(data, self.bundle.version, self.bundle.hash, self.clock.now_s())
-
-    def _check_floor(self, version: int, source: str) -> None:
-        """At start (nothing in force yet) the version floor is the last version accepted before
-        the restart: an equal one is what a plain restart reads, an older one is refused as a
-        reload would refuse it (docs/operations.md: rollback)."""
-        rec = self.last_good.record if self.bundle is None and self.last_good is not None else None
-        if rec is not None and version < rec.bundle_version:
-            raise PolicyError([f"{source}: $.bundle_version: must be at least the last accepted version "
-                               f"({rec.bundle_version}, recorded in {self.last_good.path}), got {version}"])
-
-    def _put_in_force(self, bundle, data: bytes, result: str = "ok") -> None:
-        generation = self.generation + 1
-        compiled = CompiledBundle(bundle, policy_hash(data), generation, self.store, self.settings, self.tripped,
-                                  self.overlay.index.headers(), self.memo, self.strict)
-        install_overrides(compiled, self.overlay.overrides.values(), self.store)
-        self.bundle, self.generation, self.last_errors = compiled, generation, []
-        self.bundle_bytes = data  # the bundle in force as loaded (GET /v1/admin/bundle)
-        self.hello_reply = self._make_hello()
-        self.metrics.reloads.inc((result,))
-        self.loaded_at_s = self.clock.now_s()
-        self.last_reload = (result, self.loaded_at_s)
-        self.metrics.policy_info.values.clear()
-        self.metrics.last_outcome.clear()  # rules of the old bundle
-        self.metrics.policy_info.set((str(compiled.version), compiled.hash), 1)
-        self._count_kill_switches(self.clock.now_s())
-        self.decision_log.reload(self.clock.now_s(), result, compiled.version, compiled.hash)
-        log.info("policy in force: version=%s hash=%s policies=%d", compiled.version, compiled.hash,
-                 len(compiled.policies))
-
-    def load_file(self, path: str) -> None:
-        self._policy_path = path
-        try:
-            st = _stat_of(path)
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            errors = [f"{os.path.basename(path)}: $: cannot read: {exc.strerror}"]
-            self._refused(errors)
-            raise PolicyError(errors) from None
-        # With a key, the .sig file is watched too: a new signature alone triggers a reload.
-        self._policy_stat = (st, _stat_of(sig_path(path)) if self.settings.bundle_key else None)
-        try:
-            data = verify(data, path, self.settings.bundle_key, os.path.basename(path))
-        except PolicyError as exc:
-            self._refused(exc.errors)
-            raise
-        if self.bundle is not None and policy_hash(data) == self.bundle.hash:
-            # The bundle in force again (a SIGHUP or touch without an edit, or an edit undone):
-            # nothing to reload and nothing refused, so the file on disk is no longer in error
-            # (and, after a start on the last good bundle, the file is what is in force).
-            self.last_errors = []
-            self.policy_source = "file"
-            log.info("policy unchanged: version=%s hash=%s", self.bundle.version, self.bundle.hash)
-            return
-        self.load_bytes(data, os.path.basename(path))
-
-    def _refused(self, errors: list[str]) -> None:
-        """A bundle was refused: the one in force stays; the refusal is counted and logged."""
-        self.last_errors = errors
-        self.metrics.reloads.inc(("refused",))
-        self.last_reload = ("refused", self.clock.now_s())
-        self.decision_log.reload(self.clock.now_s(), "refused", errors=errors)
-
-    def request_reload(self) -> None:
-        self._reload_requested = True
-
-    def _policy_changed(self) -> bool:
-        st = _stat_of(self._policy_path)
-        if st is None:
-            return False  # a deleted file keeps the last good bundle in force
-        return (st, _stat_of(sig_path(self._policy_path)) if self.settings.bundle_key else None) != self._policy_stat
+    @last_errors.setter
+    def last_errors(self, errors: list[str]) -> None:
+        self.policy.last_errors = errors
 
     def watch(self) -> None:
         """Called by the server every WATCH_INTERVAL_S: policy file watch and durable-state flush."""
@@ -261,30 +169,8 @@ class Engine:
             self.sync_runtime()
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and enabled:
-            self.last_good = LastGoodFile(self.settings.state_dir, config_path, self.settings.bundle_key)
-            self.last_good.load()
+            self.policy.keep_last_good(self.settings.state_dir, config_path)
         return restored
-
-    def start_from_last_good(self, refusal: list[str]) -> bool:
-        """The configured file was refused at start: put the last good bundle in force instead,
-        loudly (ERROR log, fairvisor_policy_reload_total{result="last_good"}, /readyz). The
-        refusal stays in last_errors until a new file is accepted. False when there is none."""
-        lg = self.last_good
-        if lg is None or lg.record is None:
-            return False
-        try:
-            data = lg.bundle_bytes()
-            bundle = load_bundle_bytes(data, "last-good", self.clock.now_s())
-        except PolicyError as exc:
-            for line in exc.errors:
-                log.error("last good policy not usable: %s", line)
-            return False
-        self._put_in_force(bundle, data, "last_good")
-        self.policy_source = "last_good"
-        self.last_errors = refusal
-        log.error("policy file %s REFUSED at start: running on the last good bundle, %s, from %s; "
-                  "fix the file (or see docs/operations.md, rollback)", lg.config_path, describe(lg.record), lg.path)
-        return True
 
     def upkeep(self) -> None:
         """Called by the server about every second: policy file watch and idle-state expiry."""
@@ -309,16 +195,6 @@ class Engine:
         self.selftests.expire(now_s)
         self.decision_log.flush()
 
-    def watch_policy(self) -> None:
-        if self._policy_path and (self._reload_requested or self._policy_changed()):
-            self._reload_requested = False
-            try:
-                self.load_file(self._policy_path)
-            except PolicyError as exc:
-                for line in exc.errors:
-                    log.error("policy reload refused, keeping version %s: %s",
-                              self.bundle.version if self.bundle else None, line)
-
     def _count_kill_switches(self, now_s: float) -> None:
         # Switches past their expires_at no longer act, so they no longer count as in force.
         switches = self.bundle.kill_switches if self.bundle is not None else ()
@@ -335,14 +211,8 @@ class Engine:
         b = self.bundle
         if b is None:
             return
-        headers = self.overlay.index.headers()
-        if not headers <= set(b.header_names):
-            generation = self.generation + 1
-            compiled = CompiledBundle(b.source, b.hash, generation, self.store, self.settings, self.tripped,
-                                      headers, self.memo, self.strict)
-            install_overrides(compiled, self.overlay.overrides.values(), self.store)
-            self.bundle, self.generation = compiled, generation
-            self.hello_reply = self._make_hello()
+        if not self.overlay.index.headers() <= set(b.header_names):
+            self.policy.compile(b.source, b.hash, new_generation=True)
         elif scope is not None:
             install_overrides(b, self.overlay.overrides.values(), self.store, scope)
         self._count_kill_switches(self.clock.now_s())
@@ -367,13 +237,7 @@ class Engine:
         counter = self.metrics.strict_decisions
         for path in ("store", "local"):
             counter.inc((path,), 0)  # both exist from the start, so rate() works
-        self.strict = Strict(backend, self.store, lambda path: counter.inc((path,)))
-        b = self.bundle
-        if b is not None:
-            compiled = CompiledBundle(b.source, b.hash, self.generation, self.store, self.settings, self.tripped,
-                                      self.overlay.index.headers(), self.memo, self.strict)
-            install_overrides(compiled, self.overlay.overrides.values(), self.store)
-            self.bundle = compiled
+        self.policy.use_strict(Strict(backend, self.store, lambda path: counter.inc((path,))))
 
     def sync_runtime(self) -> None:
         """The pipeline sees the runtime switch index only while it holds any."""
@@ -656,15 +520,6 @@ def _undo_quietly(charged, now_s: float) -> None:
 
 
 _WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello", Admin: "admin"}
-
-
-def _stat_of(path: str):
-    """What identifies one version of a file: (mtime ns, size, inode), or None when absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def build_engine(settings, clock=None) -> Engine:
