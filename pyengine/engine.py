@@ -24,6 +24,7 @@ from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
 from .decision.pipeline import Pipeline
+from .decision.trace import Decided
 from .decision.strict import Strict
 from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
                                 Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
@@ -81,7 +82,6 @@ class Engine:
         metrics_edge.register(self)  # fairvisor/edge's metric names too
         self.errors = EngineErrors(self.metrics, hide_values=settings.log_keys != "raw")
         self.decision_log = DecisionLog.from_settings(settings, self.metrics, self.memo)
-        self.last_decision: Decision | None = None  # for `fairvisor test`: the Decision behind the last Verdict
         self.coverage = Coverage(memo=self.memo.coverage_route)  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies, self.memo)
@@ -376,8 +376,18 @@ class Engine:
             raw = b"; ".join(raw)
         return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
-    def decide_untraced(self, msg: Decide):
-        """The decision itself: what every request gets (debug sessions add a trace around it)."""
+    def decide_with_decision(self, msg: Decide):
+        """For tooling (`fairvisor test`, what-if, tests): (Verdict, the Decision behind it), or,
+        when strict rules await the store, a coroutine giving that pair."""
+        kept = Decided()
+        verdict = self.decide_untraced(msg, kept)
+        if verdict.__class__ is CoroutineType:
+            return _paired_later(verdict, kept)
+        return verdict, kept.decision
+
+    def decide_untraced(self, msg: Decide, tracer=None):
+        """The decision itself: what every request gets (debug sessions add a trace around it).
+        `tracer` (pyengine.decision.trace) records the steps and is handed the final Decision."""
         if msg.generation != self.generation:
             return self.hello_reply  # the shim re-describes the request with the new header list
         d = None
@@ -385,7 +395,9 @@ class Engine:
             start = time.perf_counter()
             bundle = self.bundle
             if bundle is None:
-                d = self.last_decision = Decision(status=503, reason="no_policy_loaded")
+                d = Decision(status=503, reason="no_policy_loaded")
+                if tracer is not None:
+                    tracer.decided(d)
                 verdict = render(d, msg.surface, self._raw_format(msg), self._verdicts)
                 self.metrics.decisions.inc(("reject", "no_policy_loaded", ""))
                 return verdict
@@ -398,28 +410,32 @@ class Engine:
             if self.selftests.runs:  # empty but during `fairvisor selftest`
                 hit = self.selftests.decide(bundle, view, now_s, msg.surface, fmt)
                 if hit is not None:  # scratch state only: no metric, log, coverage or replay sample
-                    d = self.last_decision = hit[1]
+                    d = hit[1]
+                    if tracer is not None:
+                        tracer.decided(d)
                     return hit[0]
             self.recent.add(now_s, msg, bundle.header_names)
-            d = self.pipeline.decide(bundle, view, now_s)
+            d = self.pipeline.decide(bundle, view, now_s, tracer)
             if d.__class__ is not Decision:  # a Pending: strict rules wait on the store (decision.strict)
-                return self._resolve(d, msg, view, fmt, bundle, start)
-            return self._finish(d, msg, view, fmt, bundle, now_s, start)
+                return self._resolve(d, msg, view, fmt, bundle, start, tracer)
+            return self._finish(d, msg, view, fmt, bundle, now_s, start, tracer)
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
-            return self._engine_error(msg, d)
+            return self._engine_error(msg, d, tracer)
 
-    async def _resolve(self, pending, msg: Decide, view, fmt, bundle, start: float):
+    async def _resolve(self, pending, msg: Decide, view, fmt, bundle, start: float, tracer):
         """The reply to a request with strict rules, once the store (or local state) decided."""
         d = None
         try:
             d = await pending.resolve()
-            return self._finish(d, msg, view, fmt, bundle, pending.now_s, start)
+            return self._finish(d, msg, view, fmt, bundle, pending.now_s, start, tracer)
         except Exception:  # noqa: BLE001 - an exception is our bug, never an allow
-            return self._engine_error(msg, d)
+            return self._engine_error(msg, d, tracer)
 
-    def _finish(self, d: Decision, msg: Decide, view, fmt, bundle, now_s: float, start: float):
+    def _finish(self, d: Decision, msg: Decide, view, fmt, bundle, now_s: float, start: float, tracer):
         """Jitter, reservation, verdict, metrics and log of a decided request; raises on our bugs
         (the caller answers engine_error with `d`, whose charges it undoes)."""
+        if tracer is not None:
+            tracer.decided(d)  # before the reservation opens: its rules are the real ones again
         if d.retry_after_s > 1 and self.settings.retry_jitter:
             jitter.apply(d, view, bundle.client_ip)  # per-client Retry-After spread (pyengine.jitter)
         if d.reserved:
@@ -430,7 +446,6 @@ class Engine:
         if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
             self.llm_proxy.attach(verdict, d.reservation_id, view)
         m = self.metrics
-        self.last_decision = d
         if d.outcome is not None:
             m.last_outcome[(d.policy_id, d.rule)] = d.outcome  # fairvisor/edge's remaining gauges
         if d.status:
@@ -447,7 +462,7 @@ class Engine:
         m.duration.observe(time.perf_counter() - start)
         return verdict
 
-    def _engine_error(self, msg: Decide, d: Decision | None) -> Verdict:
+    def _engine_error(self, msg: Decide, d: Decision | None, tracer=None) -> Verdict:
         """Reject the request whose decision raised: undo what an allow charged (the pipeline
         undid its own charges already), count, log; the engine goes on serving."""
         self.errors.record("decide")
@@ -455,7 +470,8 @@ class Engine:
             if d.reservation_id:
                 self.reservations.take(d.reservation_id)
             _undo_quietly(d.charged, self.clock.now_s())
-        self.last_decision = ENGINE_ERROR
+        if tracer is not None:
+            tracer.decided(ENGINE_ERROR)
         self.metrics.decisions.inc(("reject", "engine_error", ""))
         return render(ENGINE_ERROR, msg.surface, self._raw_format(msg), self._verdicts)
 
@@ -487,6 +503,11 @@ class Engine:
         body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash}
         return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
 
+
+async def _paired_later(pending, kept):
+    """(Verdict, Decision) of a decision that awaited the store (Engine.decide_with_decision)."""
+    verdict = await pending
+    return verdict, kept.decision
 
 
 def _undo_quietly(charged, now_s: float) -> None:

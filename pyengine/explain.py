@@ -1,17 +1,18 @@
-"""`fairvisor explain`: why one request gets its verdict, rule by rule, without touching the hot path.
+"""`fairvisor explain`: why one request gets its verdict, rule by rule, from the decision itself.
 
-A separate walk over the compiled bundle in the pipeline's order: kill switches, then every
-policy's selector, each rule's `match` and limit keys, then a peek at each applicable rule's
-limiter (apply, then the exact undo, so state is left as it was). The verdict itself comes
-from `Engine.decide` afterwards, so it is the engine's own answer, not this module's guess.
+The engine decides the request once with a Trace attached (pyengine.decision.trace): the plan's
+own loop records each step it ran (kill switches, matching policies, each rule's `match`, limit
+keys and outcome or strict claim, guards), and this module renders that record. Nothing is
+re-walked or peeked: a rule the decision never reached is shown as not reached, without a key.
 """
 
 import time
 from types import CoroutineType
 
 from .decision_log import shown_values
-from .decision.rules import key_value
 from .decision.request import view_from_decide
+from .decision.trace import CLAIM, GUARD, KEY, MISSING, NO_MATCH, OUTCOME, SWITCH, Trace
+from .protocol.messages import Verdict
 from .state import keys
 
 _ALGORITHM = {"TokenBucketRule": "token_bucket", "LLMRule": "token_bucket_llm", "CostRule": "cost_based",
@@ -40,22 +41,6 @@ def describe_selector(sel) -> str:
     return " ".join(parts)
 
 
-def match_miss(rule, view) -> str | None:
-    for lk, fn, want in rule.match:
-        got = key_value(view, lk, fn)
-        if got != want:
-            shown = "missing" if got is None else repr(got)
-            return f"match: {lk} is {shown}, the rule wants {want!r}"
-    return None
-
-
-def _missing_key(rule, view) -> str:
-    for lk, fn in rule.key_fns:
-        if key_value(view, lk, fn) is None:
-            return lk
-    return "?"
-
-
 def _outcome(o, amount) -> dict:
     out = {"allowed": o.allowed, "cost": amount}
     if o.limit:
@@ -70,122 +55,167 @@ def _outcome(o, amount) -> dict:
     return out
 
 
-def _walk_rules(policy, view, now_s, shadow_mark: bool, stopped: str | None) -> tuple[list[dict], bool]:
-    """Rule entries of one matched policy; returns (entries, rejected)."""
-    entries = []
-    matched = [r for r in policy.rules if not r.match or match_miss(r, view) is None]
-    use_fallback = not policy.plain and not matched and policy.fallback is not None
-    candidates = [(r, True) for r in policy.rules]
-    if policy.fallback is not None:
-        candidates.append((policy.fallback, use_fallback))
-    rejected = False
-    for rule, applicable in candidates:
-        e = {"rule": rule.name, "algorithm": _ALGORITHM.get(type(rule).__name__, type(rule).__name__),
-             "limit_keys": [lk for lk, _ in rule.key_fns], "fallback": rule is policy.fallback}
-        entries.append(e)
-        if rule is policy.fallback and not applicable:
+def _rule_entry(rule, policy, trace: Trace, halted: str | None) -> dict:
+    """One rule's entry from what the decision recorded about it."""
+    e = {"rule": rule.name, "algorithm": _ALGORITHM.get(type(rule).__name__, type(rule).__name__),
+         "limit_keys": [lk for lk, _ in rule.key_fns], "fallback": rule is policy.fallback}
+    events = trace.of(rule)
+    if not events:
+        if rule is policy.fallback and halted is None:
             e.update(status="skipped", why="fallback: used only when no rule's match holds")
+        else:
+            e.update(status="not_reached", why=halted or "an earlier rule of this policy rejected")
+        return e
+    missing = None
+    for kind, data in events:
+        if kind is NO_MATCH:
+            e.update(status="skipped", why=data)
+        elif kind is MISSING:
+            missing = data
+        elif kind is KEY:
+            e["key"] = shown_values(data)
+            if missing is not None:
+                e["why"] = f"missing key: {missing} (on_missing_key: shared counter)"
+        elif kind is OUTCOME:
+            outcome, amount = data
+            e.update(status="allow" if outcome.allowed else "reject", outcome=_outcome(outcome, amount))
+        elif kind is CLAIM:
+            _ops, amount, refusal = data
+            if refusal is not None:
+                e.update(status="reject", outcome=_outcome(refusal, amount))
+            else:  # the store decides after the loop; its answer is the verdict
+                e.update(status="claim", why="strict: the shared store decides", outcome={"cost": amount})
+    if missing is not None and "key" not in e:
+        if rule.reject_missing:
+            e.update(status="reject", why=f"missing key: {missing} (on_missing_key: reject)",
+                     outcome={"allowed": False, "reason": "missing_limit_key"})
+        else:
+            e.update(status="skipped", why=f"missing key: {missing}")
+    return e
+
+
+def _guards(policy, trace: Trace) -> dict | None:
+    for kind, hit in trace.of(policy.guards) if policy.guards is not None else ():
+        if kind is GUARD and hit is not None:
+            g = {"guard": hit.guard, "reason": hit.reason, "reject": hit.reject}
+            if hit.warning:
+                g["warning"] = hit.warning
+            if hit.delay_ms:
+                g["delay_ms"] = hit.delay_ms
+            return g
+    return None
+
+
+def _kill_switches(bundle, runtime_hit, trace: Trace, now_s: float) -> tuple[list, str | None]:
+    """(entries, why later steps were not reached) of the bundle's switches, then a runtime hit."""
+    out, stopped = [], None
+    for i, ks in enumerate(bundle.kill_switches):
+        e = {"index": i, "reason": ks.reason or ""}
+        checked = [hit for kind, hit in trace.of(ks) if kind is SWITCH]
+        if checked and checked[0]:
+            e["status"] = "hit"
+            stopped = stopped or f"kill switch #{i} rejected first"
+        elif trace.overridden:
+            e["status"] = "overridden"
+        elif ks.expires_at_s is not None and now_s >= ks.expires_at_s:
+            e["status"] = "expired"
+        elif checked or stopped is None:  # not checked: its route does not cover the path
+            e["status"] = "no_match"
+        else:
+            e["status"] = "not_reached"
+        out.append(e)
+    if runtime_hit is not None:
+        out.append({"index": len(out), "id": keys.kill_switch_id(runtime_hit.hits_key),
+                    "reason": runtime_hit.reason or "", "status": "hit"})
+        stopped = stopped or "a runtime kill switch rejected first"
+    return out, stopped
+
+
+def render(engine, msg, trace: Trace) -> dict:
+    """The explanation of a decision traced into `trace`, against the bundle it ran on."""
+    bundle = engine.bundle
+    view = trace.view
+    if view is None and bundle is not None:  # decided before the pipeline (no policy, self-test)
+        view = view_from_decide(msg, bundle.header_index, joins=bundle.header_joins, family=bundle.family)
+    out = {"request": {"method": view.method, "host": view.host, "path": view.path} if view is not None else {}}
+    if bundle is None:
+        out.update(kill_switches=[], policies=[], global_shadow=False)
+        return out
+    out["kill_switches"], stopped = _kill_switches(bundle, trace.runtime_hit, trace, trace.now_s)
+    refused = [name for name, hit in trace.ambiguous if hit]
+    if trace.ambiguous:
+        out["ambiguous_headers"] = [{"header": n, "status": "refused" if hit else "shadow_only"}
+                                    for n, hit in trace.ambiguous]
+    if refused:
+        stopped = stopped or f"ambiguous header {refused[0]} refused the request"
+    out["global_shadow"] = trace.global_shadow
+    out["policies"] = []
+    matching = {id(p) for p in trace.policies}
+    would_reject = {args[0] for name, args in trace.sink_events if name == "would_reject"}
+    shadow_failed = False
+    for sel, policy in bundle.routes.entries:
+        shadow = policy.shadow or trace.global_shadow
+        p = {"policy": policy.id, "mode": "shadow" if shadow else "enforce", "selector": describe_selector(sel)}
+        out["policies"].append(p)
+        if refused:  # refused before the route's plan was looked up
+            p.update(status="not_reached", why=stopped, rules=[])
             continue
-        miss = match_miss(rule, view) if rule.match else None
-        if miss is not None:
-            e.update(status="skipped", why=miss)
+        if id(policy) not in matching:
+            miss = selector_miss(sel, view.method, view.host, view.path) if view is not None else None
+            p.update(status="skipped", why=miss or "selector: does not match", rules=[])
             continue
-        key = rule.state_key(view)
-        if key is not None:
-            e["key"] = shown_values(key)
-        if stopped is not None or rejected:  # the pipeline never looks at this rule
-            e.update(status="not_reached", why=stopped or "an earlier rule of this policy rejected")
-            continue
-        if key is None:
-            if rule.reject_missing:
-                e.update(status="reject", why=f"missing key: {_missing_key(rule, view)} (on_missing_key: reject)",
-                         outcome={"allowed": False, "reason": "missing_limit_key"})
-                rejected = True
-            else:
-                e.update(status="skipped", why=f"missing key: {_missing_key(rule, view)}")
-            continue
-        if key == rule.missing_key:
-            e["why"] = f"missing key: {_missing_key(rule, view)} (on_missing_key: shared counter)"
-        state_key = keys.shadow(key) if shadow_mark else key
-        outcome, amount = rule.apply(view, state_key, now_s)
-        if outcome.allowed:
-            rule.undo(state_key, amount, now_s, now_s)  # peek only: leave the state as it was
-        e.update(status="allow" if outcome.allowed else "reject", outcome=_outcome(outcome, amount))
-        rejected = rejected or not outcome.allowed
-    return entries, rejected
+        p["status"] = "matched"
+        halted = stopped
+        if shadow and shadow_failed and halted is None:
+            halted = "an earlier shadow policy would reject"
+        rules = list(policy.rules) + ([policy.fallback] if policy.fallback is not None else [])
+        p["rules"] = [_rule_entry(r, policy, trace, halted) for r in rules]
+        guard = _guards(policy, trace)
+        if guard is not None:
+            p["guards"] = guard
+        rejected = any(r.get("status") == "reject" for r in p["rules"]) or (guard is not None and guard["reject"])
+        if shadow and (rejected or policy.id in would_reject) and halted is None:
+            shadow_failed = True
+            p["outcome"] = "would_reject"
+        elif rejected and not shadow:
+            stopped = stopped or f"policy {policy.id} rejected"
+            p["outcome"] = "reject"
+    return out
 
 
 def explain_request(engine, msg) -> dict:
-    """The explanation of Decide `msg` against the engine's bundle, then the engine's verdict."""
+    """The explanation of Decide `msg`: the engine decides it (state is charged as for any
+    request) with a Trace attached, and the record is rendered."""
     return trace(engine, msg)[0]
 
 
 def trace(engine, msg) -> tuple[dict, object, int | None]:
-    """(explanation, the engine's Verdict, its decision time in us): the walk below, then the
-    engine's own untraced decision of the same request (debug sessions use all three). When the
-    decision awaits the store, the second item is a coroutine giving (Verdict, time in us) and
-    filling the explanation's verdict, and the third is None."""
-    bundle = engine.bundle
-    now_s = engine.clock.now_s()
-    view = view_from_decide(msg, bundle.header_index, joins=bundle.header_joins, family=bundle.family)
-    req = {"method": view.method, "host": view.host, "path": view.path}
-    out = {"request": req, "kill_switches": [], "policies": []}
-    stopped = None
-    for i, ks in enumerate(bundle.kill_switches):
-        e = {"index": i, "reason": ks.reason or ""}
-        if ks.hits(view, now_s):
-            e["status"] = "hit"
-            stopped = stopped or f"kill switch #{i} rejected first"
-        elif ks.expires_at_s is not None and now_s >= ks.expires_at_s:
-            e["status"] = "expired"
-        else:
-            e["status"] = "no_match"
-        out["kill_switches"].append(e)
-    runtime = engine.pipeline.runtime_switches  # added through the admin API (pyengine.overlay)
-    hit = runtime.match(view, now_s) if runtime is not None else None
-    if hit is not None:
-        out["kill_switches"].append({"index": len(out["kill_switches"]), "id": keys.kill_switch_id(hit.hits_key),
-                                     "reason": hit.reason or "", "status": "hit"})
-        stopped = stopped or "a runtime kill switch rejected first"
-    global_shadow = bundle.global_shadow_active(now_s)
-    out["global_shadow"] = global_shadow
-    shadow_failed = False
-    for sel, policy in bundle.routes.entries:
-        shadow = policy.shadow or global_shadow
-        p = {"policy": policy.id, "mode": "shadow" if shadow else "enforce", "selector": describe_selector(sel)}
-        out["policies"].append(p)
-        miss = selector_miss(sel, view.method, view.host, view.path)
-        if miss is not None:
-            p.update(status="skipped", why=miss, rules=[])
-            continue
-        p["status"] = "matched"
-        halt = stopped
-        if shadow and shadow_failed and halt is None:
-            halt = "an earlier shadow policy would reject"
-        p["rules"], rejected = _walk_rules(policy, view, now_s, shadow and not policy.shadow, halt)
-        if rejected and shadow:
-            shadow_failed = True
-            p["outcome"] = "would_reject"
-        elif rejected:
-            stopped = f"policy {policy.id} rejected"
-            p["outcome"] = "reject"
+    """(explanation, the engine's Verdict, its decision time in us, tracing included): one
+    traced decision (debug sessions use all three). When the decision awaits the store, the
+    explanation is filled once it is awaited, the second item is a coroutine giving (Verdict,
+    time in us), and the third is None."""
+    t = Trace()
+    out: dict = {}
     start_ns = time.perf_counter_ns()
-    verdict = engine.decide_untraced(msg)
+    verdict = engine.decide_untraced(msg, t)
     if verdict.__class__ is CoroutineType:  # strict rules: the store decides (pyengine.decision.strict)
-        return out, _finished_later(out, engine, verdict, start_ns), None
-    return out, verdict, finish(out, engine, verdict, start_ns)
+        return out, _finished_later(out, engine, msg, t, verdict, start_ns), None
+    return out, verdict, finish(out, engine, msg, t, verdict, start_ns)
 
 
-async def _finished_later(out: dict, engine, pending, start_ns: int):
-    """(Verdict, decision time in us) of a decision that awaited the store; fills out["verdict"]."""
+async def _finished_later(out: dict, engine, msg, t: Trace, pending, start_ns: int):
+    """(Verdict, decision time in us) of a decision that awaited the store; fills `out`."""
     verdict = await pending
-    return verdict, finish(out, engine, verdict, start_ns)
+    return verdict, finish(out, engine, msg, t, verdict, start_ns)
 
 
-def finish(out: dict, engine, verdict, start_ns: int) -> int:
-    """out["verdict"] from the engine's answer; returns the decision time in us."""
+def finish(out: dict, engine, msg, t: Trace, verdict, start_ns: int) -> int:
+    """Fill `out` from the trace and the engine's answer; returns the decision time in us."""
     latency_us = (time.perf_counter_ns() - start_ns) // 1000
-    d = engine.last_decision
+    out.update(render(engine, msg, t))
+    d = t.decision
+    if verdict.__class__ is not Verdict or d is None:  # a HelloReply: the shim re-describes the request
+        return latency_us
     pairs = verdict.headers
     out["verdict"] = {
         "action": "reject" if verdict.status else (("throttle" if d.delay_ms else "warn") if d.warning else "allow"),

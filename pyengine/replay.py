@@ -171,10 +171,10 @@ def replay(engine: Engine, requests: list[tuple[int, RequestSpec]], source: str,
     for i, (n, spec) in enumerate(requests):
         tick(clock, spec, f"{source}:{n}", step_ms, first=i == 0)
         # Built from the HelloReply in force, so the engine never asks to re-describe it.
-        verdict = engine.decide(build_decide(engine, spec, spec.id or str(n)))
+        verdict, decision = engine.decide_with_decision(build_decide(engine, spec, spec.id or str(n)))
         shadow = [f"{rec.policy}/{rec.rule}: {rec.reason}" for rec in engine.decision_log.drain()
                   if rec.event == "would_reject"]
-        results.append(_result(n, spec, verdict, engine.last_decision, clock.now_s(), shadow))
+        results.append(_result(n, spec, verdict, decision, clock.now_s(), shadow))
         if verdict.reservation_id and spec.usage is not None:
             report = {"reservation_id": verdict.reservation_id, **msgspec.structs.asdict(spec.usage)}
             engine.handle(Usage(body=json.dumps(report).encode()))

@@ -36,13 +36,13 @@ def _outcome(engine, now_s: float, msg, recorded_names) -> tuple:
     engine.clock.set(max(now_s, engine.clock.now_s()))
     got = dict(zip(recorded_names, msg.headers))
     headers = [got.get(n) for n in names]
-    verdict = engine.decide(msgspec.structs.replace(msg, generation=engine.generation, headers=headers))
+    verdict, d = engine.decide_with_decision(msgspec.structs.replace(msg, generation=engine.generation,
+                                                                     headers=headers))
     rejected = None
     for rec in engine.decision_log.drain():
         if rec.event == "reject":
             rejected = (rec.policy, rec.rule, rec.reason, rec.key)
     if getattr(verdict, "status", 0) and rejected is None:
-        d = engine.last_decision
         rejected = (d.policy_id or "", d.rule or "", d.reason or "", "")
     return rejected, any(n not in got for n in names)
 

@@ -13,6 +13,7 @@ becomes a claim, and a request with claims ends in a Pending that the store deci
 import math
 
 from .kill_hits import record_hit
+from .trace import traced_steps, traced_switches
 from .request import prefix_matches
 from ..state import keys
 from .verdict import Decision
@@ -105,6 +106,14 @@ class Plan:
                                    if ks.route is None or prefix_matches(ks.route, path))
         self.steps = tuple(s for p in policies for s in policy_steps(p, global_shadow))
         self.store = bundle.store
+
+    def traced(self, trace) -> "Plan":
+        """This plan with its rules, guards and switches recording into `trace` (decision.trace)."""
+        copy = object.__new__(Plan)
+        copy.policies, copy.store = self.policies, self.store
+        copy.kill_switches = traced_switches(self.kill_switches, trace)
+        copy.steps = traced_steps(self.steps, trace)
+        return copy
 
     def run(self, bundle, view, now_s: float, sink, runtime) -> Decision:
         """Kill switches (bundle's, then `runtime`), then the steps: all-or-nothing."""

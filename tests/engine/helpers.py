@@ -31,8 +31,10 @@ def unsigned_jwt(claims: dict) -> str:
 
 
 def decide(engine: Engine, headers: dict | None = None, method="GET", uri="/v1/chat", host="api.test",
-           remote_addr="127.0.0.1", body: bytes | None = None, surface=SURFACE_INLINE):
-    """Describe a request the way the shim does (only the headers the engine asked for)."""
+           remote_addr="127.0.0.1", body: bytes | None = None, surface=SURFACE_INLINE, with_decision=False):
+    """Describe a request the way the shim does (only the headers the engine asked for).
+    with_decision: (reply, the Decision behind it) from Engine.decide_with_decision, or the
+    coroutine giving that pair when strict rules await the store."""
     lower = {k.lower(): v for k, v in (headers or {}).items()}
     for _ in range(2):
         hello = engine.hello_reply
@@ -42,8 +44,8 @@ def decide(engine: Engine, headers: dict | None = None, method="GET", uri="/v1/c
                      body=body if hello.needs_body else None)
         # Round-trip through msgpack, as the real frame would.
         msg = msgspec.msgpack.decode(msgspec.msgpack.encode(msg), type=Decide)
-        reply = engine.decide(msg)
-        if not isinstance(reply, HelloReply):
+        reply = engine.decide_with_decision(msg) if with_decision else engine.decide(msg)
+        if not isinstance(reply[0] if reply.__class__ is tuple else reply, HelloReply):
             return reply
     raise AssertionError("engine kept answering HelloReply")
 

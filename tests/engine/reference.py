@@ -162,6 +162,6 @@ def use_reference(engine) -> None:
 
     p = engine.pipeline
 
-    def decide(bundle, view, now_s):
+    def decide(bundle, view, now_s, tracer=None):  # the reference records no trace
         return reference_decide(bundle, view, now_s, p.sink, p.runtime_switches, pipeline._ambiguous)
     p.decide = decide

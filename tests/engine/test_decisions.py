@@ -139,11 +139,11 @@ def test_kill_switch_first_with_retry_after_until_expiry():
     ]
     engine = make_engine(bundle, clock=clock, retry_jitter=False)  # the base Retry-After (see test_jitter.py)
     evil = {"Authorization": "Bearer " + unsigned_jwt({"org_id": "evil"})}
-    v = decide(engine, headers=evil)
+    v, d = decide(engine, headers=evil, with_decision=True)
     assert v.status == 429 and hdr(v, "X-Fairvisor-Reason") == "kill_switch_active"
     assert hdr(v, "Retry-After") == "600"
     assert "runaway agent" not in v.body and "runaway agent" not in v.headers  # for operators only
-    assert engine.last_decision.detail == "runaway agent"  # what the decision log records
+    assert d.detail == "runaway agent"  # what the decision log records
     assert decide(engine, headers={"X-Api-Key": "k1"}, uri="/v1/chat").status == 0
     v = decide(engine, headers={"X-Api-Key": "k1"}, uri="/v1/admin/users")
     assert hdr(v, "Retry-After") == "3600"

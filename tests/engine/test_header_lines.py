@@ -24,8 +24,10 @@ def bucket(name: str, *keys: str, burst: int = 2, match=None, **cfg) -> dict:
     return r
 
 
-def ask(engine, lines: list[tuple[str, str | bytes]], surface=SURFACE_INLINE, uri="/api", remote_addr="127.0.0.1"):
-    """A Decide carrying `lines` as the shim does: one value as bin, several as an array, in order."""
+def ask(engine, lines: list[tuple[str, str | bytes]], surface=SURFACE_INLINE, uri="/api", remote_addr="127.0.0.1",
+        with_decision=False):
+    """A Decide carrying `lines` as the shim does: one value as bin, several as an array, in order;
+    with_decision: (reply, Decision) from Engine.decide_with_decision."""
     by_name: dict[str, list[bytes]] = {}
     for name, value in lines:
         by_name.setdefault(name.lower(), []).append(value if isinstance(value, bytes) else value.encode())
@@ -35,8 +37,9 @@ def ask(engine, lines: list[tuple[str, str | bytes]], surface=SURFACE_INLINE, ur
                   for h in hello.headers]
         msg = Decide(generation=hello.generation, surface=surface, method=b"GET", uri=uri.encode(), host=b"h",
                      remote_addr=remote_addr.encode(), headers=values)
-        reply = engine.decide(msgspec.msgpack.decode(msgspec.msgpack.encode(msg), type=Decide))
-        if not isinstance(reply, HelloReply):
+        msg = msgspec.msgpack.decode(msgspec.msgpack.encode(msg), type=Decide)
+        reply = engine.decide_with_decision(msg) if with_decision else engine.decide(msg)
+        if not isinstance(reply[0] if with_decision else reply, HelloReply):
             return reply
     raise AssertionError("engine kept answering HelloReply")
 
@@ -99,9 +102,9 @@ def test_the_refusal_comes_before_kill_switches_and_charges_nothing():
     engine = make_engine(bundle(bucket("k", "header:x-api-key", burst=1), kill_switches=[ks]))
     assert ask(engine, [("x-api-key", "banned")]).status == 429
     for order in (("decoy", "banned"), ("banned", "decoy")):
-        verdict = ask(engine, [("x-api-key", v) for v in order])
+        verdict, d = ask(engine, [("x-api-key", v) for v in order], with_decision=True)
         assert refused(verdict) and "INC-1" not in verdict.body
-    assert engine.last_decision.detail == "x-api-key"  # operators learn which header
+        assert d.detail == "x-api-key"  # operators learn which header
     assert ask(engine, [("x-api-key", "decoy")]).status == 0  # the refusals charged nothing
     assert ask(engine, [("x-api-key", "decoy")]).status == 429
 
@@ -115,8 +118,8 @@ def test_a_single_line_sent_as_an_array_reads_as_the_line():
         headers[i] = value
         msg = Decide(generation=hello.generation, surface=SURFACE_INLINE, method=b"GET", uri=b"/", host=b"h",
                      remote_addr=b"127.0.0.1", headers=headers)
-        engine.decide(msg)
-    assert engine.last_decision.status == 429  # both were the same key
+        _, d = engine.decide_with_decision(msg)
+    assert d.status == 429  # both were the same key
 
 
 @pytest.mark.parametrize("fmt, etype", [("openai", "invalid_request_error"), ("anthropic", "invalid_request_error"),

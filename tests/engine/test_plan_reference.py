@@ -93,13 +93,13 @@ def test_compiled_plan_decides_like_the_reference_loop(bundle):
     for headers, gap_s in _requests(rng, 2000):
         fast_clock.advance(gap_s)
         general_clock.advance(gap_s)
-        a = decide(fast, headers=headers, method="POST", uri="/v1/decision", body=CHAT, surface=0)
+        a, d = decide(fast, headers=headers, method="POST", uri="/v1/decision", body=CHAT, surface=0,
+                      with_decision=True)
         b = decide(general, headers=headers, method="POST", uri="/v1/decision", body=CHAT, surface=0)
         # Reservation ids differ per engine (random prefix); everything else must match.
         assert (a.status, a.body, a.delay_ms, bool(a.reservation_id)) == \
             (b.status, b.body, b.delay_ms, bool(b.reservation_id))
         assert _masked(a) == _masked(b)
-        d = fast.last_decision
         seen.add((d.status, d.reason, d.warning, d.delay_ms > 0, d.rule))
     assert _store_items(fast) == _store_items(general)
     # The sequence really went through the interesting branches.

@@ -88,8 +88,8 @@ def _engines(bundle, n=1, store=None):
     return engines, store, clock
 
 
-def _run(engine, **kw):
-    reply = decide(engine, headers={"X-Org": "acme"}, **kw)
+def _run(engine, with_decision=False, **kw):
+    reply = decide(engine, headers={"X-Org": "acme"}, with_decision=with_decision, **kw)
     return asyncio.run(reply) if isinstance(reply, types.CoroutineType) else reply
 
 
@@ -194,8 +194,8 @@ def test_llm_strict_rule_claims_tpd_then_tpm_in_one_call():
     body = json.dumps({"model": "gpt-4o-mini", "max_tokens": 100,
                        "messages": [{"role": "user", "content": "hi"}]}).encode()
     kw = dict(method="POST", uri="/v1/chat/completions", body=body)
-    first = _run(a, **kw)
-    reserved_tokens = a.last_decision.reserved[0][2]  # prompt estimate + max_tokens
+    first, d = _run(a, with_decision=True, **kw)
+    reserved_tokens = d.reserved[0][2]  # prompt estimate + max_tokens
     second, third = _run(b, **kw), _run(a, **kw)
     assert (first.status, second.status, third.status) == (0, 0, 429)
     assert hdr(third, "X-Fairvisor-Reason") == "tpd_exceeded"

@@ -49,8 +49,8 @@ async def _fleet(url, bundle, n=2, timeout_s=TIMEOUT_S):
     return engines, remotes, clock
 
 
-async def _answer(engine, org="acme", **kw):
-    reply = decide(engine, headers={"X-Org": org}, **kw)
+async def _answer(engine, org="acme", with_decision=False, **kw):
+    reply = decide(engine, headers={"X-Org": org}, with_decision=with_decision, **kw)
     return await reply if isinstance(reply, types.CoroutineType) else reply
 
 
@@ -63,8 +63,8 @@ def test_two_engines_admit_exactly_the_limit_under_interleaving(redis_server):
     async def main():
         (a, b), remotes, clock = await _fleet(redis_server.url, _bundle(BUCKET, LLM))
         kw = dict(method="POST", uri="/v1/chat/completions", body=CHAT)
-        await _answer(a, org="probe", **kw)
-        per_request = a.last_decision.reserved[0][2]  # prompt estimate + max_tokens
+        _, d = await _answer(a, org="probe", with_decision=True, **kw)
+        per_request = d.reserved[0][2]  # prompt estimate + max_tokens
         # 60 requests in flight at once, alternating engines: every one is a store round trip.
         replies = await asyncio.gather(*[_answer(e, **kw) for e in (a, b) * 30])
         admitted = [r for r in replies if r.status == 0]
