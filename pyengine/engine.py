@@ -17,9 +17,9 @@ from .decision.kill_hits import hit_counts
 from .guards.policy_guards import breaker_counts, index_tripped
 from .decision.memo import Memo
 from .metrics import EngineMetrics
-from .overlay.overrides import install as install_overrides
 from .overlay.registry import Overlay
 from .policy_holder import PolicyHolder
+from .runtime_overlay import RuntimeOverlay
 from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
 from .console.stats import ConsoleStats
@@ -108,7 +108,12 @@ class Engine:
         self.tripped: dict[str, str] = {}  # breaker keys not closed -> policy id; survives reloads
         # The bundle in force, its loading and watching (pyengine.policy_holder).
         self.policy = PolicyHolder(settings, self.clock, self.store, self.metrics, self.decision_log, self.overlay,
-                                   self.memo, self.tripped, lambda: self._count_kill_switches(self.clock.now_s()))
+                                   self.memo, self.tripped, lambda: self.runtime.count_switches(self.clock.now_s()))
+        # The admin API's switches and overrides put into effect (pyengine.runtime_overlay).
+        self.runtime = RuntimeOverlay(self.overlay, self.policy, self.pipeline, self.store, self.metrics,
+                                      self.decision_log, self.clock)
+        self.overlay_changed = self.runtime.changed
+        self.overlay_replaced = self.runtime.replaced
         self.load_bytes = self.policy.load_bytes
         self.load_file = self.policy.load_file
         self.request_reload = self.policy.request_reload
@@ -166,7 +171,7 @@ class Engine:
             enabled = self.snapshots.enabled  # False: a locked dir belongs to another engine
         if enabled:
             self.overlay.enable(self.settings.state_dir, self.clock.now_s())
-            self.sync_runtime()
+            self.runtime.sync_pipeline()
         index_tripped(self.store.as_dict().items(), self.tripped)
         if config_path is not None and enabled:
             self.policy.keep_last_good(self.settings.state_dir, config_path)
@@ -190,47 +195,11 @@ class Engine:
             self.metrics.reservations_evicted.inc((), rs.evicted - early)
         self.metrics.reservations_open.set((), len(rs))
         self.metrics.state_keys.set((), len(self.store))
-        self._expire_overlay(now_s)
+        self.runtime.expire(now_s)
         self.console.tick(now_s)
-        self._count_kill_switches(now_s)
+        self.runtime.count_switches(now_s)
         self.selftests.expire(now_s)
         self.decision_log.flush()
-
-    def _count_kill_switches(self, now_s: float) -> None:
-        # Switches past their expires_at no longer act, so they no longer count as in force.
-        switches = self.bundle.kill_switches if self.bundle is not None else ()
-        active = sum(1 for ks in switches if ks.expires_at_s is None or now_s < ks.expires_at_s)
-        self.metrics.kill_switch_active.set((), active + self.overlay.active_switches(now_s))
-
-    # -- runtime kill switches and overrides (pyengine.overlay, pyengine.admin_api) -------
-
-    def overlay_changed(self, scope: tuple[str, str] | None = None) -> None:
-        """A runtime switch or override was added or removed: in force for the next request.
-        New headers to read (a switch on a header the policy never reads) recompile the bundle
-        under a new generation, so the shim re-describes requests with them."""
-        self.sync_runtime()
-        b = self.bundle
-        if b is None:
-            return
-        if not self.overlay.index.headers() <= set(b.header_names):
-            self.policy.compile(b.source, b.hash, new_generation=True)
-        elif scope is not None:
-            install_overrides(b, self.overlay.overrides.values(), self.store, scope)
-        self._count_kill_switches(self.clock.now_s())
-
-    def overlay_replaced(self, switches: list, overrides: list) -> bool:
-        """The fleet's overlay, read from the shared store, replaces this engine's
-        (pyengine.fleet.overlay_sync). True when anything changed."""
-        before = {(r.scope_key, r.scope_value, r.id) for r in self.overlay.overrides.values()}
-        if not self.overlay.replace(switches, overrides):
-            return False
-        after = {(r.scope_key, r.scope_value, r.id) for r in overrides}
-        scopes = {(k, v) for k, v, _ in before ^ after}
-        self.overlay_changed()  # switches, and a recompile when they read new headers
-        if self.bundle is not None:
-            for scope in scopes:
-                install_overrides(self.bundle, self.overlay.overrides.values(), self.store, scope)
-        return True
 
     def use_strict_backend(self, backend) -> None:
         """Fleet mode: rules with consistency=strict are decided by `backend` from now on
@@ -239,23 +208,6 @@ class Engine:
         for path in ("store", "local"):
             counter.inc((path,), 0)  # both exist from the start, so rate() works
         self.policy.use_strict(Strict(backend, self.store, lambda path: counter.inc((path,))))
-
-    def sync_runtime(self) -> None:
-        """The pipeline sees the runtime switch index only while it holds any."""
-        index = self.overlay.index
-        self.pipeline.runtime_switches = index if index.by_key else None
-
-    def _expire_overlay(self, now_s: float) -> None:
-        switches, overrides = self.overlay.expire(now_s)
-        if switches:
-            self.sync_runtime()
-        for rec in switches:
-            self.decision_log.admin(now_s, "kill_switch_expired", rec, "engine")
-        for rec in overrides:
-            self.decision_log.admin(now_s, "override_expired", rec, "engine")
-            if self.bundle is not None:
-                install_overrides(self.bundle, self.overlay.overrides.values(), self.store,
-                                  (rec.scope_key, rec.scope_value))
 
     def close(self) -> None:
         """Final flush at shutdown: decision log and a last durable-state snapshot."""

@@ -47,7 +47,7 @@ class Pipeline:
         # .unmatched(view) .unlimited(view): allowed with no policy / no rule limiting it
         self.sink = sink
         # Kill switches added through the admin API (pyengine.overlay.switches.SwitchIndex);
-        # None while there are none, so the common path tests one attribute (Engine.sync_runtime).
+        # None while there are none, so the common path tests one attribute (pyengine.runtime_overlay).
         self.runtime_switches = runtime_switches
 
     def decide(self, bundle, view, now_s: float, tracer=None) -> Decision:
