@@ -176,10 +176,11 @@ class Engine:
         """Called by the server about every second: policy file watch and idle-state expiry."""
         self.watch_policy()
         now_s = self.clock.now_s()
-        evicted = getattr(self.store, "evictions", 0)
-        self.store.sweep(now_s, SWEEP_BATCH)
-        if getattr(self.store, "evictions", 0) > evicted:
-            self.metrics.state_evictions.inc((), self.store.evictions - evicted)
+        store = self.store
+        evicted = store.evictions
+        store.sweep(now_s, SWEEP_BATCH)
+        if store.evictions > evicted:
+            self.metrics.state_evictions.inc((), store.evictions - evicted)
         rs = self.reservations
         early = rs.evicted
         expired = rs.expire(now_s)

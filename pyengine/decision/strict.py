@@ -63,7 +63,7 @@ class Strict:
         self.backend = backend
         self.store = store
         # FleetStore.mirror: a value learned from the store is not a local change to push back.
-        self.mirror = getattr(store, "mirror", None) or store.put
+        self.mirror = store.mirror
         self.count = count
 
     @staticmethod

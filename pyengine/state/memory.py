@@ -63,6 +63,10 @@ class MemoryStore:
         self._data[key] = value
         self._dirty.add(key)  # type: ignore[union-attr]
 
+    def mirror(self, key: str, value: Value) -> None:
+        """This store is the authoritative state: a mirrored value is simply a write."""
+        self.put(key, value)
+
     def delete(self, key: str) -> None:
         """Make `key` read as absent by storing an already-expired value of the same kind.
 

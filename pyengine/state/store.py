@@ -42,7 +42,13 @@ def expiry_s(value: Value) -> float:
 
 
 class Store(Protocol):
-    """Key-value state for limiters; see the module docstring for values and the contract."""
+    """Key-value state for limiters; see the module docstring for values and the contract.
+
+    Besides get/put/delete (the limiters' whole interface) the engine uses exactly these
+    capabilities: `sweep` and `evictions` (upkeep), `as_dict` (snapshots, the breaker index
+    at start, tests) and `mirror` (a value the shared store decided: pyengine.fleet)."""
+
+    evictions: int  # live entries dropped by the store's own bound, ever (a counter)
 
     def get(self, key: str) -> Value | None:
         """The stored value, or None. May return an expired value: callers compare its expiry."""
@@ -54,6 +60,15 @@ class Store(Protocol):
 
     def delete(self, key: str) -> None:
         """Make `key` read as absent (None or an expired value); a missing key is not an error."""
+        ...
+
+    def mirror(self, key: str, value: Value) -> None:
+        """Store a value that the authoritative state already holds: in fleet mode the shared
+        store's answer, which must not be pushed back as a change; otherwise the same as put."""
+        ...
+
+    def as_dict(self) -> dict[str, Value]:
+        """Every entry (expired ones included), read-only, valid until the next store call."""
         ...
 
     def sweep(self, now_s: float, max_items: int) -> int:
