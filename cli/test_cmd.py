@@ -113,6 +113,9 @@ def test(policy_file, requests_file, fmt, clock_step_ms, start) -> None:
 def _explain_text(x: dict) -> str:
     req = x["request"]
     lines = [click.style(f"Request {req['method']} {req['path']} (host {req['host'] or '-'})", bold=True)]
+    for h in x.get("ambiguous_headers", ()):
+        lines.append(f"repeated header {h['header']}: {paint('reject' if h['status'] == 'refused' else 'would_reject')}"
+                     f" ({h['status']})")
     for ks in x["kill_switches"]:
         lines.append(f"kill switch #{ks['index']}: {paint(ks['status'], 'hit' if ks['status'] == 'hit' else 'skipped')}"
                      + (f" ({ks['reason']})" if ks["reason"] else ""))
@@ -138,6 +141,11 @@ def _explain_text(x: dict) -> str:
             if "why" in r:
                 text += f" - {r['why']}"
             lines.append(text)
+        g = p.get("guards")
+        if g is not None:
+            lines.append(f"  guard {g['guard']}: {paint('reject' if g['reject'] else 'warn')} {g['reason']}"
+                         + (f", {g['warning']}" if g.get("warning") else "")
+                         + (f", delay {g['delay_ms']}ms" if g.get("delay_ms") else ""))
     v = x["verdict"]
     lines.append(click.style("Verdict: ", bold=True) + paint(v["action"]) + f" {v['status']}"
                  + (f" {v['reason']}" if v["reason"] else "")

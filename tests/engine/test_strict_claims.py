@@ -314,3 +314,20 @@ def test_a_bug_while_the_store_decides_answers_engine_error_and_undoes_the_local
     assert (reply.status, hdr(reply, "X-Fairvisor-Reason")) == (503, "engine_error")
     assert engine.metrics.engine_errors.values[("decide",)] == 1
     assert TokenBucket(engine.store, 1, 10).peek(rule_key("p1", "local-rps", "acme"), T0) == 10
+
+
+def test_explain_shows_a_strict_claim_and_the_stores_answer():
+    from pyengine.explain import trace
+    from pyengine.protocol.messages import SURFACE_INLINE, Decide
+    (engine,), store, _ = _engines(_bundle(TB_LOCAL, TB_STRICT))
+    hello = engine.hello_reply
+    msg = Decide(generation=hello.generation, surface=SURFACE_INLINE, method=b"GET", uri=b"/v1/chat", host=b"h",
+                 remote_addr=b"127.0.0.1", headers=[b"acme" if h == "x-org" else None for h in hello.headers])
+    out, pending, latency_us = trace(engine, msg)
+    assert latency_us is None and isinstance(pending, types.CoroutineType)  # the store decides
+    verdict, _ = asyncio.run(pending)
+    local, strict = out["policies"][0]["rules"]
+    assert (local["status"], local["outcome"]["remaining"]) == ("allow", 9)
+    assert (strict["status"], strict["why"], strict["outcome"]) == ("claim", "strict: the shared store decides",
+                                                                    {"cost": 1})
+    assert (verdict.status, out["verdict"]["status"], store.calls) == (0, 200, 1)

@@ -83,3 +83,16 @@ def test_a_traced_decision_hands_back_real_rules_and_the_same_answer():
     assert (v.status, v.body, v.headers) == (w.status, w.body, w.headers) and "RateLimit" in v.headers
     # No recording proxy outlives the trace: the charge list holds the rules themselves.
     assert type(t.decision.charged[0][0]) is TokenBucketRule and t.decision.charged[0][1:] == d.charged[0][1:]
+
+
+def test_a_guard_that_refused_is_in_the_trace():
+    loop = {"enabled": True, "window_seconds": 45, "threshold_identical_requests": 2, "action": "reject",
+            "similarity": "exact"}
+    engine = make_engine({"bundle_version": 1, "policies": [
+        policy("agents", bucket("k", "header:x-key", burst=50), loop_detection=loop)]})
+    outs = [explain_request(engine, msg(engine, {"x-key": b"a"})) for _ in range(3)]
+    assert [o["verdict"]["reason"] for o in outs][-1] == "loop_detected"
+    last = outs[-1]["policies"][0]
+    assert last["guards"]["reason"] == "loop_detected" and last["guards"]["reject"] is True
+    assert last["outcome"] == "reject"
+    assert "guards" not in outs[0]["policies"][0]  # below the threshold no guard acted
