@@ -16,7 +16,8 @@ import msgspec
 from msgspec import Meta
 
 from ..decision.numbers import POLICY_MAX
-from ..policy.checks import canonical_key, check_key_value, check_route, is_limit_key, KEY_HELP
+from ..policy.checks import check_route
+from ..policy.limit_keys import KEY_HELP, canonical_key, check_key_value, is_limit_key
 from ..policy.shape_errors import locate
 
 MAX_TTL_S = 366 * 86_400  # a runtime change lasts at most a year; the bundle is the place for more

@@ -6,16 +6,16 @@ canonicalises a few values in place so the matcher can compare verbatim: HTTP me
 uppercased, hosts and header names lowercased, and timestamps converted to UTC.
 """
 
-import json
 import math
 import re
 from datetime import datetime, timezone
 
 import msgspec
 
-from pyengine.decision.keys import KEY_VALUES
 from pyengine.decision.numbers import POLICY_MAX, POLICY_MIN_BUDGET, POLICY_MIN_RATE_PER_S
 from pyengine.decision.strict import STRICT_ALGORITHMS
+from pyengine.policy.limit_keys import (KEY_HELP as _KEY_HELP, canonical_key, check_key_value as _check_key_value,
+                                         is_cost_ref as _is_cost_ref, is_limit_key, quoted as _q)
 from pyengine.policy.schema import (
     Bundle,
     CircuitBreaker,
@@ -33,15 +33,9 @@ from pyengine.policy.schema import (
 
 Errors = list[tuple[str, str]]
 
-EXACT_KEYS = frozenset({"ip:address", "ip:country", "ip:asn", "ip:type", "ip:tor", "ua:bot", "ua:bot_category",
-                        "llm:model"})
-_KEY_HELP = ("expected jwt:<claim>, header:<name>, query:<name>, ip:address, ip:country, ip:asn, "
-             "ip:type, ip:tor, ua:bot, ua:bot_category or llm:model")
 # `\Z`, not `$`: `$` also matches before a final "\n", which would let `"name\n"` through
 # into a RateLimit header. RFC 9110 token: header field names and method names.
 _TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-# Claims and query names: anything printable without whitespace.
-_NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f]+\Z")
 # Policy ids and rule names end up in state keys, metric labels and RateLimit item names.
 _ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 _ID_HELP = 'must use only letters, digits, ".", "_" and "-" (at most 128)'
@@ -248,16 +242,6 @@ def _check_kill_switch(switch: KillSwitch, path: str, errors: Errors) -> None:
         _check_route(switch.route, f"{path}.route", errors)
 
 
-def _check_key_value(key: str, value: str, path: str, errors: Errors) -> None:
-    """A key with a closed value set (ua:bot, ip:tor, ip:type, ua:bot_category) can only match those."""
-    allowed = KEY_VALUES.get(key)
-    if allowed is not None and value not in allowed:
-        quoted = [_q(v) for v in allowed]
-        choices = " or ".join(quoted) if len(quoted) == 2 else f"one of {', '.join(quoted)}"
-        errors.append((path, f"must be {choices} ({key} has no other value)"
-                       if len(quoted) > 2 else f"must be {choices}"))
-
-
 def _fold_completion_alias(cfg: TokenBucketLLMConfig, path: str, errors: Errors) -> None:
     """fairvisor/edge's example spells default_max_completion as default_max_completion_tokens."""
     alias = cfg.default_max_completion_tokens
@@ -319,36 +303,8 @@ def _check_finite(value: object, path: str, errors: Errors) -> None:
             _check_finite(item, f"{path}{_index(key)}", errors)
 
 
-def canonical_key(key: str) -> str:
-    """Header names are case-insensitive: `header:X-Api-Key` is stored as `header:x-api-key`."""
-    if key[:7].lower() == "header:":
-        return "header:" + key[7:].lower()
-    return key
-
-
-def is_limit_key(key: str) -> bool:
-    if key in EXACT_KEYS:
-        return True
-    kind, sep, name = key.partition(":")
-    if not sep:
-        return False
-    if kind == "header":
-        return bool(_TOKEN_RE.match(name))
-    return kind in ("jwt", "query") and bool(_NAME_RE.match(name))
-
-
-def _is_cost_ref(value: str) -> bool:
-    """`fixed`, `header:<name>` or `query:<name>`: where a request's cost comes from."""
-    return value == "fixed" or (value.split(":", 1)[0] in ("header", "query")
-                                and is_limit_key(value))
-
-
 def _index(key: str) -> str:
     return f"[{_q(key)}]"
-
-
-def _q(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _num(x: float) -> str:
@@ -360,8 +316,5 @@ def _fmt_time(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")  # already UTC (see _to_utc)
 
 
-# For the runtime kill switches and overrides of the admin API (pyengine.overlay.model): the
-# same checks as a bundle's kill_switches, so a runtime switch cannot hold what a bundle may not.
-KEY_HELP = _KEY_HELP
-check_key_value = _check_key_value
+# For the admin API's runtime kill switches (pyengine.overlay.model): the bundle's route check.
 check_route = _check_route
