@@ -3,13 +3,12 @@
 import math
 from fractions import Fraction
 
-from pyengine.algorithms.outcome import Outcome
+from pyengine.algorithms.outcome import MAX_DELAY_MS, Outcome
 from pyengine.algorithms.periods import PERIODS, period_bounds
 from pyengine.state.store import Store
 
 _floor = math.floor
 
-MAX_DELAY_MS = 30_000  # contract: a throttle delays at most 30 s
 _WARNINGS = {"warn": "budget_warn", "throttle": "budget_throttle"}
 
 

@@ -3,6 +3,8 @@
 import msgspec
 
 
+MAX_DELAY_MS = 30_000  # contract §1: a throttle delays a request at most 30 s (the one owner of that cap)
+
 class Outcome(msgspec.Struct, gc=False):
     """One limiter's answer. A rejection is a value, never an exception.
 
@@ -28,5 +30,5 @@ class Outcome(msgspec.Struct, gc=False):
     reason: str | None = None
     # X-Fairvisor-Warning on allow: "budget_warn" | "budget_throttle" | None.
     warning: str | None = None
-    # Throttle delay before allowing, milliseconds, 0..30000.
+    # Throttle delay before allowing, milliseconds, 0..MAX_DELAY_MS.
     delay_ms: int = 0

@@ -2,9 +2,9 @@
 
 import math
 
+from pyengine.algorithms.outcome import MAX_DELAY_MS
 from pyengine.state.store import Store
 
-MAX_DELAY_MS = 30_000  # contract: a throttle delays at most 30 s
 
 
 class LoopDetector:

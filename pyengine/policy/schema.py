@@ -18,6 +18,7 @@ import msgspec
 from msgspec import Meta
 
 from ..algorithms.concurrency import MAX_IN_FLIGHT
+from ..algorithms.outcome import MAX_DELAY_MS  # throttle delays are capped: a stage cannot hold a connection for minutes
 from ..decision.numbers import POLICY_MAX
 
 # Annotated scalar types shared by the Structs below. `gt=0` also refuses NaN (NaN > 0 is
@@ -28,9 +29,6 @@ PositiveInt = Annotated[int, Meta(ge=1)]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 # RFC 3339 with an offset; a naive timestamp is ambiguous, so it is refused.
 Timestamp = Annotated[datetime, Meta(tz=True)]
-
-# Throttle delays are capped so a misconfigured stage cannot hold a connection for minutes.
-MAX_THROTTLE_DELAY_MS = 30_000
 
 Algorithm = Literal["token_bucket", "token_bucket_llm", "cost_based", "concurrency"]
 Period = Literal["5m", "1h", "1d", "7d", "1mo"]
@@ -110,7 +108,7 @@ class StagedAction(_Schema):
     threshold_percent: Annotated[float, Meta(ge=0, le=100)]
     action: StageAction
     # Only for "throttle", where it is required (checked later).
-    delay_ms: Annotated[int, Meta(ge=0, le=MAX_THROTTLE_DELAY_MS)] | None = None
+    delay_ms: Annotated[int, Meta(ge=0, le=MAX_DELAY_MS)] | None = None
 
 
 class CostBasedConfig(_Schema, kw_only=True):
