@@ -404,7 +404,7 @@ class Engine:
             m.decisions.inc(("reject", d.reason, d.policy_id or ""))
             self.decision_log.decision("reject", d, bundle, view, now_s)
         elif d.warning:
-            action = "throttle" if d.delay_ms else "warn"
+            action = d.action
             m.decisions.inc((action, d.warning, d.policy_id or ""))
             self.decision_log.decision(action, d, bundle, view, now_s)
             self._console_seen(d)

@@ -218,7 +218,7 @@ def finish(out: dict, engine, msg, t: Trace, verdict, start_ns: int) -> int:
         return latency_us
     pairs = verdict.headers
     out["verdict"] = {
-        "action": "reject" if verdict.status else (("throttle" if d.delay_ms else "warn") if d.warning else "allow"),
+        "action": "reject" if verdict.status else d.action,
         "status": verdict.status or 200,
         "reason": (d.reason if verdict.status else d.warning) or "",
         "policy": d.policy_id or "",

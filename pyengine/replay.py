@@ -137,10 +137,10 @@ def start_time(requests: list[tuple[int, RequestSpec]], source: str) -> float:
 
 
 def _result(n: int, spec: RequestSpec, verdict, d, now_s: float, shadow: list[str]) -> Result:
+    action = "reject" if verdict.status else d.action
     if verdict.status:
-        action, status, reason = "reject", verdict.status, d.reason or ""
+        status, reason = verdict.status, d.reason or ""
     else:
-        action = ("throttle" if d.delay_ms else "warn") if d.warning else "allow"
         status, reason = 200, d.warning or ""
     o = d.outcome
     r = Result(line=n, id=spec.id or str(n), time=rfc3339_ms(now_s), method=spec.method.upper(), path=spec.path,

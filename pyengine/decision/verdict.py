@@ -41,6 +41,16 @@ class Decision(msgspec.Struct, gc=False):
     charged: list | None = None  # every (rule, state key, amount) an allow charged, for undo on engine_error
     reservation_id: str | None = None
 
+    @property
+    def action(self) -> str:
+        """What the decision does to the request, as metrics, the decision log and the tools
+        name it: reject, throttle (allowed after a delay), warn or allow."""
+        if self.status:
+            return "reject"
+        if self.warning:
+            return "throttle" if self.delay_ms else "warn"
+        return "allow"
+
 
 def rate_limit_headers(rule: str, o, out: list[str]) -> None:
     """draft-ietf-httpapi-ratelimit-headers-11 items plus the legacy trio, appended to `out`."""
