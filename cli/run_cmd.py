@@ -10,56 +10,22 @@ import time
 
 import click
 
+from pyengine.env_vars import ENV_VARS, PROVIDERS, UPSTREAM_HEADER_PREFIX, backend_url_var, provider_header_prefix
+
 from .processes import engine_answers, spawn, stop  # noqa: F401 - engine_answers: also used by tests
 
 ENGINE_READY_TIMEOUT_S = 20.0  # first start: policy load and socket bind
 NGINX_QUIT_TIMEOUT_S = 10.0  # graceful stop (QUIT lets in-flight requests finish), then TERM
 
-# Every FAIRVISOR_* variable has an equal flag (contract §5): flag name -> variable.
-_FLAG_VARS = {
-    "mode": "FAIRVISOR_MODE",
-    "config": "FAIRVISOR_CONFIG_FILE",
-    "listen": "FAIRVISOR_LISTEN",
-    "backend_url": "FAIRVISOR_BACKEND_URL",
-    "backend_url_openai": "FAIRVISOR_BACKEND_URL_OPENAI",
-    "backend_url_anthropic": "FAIRVISOR_BACKEND_URL_ANTHROPIC",
-    "backend_url_gemini": "FAIRVISOR_BACKEND_URL_GEMINI",
-    "backend_tls_verify": "FAIRVISOR_BACKEND_TLS_VERIFY",
-    "fail_mode": "FAIRVISOR_FAIL_MODE",
-    "engine_timeout_ms": "FAIRVISOR_ENGINE_TIMEOUT_MS",
-    "upstream_timeout_ms": "FAIRVISOR_UPSTREAM_TIMEOUT_MS",
-    "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
-    "state_dir": "FAIRVISOR_STATE_DIR",
-    "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
-    "trusted_proxies": "FAIRVISOR_TRUSTED_PROXIES",
-    "request_headers": "FAIRVISOR_REQUEST_HEADERS",
-    "llm_format": "FAIRVISOR_LLM_FORMAT",
-    "log_level": "FAIRVISOR_LOG_LEVEL",
-    "strip_request_headers": "FAIRVISOR_STRIP_REQUEST_HEADERS",
-    "decision_log": "FAIRVISOR_DECISION_LOG",
-    "log_keys": "FAIRVISOR_LOG_KEYS",
-    "decision_log_max_mb": "FAIRVISOR_DECISION_LOG_MAX_MB",
-    "bundle_key": "FAIRVISOR_BUNDLE_KEY",
-    "max_state_keys": "FAIRVISOR_MAX_STATE_KEYS",
-    "retry_jitter": "FAIRVISOR_RETRY_JITTER",
-    "hide_reason": "FAIRVISOR_HIDE_REASON",
-    "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
-    "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
-    "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
-    "nginx_user": "FAIRVISOR_NGINX_USER",
-    "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
-    "admin_token": "FAIRVISOR_ADMIN_TOKEN",
-    "state_url": "FAIRVISOR_STATE_URL",
-    "engines": "FAIRVISOR_ENGINES",
-    "sync_interval_ms": "FAIRVISOR_SYNC_INTERVAL_MS",
-    "engine_index": "FAIRVISOR_ENGINE_INDEX",
-}
+# Every FAIRVISOR_* variable has an equal flag (contract §5): flag name -> variable, from the
+# settings' own table (pyengine.config.ENV_VARS); --config is the one flag not named after its field.
+_FLAG_VARS = {("config" if field == "config_file" else field): var for field, var in ENV_VARS.items()}
+_FLAG_VARS.update({f"backend_url_{p}": backend_url_var(p) for p in PROVIDERS})
 # Set by `fairvisor run` for each engine it starts, never by hand: accepted, left out of --help.
 _INTERNAL = frozenset({"engine_index"})
-_UPSTREAM_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
+_UPSTREAM_PREFIX = UPSTREAM_HEADER_PREFIX
 # --openai-upstream-header NAME=VALUE and likewise: flag parameter -> variable prefix.
-_PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": f"FAIRVISOR_{p.upper()}_UPSTREAM_HEADER_"
-                          for p in ("openai", "anthropic", "gemini")}
+_PROVIDER_HEADER_FLAGS = {f"{p}_upstream_headers": provider_header_prefix(p) for p in PROVIDERS}
 # Flags only nginx's config reads: `fairvisor engine` accepts them but its --help hides them.
 _NGINX_ONLY = frozenset({"listen", "backend_url", "backend_tls_verify", "fail_mode", "engine_timeout_ms",
                          "upstream_timeout_ms", "worker_processes", "strip_request_headers",

@@ -7,9 +7,11 @@ import tempfile
 
 import msgspec
 
+from .env_vars import (ENV_VARS, PROVIDERS, UPSTREAM_HEADER_PREFIX, backend_url_var,  # noqa: F401 - re-exported
+                       provider_header_prefix)
+
 MODES = ("decision_service", "reverse_proxy")
 LLM_FORMATS = ("auto", "openai", "anthropic", "gemini", "none")  # pyengine/llm/formats.py SETTINGS
-PROVIDERS = ("openai", "anthropic", "gemini")  # per-provider backends and injected headers
 FAIL_MODES = ("open", "closed")
 LOG_KEY_MODES = ("hashed", "raw")
 REQUEST_HEADER_MODES = ("original", "forwarded")  # pyengine.decision.request.REQUEST_HEADER_FAMILIES
@@ -90,73 +92,25 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-UPSTREAM_HEADER_PREFIX = "FAIRVISOR_UPSTREAM_HEADER_"
-
-
-def backend_url_var(provider: str) -> str:
-    """FAIRVISOR_BACKEND_URL_OPENAI, _ANTHROPIC, _GEMINI."""
-    return f"FAIRVISOR_BACKEND_URL_{provider.upper()}"
-
-
-def provider_header_prefix(provider: str) -> str:
-    """FAIRVISOR_OPENAI_UPSTREAM_HEADER_<Name>, and likewise for ANTHROPIC and GEMINI."""
-    return f"FAIRVISOR_{provider.upper()}_UPSTREAM_HEADER_"
-
-
 def _headers(env, prefix: str) -> list[tuple[str, str]]:
     """(Name, value) of every `<prefix><Name>` variable, `_` in the name becoming `-`."""
     return sorted((k[len(prefix):].replace("_", "-"), v) for k, v in env.items() if k.startswith(prefix))
+
+
+_CSV_FIELDS = frozenset({"strip_request_headers", "trusted_proxies"})  # comma-separated lists
 
 
 def from_env(env: dict[str, str] | None = None, **overrides) -> Settings:
     """Build Settings from an environment mapping; `overrides` (CLI flags) win when not None."""
     env = os.environ if env is None else env
     raw: dict = {}
-    simple = {
-        "config_file": "FAIRVISOR_CONFIG_FILE",
-        "mode": "FAIRVISOR_MODE",
-        "backend_url": "FAIRVISOR_BACKEND_URL",
-        "llm_format": "FAIRVISOR_LLM_FORMAT",
-        "listen": "FAIRVISOR_LISTEN",
-        "fail_mode": "FAIRVISOR_FAIL_MODE",
-        "engine_socket": "FAIRVISOR_ENGINE_SOCKET",
-        "state_dir": "FAIRVISOR_STATE_DIR",
-        "log_level": "FAIRVISOR_LOG_LEVEL",
-        "worker_processes": "FAIRVISOR_WORKER_PROCESSES",
-        "bundle_key": "FAIRVISOR_BUNDLE_KEY",
-        "decision_log": "FAIRVISOR_DECISION_LOG",
-        "log_keys": "FAIRVISOR_LOG_KEYS",
-        "debug_session_secret": "FAIRVISOR_DEBUG_SESSION_SECRET",
-        "retry_jitter": "FAIRVISOR_RETRY_JITTER",
-        "hide_reason": "FAIRVISOR_HIDE_REASON",
-        "request_headers": "FAIRVISOR_REQUEST_HEADERS",
-        "engine_socket_group": "FAIRVISOR_ENGINE_SOCKET_GROUP",
-        "engine_socket_mode": "FAIRVISOR_ENGINE_SOCKET_MODE",
-        "nginx_user": "FAIRVISOR_NGINX_USER",
-        "admin_listen": "FAIRVISOR_ADMIN_LISTEN",
-        "admin_token": "FAIRVISOR_ADMIN_TOKEN",
-        "state_url": "FAIRVISOR_STATE_URL",
-        "engines": "FAIRVISOR_ENGINES",
-        "sync_interval_ms": "FAIRVISOR_SYNC_INTERVAL_MS",
-        "engine_index": "FAIRVISOR_ENGINE_INDEX",
-    }
-    for field, var in simple.items():
-        if env.get(var):
+    for field, var in ENV_VARS.items():
+        if field not in _CSV_FIELDS and env.get(var):
             raw[field] = env[var]
-    if env.get("FAIRVISOR_STRIP_REQUEST_HEADERS"):
-        raw["strip_request_headers"] = tuple(h.lower() for h in _csv(env["FAIRVISOR_STRIP_REQUEST_HEADERS"]))
-    if env.get("FAIRVISOR_TRUSTED_PROXIES"):
-        raw["trusted_proxies"] = _csv(env["FAIRVISOR_TRUSTED_PROXIES"])
-    if env.get("FAIRVISOR_ENGINE_TIMEOUT_MS"):
-        raw["engine_timeout_ms"] = env["FAIRVISOR_ENGINE_TIMEOUT_MS"]
-    if env.get("FAIRVISOR_UPSTREAM_TIMEOUT_MS"):
-        raw["upstream_timeout_ms"] = env["FAIRVISOR_UPSTREAM_TIMEOUT_MS"]
-    if env.get("FAIRVISOR_DECISION_LOG_MAX_MB"):
-        raw["decision_log_max_mb"] = env["FAIRVISOR_DECISION_LOG_MAX_MB"]
-    if env.get("FAIRVISOR_MAX_STATE_KEYS"):
-        raw["max_state_keys"] = env["FAIRVISOR_MAX_STATE_KEYS"]
-    if env.get("FAIRVISOR_BACKEND_TLS_VERIFY"):
-        raw["backend_tls_verify"] = env["FAIRVISOR_BACKEND_TLS_VERIFY"]
+    if env.get(ENV_VARS["strip_request_headers"]):
+        raw["strip_request_headers"] = tuple(h.lower() for h in _csv(env[ENV_VARS["strip_request_headers"]]))
+    if env.get(ENV_VARS["trusted_proxies"]):
+        raw["trusted_proxies"] = _csv(env[ENV_VARS["trusted_proxies"]])
     injected = _headers(env, UPSTREAM_HEADER_PREFIX)
     if injected:
         raw["upstream_headers"] = tuple(injected)
