@@ -168,7 +168,7 @@ def render(engine, msg, trace: Trace) -> dict:
         halted = stopped
         if shadow and shadow_failed and halted is None:
             halted = "an earlier shadow policy would reject"
-        rules = list(policy.rules) + ([policy.fallback] if policy.fallback is not None else [])
+        rules = list(policy.all_rules)
         p["rules"] = [_rule_entry(r, policy, trace, halted) for r in rules]
         guard = _guards(policy, trace)
         if guard is not None:

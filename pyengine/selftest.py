@@ -65,7 +65,7 @@ class Run:
 def rules_of(bundle) -> list:
     out = []
     for p in bundle.policies:
-        for r in p.rules + ((p.fallback,) if p.fallback is not None else ()):
+        for r in p.all_rules:
             out.append((p, r))
     return out
 

@@ -77,7 +77,7 @@ def charge_key(bundle, key: str, prompt_tokens: int, completion_tokens: int, mod
     for policy in bundle.policies:
         if policy.shadow:
             continue
-        for rule in policy.rules + ((policy.fallback,) if policy.fallback else ()):
+        for rule in policy.all_rules:
             if not rule.reserves or len(rule.key_fns) != 1:
                 continue
             state_key = keys.one_value(rule.prefix, key)

@@ -115,7 +115,7 @@ def _rules_of(bundle):
         for r in p.spec.rules + ([p.spec.fallback_limit] if p.spec.fallback_limit else []):
             specs[(p.id, r.name)] = r.algorithm_config
     for cp in bundle.policies:
-        for rule in cp.rules + ((cp.fallback,) if cp.fallback is not None else ()):
+        for rule in cp.all_rules:
             if rule.__class__ in _SLOT:
                 yield rule, specs[(rule.policy_id, rule.name)]
 

@@ -41,26 +41,18 @@ class KillSwitch:
 
 
 class CompiledPolicy:
-    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards")
+    __slots__ = ("id", "shadow", "rules", "fallback", "spec", "plain", "guards", "all_rules")
 
     def __init__(self, pid, shadow, rules, fallback, spec):
         self.id = pid
         self.shadow = shadow  # mode == "shadow"
         self.rules = rules  # tuple of CompiledRule
         self.fallback = fallback  # CompiledRule or None
+        self.all_rules = rules + ((fallback,) if fallback is not None else ())  # the rules, then the fallback
         self.spec = spec  # the validated PolicySpec (loop detection, breaker: later features)
         # No rule has a `match`: every rule always applies (the common case, kept cheap).
         self.plain = bool(rules) and all(not r.match for r in rules)
         self.guards = None  # PolicyGuards when loop detection or a breaker is enabled
-
-    def applicable(self, view):
-        """Rules whose `match` holds; the fallback rule when none does."""
-        if self.plain:
-            return self.rules
-        rules = [r for r in self.rules if not r.match or r.matches(view)]
-        if not rules and self.fallback is not None:
-            return (self.fallback,)
-        return rules
 
 
 class CompiledBundle:
@@ -156,7 +148,7 @@ class CompiledBundle:
             if (spec.loop_detection is not None and spec.loop_detection.enabled) or \
                     (spec.circuit_breaker is not None and spec.circuit_breaker.enabled):
                 # `tripped`: the engine's index of open breakers, kept across reloads.
-                cp.guards = PolicyGuards(p.id, spec, rules + ((fallback,) if fallback else ()), shadow, store,
+                cp.guards = PolicyGuards(p.id, spec, cp.all_rules, shadow, store,
                                          self.tripped)
             policies.append((Selector(sel.pathPrefix, sel.pathExact, sel.methods, sel.hosts), cp))
         self.routes = RouteIndex(policies, lambda found, path, shadow: Plan(self, found, path, shadow),
