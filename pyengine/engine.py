@@ -1,4 +1,9 @@
-"""The Engine: the policy in force, the state store, and the answer to every shim message."""
+"""The Engine: one engine process's parts wired together, and the answer to every Decide (the hot path).
+
+The parts: the bundle in force (pyengine.policy_holder), the runtime overlay put into effect
+(pyengine.runtime_overlay), upkeep and reports (pyengine.engine_reports), the other shim
+messages (pyengine.engine_messages), debug-session decisions (pyengine.debug_decide).
+"""
 
 import logging
 import time
@@ -11,14 +16,16 @@ from .coverage import Coverage
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
 from .admin import AdminApi
-from .engine_errors import ENGINE_ERROR, EngineErrors
+from .engine_errors import ENGINE_ERROR, EngineErrors, undo_quietly
 from .errors import PolicyError
-from .decision.kill_hits import hit_counts
-from .guards.policy_guards import breaker_counts, index_tripped
+from .guards.policy_guards import index_tripped
 from .decision.memo import Memo
 from .metrics import EngineMetrics
 from .overlay.registry import Overlay
 from .policy_holder import PolicyHolder
+from . import engine_messages, engine_reports
+from .engine_reports import PipelineSink
+from .debug_decide import DebuggableDecide
 from .runtime_overlay import RuntimeOverlay
 from .admin_api import AdminRoutes
 from .console import page as console_page, summary as console_summary
@@ -26,9 +33,8 @@ from .console.stats import ConsoleStats
 from .decision.pipeline import Pipeline
 from .decision.trace import Decided
 from .decision.strict import Strict
-from .protocol.messages import (PROTOCOL_VERSION, SURFACE_INLINE, Admin, DebugSession, Decide, ErrorReply,
-                                Health, Hello, HelloReply, Metrics, Reply, Settle, Usage, Verdict)
-from .explain import trace as explain_trace
+from .protocol.messages import (SURFACE_INLINE, Admin, Decide, ErrorReply, Health, Hello, Metrics, Reply, Settle,
+                                Usage, Verdict)
 from .llm.formats import adapter_name, request_format
 from .decision.llm_proxy import LLMProxy
 from .recent import RecentRequests
@@ -38,38 +44,12 @@ from .resources import DEFAULT_POLICY
 from .selftest import Selftests
 from .state.memory import MemoryStore
 from .state.snapshot import Snapshots
-from .usage import handle_usage
 from .decision.verdict import Decision, render
 
 log = logging.getLogger("fairvisor.engine")
 
 DEFAULT_POLICY_PATH = str(DEFAULT_POLICY)
-SWEEP_BATCH = 20_000  # state entries examined per upkeep tick
 _json = msgspec.json.Encoder()
-
-
-class _Sink:
-    """Where the pipeline reports skipped rules and shadow would-rejects."""
-
-    def __init__(self, metrics: EngineMetrics, engine=None, coverage: Coverage | None = None):
-        self.metrics = metrics
-        self.engine = engine  # for the decision log: the bundle in force and the clock
-        coverage = coverage or Coverage()
-        self.unmatched, self.unlimited = coverage.unmatched, coverage.unlimited
-
-    def skipped(self, policy_id: str, rule: str) -> None:
-        self.metrics.rule_skipped.inc((policy_id, rule))
-
-    def would_reject(self, policy_id, rule, reason, key, view) -> None:
-        self.metrics.would_reject.inc((policy_id, reason))
-        self.metrics.decisions.inc(("would_reject", reason, policy_id))
-        e = self.engine
-        if e is not None:
-            e.decision_log.would_reject(e.bundle, policy_id, rule, reason, key, view, e.clock.now_s())
-        log.info("shadow would reject: policy=%s rule=%s reason=%s", policy_id, rule, reason)
-
-    def loop_detected(self, policy_id: str, shadow: bool) -> None:
-        self.metrics.loop_detected.inc((policy_id,))
 
 
 class Engine:
@@ -85,7 +65,7 @@ class Engine:
         self.coverage = Coverage(memo=self.memo.coverage_route)  # traffic no policy limited, since start (fairvisor coverage)
         # Kill switches and limit overrides added through the admin API (pyengine.overlay).
         self.overlay = Overlay(settings.trusted_proxies, self.memo)
-        self.pipeline = Pipeline(_Sink(self.metrics, self, self.coverage))
+        self.pipeline = Pipeline(PipelineSink(self.metrics, self, self.coverage))
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         # The status page's figures (pyengine.console): the decision path only appends allowed
         # decisions to a bounded deque; the decision log hands over the rejections it drains.
@@ -130,7 +110,7 @@ class Engine:
         # FAIRVISOR_LOG_LEVEL=debug: one trace line per decision, decided once here.
         self.trace_log = settings.log_level.lower() == "debug"
         # decide(msg) -> the reply to one Decide frame.
-        self.decide = self._decide_debuggable if self.debug is not None or self.hide_reason or self.trace_log \
+        self.decide = DebuggableDecide(self) if self.debug is not None or self.hide_reason or self.trace_log \
             else self.decide_untraced
         self.admin = AdminApi(self, settings.admin_token)  # the admin listener's endpoints (contract §8)
 
@@ -178,28 +158,19 @@ class Engine:
         return restored
 
     def upkeep(self) -> None:
-        """Called by the server about every second: policy file watch and idle-state expiry."""
-        self.watch_policy()
-        now_s = self.clock.now_s()
-        store = self.store
-        evicted = store.evictions
-        store.sweep(now_s, SWEEP_BATCH)
-        if store.evictions > evicted:
-            self.metrics.state_evictions.inc((), store.evictions - evicted)
-        rs = self.reservations
-        early = rs.evicted
-        expired = rs.expire(now_s)
-        if expired:
-            self.metrics.reservations_expired.inc((), expired)
-        if rs.evicted > early:
-            self.metrics.reservations_evicted.inc((), rs.evicted - early)
-        self.metrics.reservations_open.set((), len(rs))
-        self.metrics.state_keys.set((), len(self.store))
-        self.runtime.expire(now_s)
-        self.console.tick(now_s)
-        self.runtime.count_switches(now_s)
-        self.selftests.expire(now_s)
-        self.decision_log.flush()
+        """Called by the server about every second (pyengine.engine_reports)."""
+        engine_reports.upkeep(self)
+
+    def scrape(self) -> Reply:
+        """GET /metrics: the Prometheus text exposition (public in decision-service mode, and admin)."""
+        return engine_reports.scrape(self)
+
+    def health(self) -> Reply:
+        """The public /readyz (contract §2): status, version and hash, nothing more."""
+        return engine_reports.health(self)
+
+    def _guard_gauges(self) -> None:
+        engine_reports.guard_gauges(self)
 
     def use_strict_backend(self, backend) -> None:
         """Fleet mode: rules with consistency=strict are decided by `backend` from now on
@@ -215,23 +186,6 @@ class Engine:
         if self.snapshots is not None:
             self.snapshots.close(self.clock.now_s())
 
-    def _guard_gauges(self) -> None:
-        """Breaker and kill-switch gauges, computed when scraped (O(open breakers + switches))."""
-        now_s = self.clock.now_s()
-        m = self.metrics
-        m.circuit_state.values.clear()
-        m.circuit_breakers.values.clear()
-        for pid, (n_open, n_half) in breaker_counts(self.bundle, self.tripped, self.store, now_s).items():
-            # Worst state across the policy's keys: 1 open, else 2 half-open, else 0 closed.
-            m.circuit_state.set((pid,), 1 if n_open else 2 if n_half else 0)
-            m.circuit_breakers.set((pid, "open"), n_open)
-            m.circuit_breakers.set((pid, "half_open"), n_half)
-        m.kill_switch_hits.values.clear()
-        if self.bundle is not None:
-            switches = (*self.bundle.kill_switches, *self.overlay.index.by_id.values())
-            for switch, hits in hit_counts(self.store, switches, now_s).items():
-                m.kill_switch_hits.set((switch,), hits)
-
     # -- messages ----------------------------------------------------------------------
 
     def handle(self, msg):
@@ -239,7 +193,7 @@ class Engine:
         if t is Decide:
             return self.decide(msg)  # answers engine_error itself (all-or-nothing, the right surface)
         try:
-            return self._handle_other(t, msg)
+            return engine_messages.handle_other(self, t, msg)
         except Exception:  # noqa: BLE001 - our bug: counted, logged, answered; the engine keeps serving
             where = _WHERE.get(t, "frame")
             self.errors.record(where)
@@ -247,86 +201,6 @@ class Engine:
                 body = _json.encode({"status": 500, "title": "Internal Server Error", "reason": "engine_error"})
                 return Reply(status=500, content_type="application/problem+json", body=body.decode())
             return ErrorReply(code="engine_error", message=f"engine error in {where}")
-
-    def _handle_other(self, t, msg):
-        if t is Hello:
-            if msg.protocol_version != PROTOCOL_VERSION:
-                return ErrorReply(code="version_mismatch",
-                                  message=f"engine speaks protocol {PROTOCOL_VERSION}, shim {msg.protocol_version}")
-            self._report_shim_counts(msg)
-            return self.hello_reply
-        if t is Health:
-            return self.health()
-        if t is Metrics:
-            self._report_shim_counts(msg)
-            return self.scrape()
-        if t is Admin:
-            self._report_shim_counts(msg)
-            return self.admin.handle(msg)
-        if t is Settle:
-            if self.llm_proxy is not None:
-                return self.llm_proxy.settle(msg, self.clock.now_s())
-            if msg.cut:
-                self.decision_log.cutoff(self.clock.now_s(), msg.reservation_id, msg.counted_tokens)
-            return Reply(status=200, content_type="application/json", body="{}")
-        if t is DebugSession:
-            if self.debug is None:
-                return debug_session.NOT_FOUND
-            return self.debug.endpoint(msg.kind, msg.method.decode("latin-1"), msg.secret, self.clock.now_s())
-        if t is Usage:
-            status, body = handle_usage(msg.body, self.reservations, self.bundle, self.clock.now_s(), self.metrics)
-            return Reply(status=status, content_type="application/json", body=body)
-        return ErrorReply(code="bad_message", message=f"unexpected message {t.__name__}")
-
-    def _report_shim_counts(self, msg) -> None:
-        """Counts the shim kept while it could not reach an engine, now reported (Hello, Metrics)."""
-        if msg.engine_unavailable_delta > 0:
-            self.metrics.engine_unavailable.inc((), msg.engine_unavailable_delta)
-        if msg.settle_lost_delta > 0:
-            self.metrics.llm_settlements.inc(("lost",), msg.settle_lost_delta)
-
-    def _decide_debuggable(self, msg: Decide):
-        """Engine.decide when debug sessions, FAIRVISOR_HIDE_REASON or the debug log level are on
-        (bound once in __init__, so the plain path pays nothing for any of them)."""
-        session = self.debug is not None and self._debug_cookie(msg)
-        if not (session or self.trace_log):
-            verdict = self.decide_untraced(msg)
-            if verdict.__class__ is CoroutineType:  # strict rules: the store decides
-                return self._hidden_later(verdict)
-            return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
-        out, verdict, latency_us = explain_trace(self, msg)
-        if latency_us is None:
-            return self._traced_later(out, verdict, session)
-        return self._traced(out, verdict, latency_us, session)
-
-    async def _hidden_later(self, pending):
-        verdict = await pending
-        return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
-
-    async def _traced_later(self, out: dict, pending, session: bool):
-        verdict, latency_us = await pending
-        return self._traced(out, verdict, latency_us, session)
-
-    def _traced(self, out: dict, verdict, latency_us: int, session: bool):
-        if verdict.__class__ is HelloReply:
-            return verdict
-        if self.trace_log:
-            log.debug("decision trace: %s", _json.encode(debug_session.loggable(out, self.settings.log_keys)).decode())
-        if session:
-            return debug_session.with_headers(verdict, debug_session.debug_headers(out, latency_us))
-        return debug_session.without_reason(verdict) if self.hide_reason and verdict.status else verdict
-
-    def _debug_cookie(self, msg: Decide) -> bool:
-        """Whether the request carries a valid debug-session cookie (the shim sends Cookie only
-        when debug sessions are on: CompiledBundle's header list)."""
-        b = self.bundle
-        if b is None or msg.generation != self.generation:
-            return False
-        i = b.header_index.get("cookie")
-        raw = msg.headers[i] if i is not None and i < len(msg.headers) else None
-        if raw.__class__ is list:  # Cookie in several lines (HTTP/2 splits it): one list (RFC 6265 §5.4)
-            raw = b"; ".join(raw)
-        return raw is not None and self.debug.valid(raw.decode("utf-8", "replace"), self.clock.now_s())
 
     def decide_with_decision(self, msg: Decide):
         """For tooling (`fairvisor test`, what-if, tests): (Verdict, the Decision behind it), or,
@@ -421,7 +295,7 @@ class Engine:
         if d is not None and d.status == 0:
             if d.reservation_id:
                 self.reservations.take(d.reservation_id)
-            _undo_quietly(d.charged, self.clock.now_s())
+            undo_quietly(d.charged, self.clock.now_s())
         if tracer is not None:
             tracer.decided(ENGINE_ERROR)
         self.metrics.decisions.inc(("reject", "engine_error", ""))
@@ -435,41 +309,10 @@ class Engine:
         path = strip_provider_prefix(msg.uri.decode("utf-8", "replace").partition("?")[0])
         return request_format(self.llm_format, msg.uri, normalize_path(path))
 
-    def scrape(self) -> Reply:
-        """GET /metrics: the Prometheus text exposition (public in decision-service mode, and admin)."""
-        self._guard_gauges()
-        for name, c in self.memo.counts().items():
-            self.metrics.memo_entries.set((name,), c["entries"])
-            self.metrics.memo_clears.set((name,), c["clears"])
-        for hook in self.scrape_hooks:
-            hook(self.metrics)
-        return Reply(status=200, content_type="text/plain; version=0.0.4", body=self.metrics.render())
-
-    def health(self) -> Reply:
-        """The public /readyz (contract §2): status, version and hash, nothing more."""
-        b = self.bundle
-        if b is None:
-            # "ready": fairvisor/edge's probes look for that word; ours read "status" (docs/migrating.md).
-            body = {"status": "not_ready", "ready": False, "reason": "no_policy_loaded"}
-            return Reply(status=503, content_type="application/json", body=_json.encode(body).decode())
-        body = {"status": "ok", "ready": True, "policy_version": b.version, "policy_hash": b.hash}
-        return Reply(status=200, content_type="application/json", body=_json.encode(body).decode())
-
-
 async def _paired_later(pending, kept):
     """(Verdict, Decision) of a decision that awaited the store (Engine.decide_with_decision)."""
     verdict = await pending
     return verdict, kept.decision
-
-
-def _undo_quietly(charged, now_s: float) -> None:
-    """Undo an allow's charges after a later failure; a failing undo is counted by the caller's
-    record and must not hide the engine_error answer."""
-    for rule, key, amount in reversed(charged or ()):
-        try:
-            rule.undo(key, amount, now_s, now_s)
-        except Exception:  # noqa: BLE001 - already answering engine_error
-            log.debug("undo after engine error failed", exc_info=True)
 
 
 _WHERE = {Settle: "settle", Usage: "usage", Health: "health", Metrics: "metrics", Hello: "hello", Admin: "admin"}

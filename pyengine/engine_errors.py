@@ -52,3 +52,13 @@ class EngineErrors:
         stack = "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""
         log.error("engine error in %s: answered engine_error%s\nTraceback (message hidden: "
                   "FAIRVISOR_LOG_KEYS=hashed):\n%s%s", where, more, stack, type(exc).__name__)
+
+
+def undo_quietly(charged, now_s: float) -> None:
+    """Undo an allow's charges after a later failure; a failing undo is counted by the caller's
+    record and must not hide the engine_error answer."""
+    for rule, key, amount in reversed(charged or ()):
+        try:
+            rule.undo(key, amount, now_s, now_s)
+        except Exception:  # noqa: BLE001 - already answering engine_error
+            log.debug("undo after engine error failed", exc_info=True)

@@ -84,11 +84,11 @@ def test_an_error_after_the_pipeline_allowed_undoes_the_allow(monkeypatch):
 
 def test_settle_and_usage_that_raise_are_counted_and_answered(monkeypatch):
     engine = make_engine(BUNDLE)
-    import pyengine.engine as engine_module
+    import pyengine.engine_messages as engine_messages
 
     def broken(*args, **kw):
         raise KeyError("secret-tenant")
-    monkeypatch.setattr(engine_module, "handle_usage", broken)
+    monkeypatch.setattr(engine_messages, "handle_usage", broken)
     reply = engine.handle(Usage(body=b"{}"))
     assert isinstance(reply, Reply) and reply.status == 500 and json.loads(reply.body)["reason"] == "engine_error"
     monkeypatch.setattr(engine.decision_log, "cutoff", broken)
