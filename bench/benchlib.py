@@ -147,3 +147,11 @@ def stop_all(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def emit(lines: list[str], out: str | None) -> None:
+    """A bench's Markdown table: printed, and written to `out` (its --out) when given."""
+    table = "\n".join(lines) + "\n"
+    print(table, end="")
+    if out:
+        pathlib.Path(out).write_text(table)

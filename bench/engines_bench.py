@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import FAIRVISOR, child_pids, free_port, wait_listening, wrk_args
+from benchlib import FAIRVISOR, child_pids, emit, free_port, wait_listening, wrk_args
 from run_bench import FIVE_RULES, ROOT, run_wrk, wait_for, wrk_script
 
 sys.path.insert(0, str(ROOT))
@@ -127,10 +127,7 @@ def main() -> int:
     errors = [f"{n} engines: {r['errors']}" for n, r in rows if r["errors"]]
     if errors:
         lines += ["", "wrk socket errors: " + "; ".join(errors)]
-    table = "\n".join(lines) + "\n"
-    print(table, end="")
-    if args.out:
-        pathlib.Path(args.out).write_text(table)
+    emit(lines, args.out)
     return 0
 
 

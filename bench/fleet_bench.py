@@ -25,7 +25,7 @@ import tempfile
 import threading
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from benchlib import child_pids, wrk_args  # noqa: E402
+from benchlib import child_pids, emit, wrk_args  # noqa: E402
 from run_bench import (PACED_CONNECTIONS, PACED_DELAY_MS, ROOT, Edge, paced_table, run_wrk,  # noqa: E402
                        wrk_script)
 
@@ -193,10 +193,7 @@ def main() -> int:
         lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']['nginx']:.1f} | "
                      f"{r['cpu_us']['engine']:.1f} |")
     lines += ["", *overshoot_table(accuracy)]
-    table = "\n".join(lines) + "\n"
-    print(table, end="")
-    if args.out:
-        pathlib.Path(args.out).write_text(table)
+    emit(lines, args.out)
     return 0
 
 

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 
-from benchlib import child_pids, cpu_s, free_port, wrk_args
+from benchlib import child_pids, cpu_s, emit, free_port, wrk_args
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -349,10 +349,7 @@ def main() -> int:
     errors = [f"{name}: {r['errors']}" for name, r in rows + paced if r["errors"]]
     if errors:
         lines += ["", "wrk socket errors: " + "; ".join(errors)]
-    table = "\n".join(lines) + "\n"
-    print(table, end="")
-    if args.out:
-        pathlib.Path(args.out).write_text(table)
+    emit(lines, args.out)
     return 0
 
 

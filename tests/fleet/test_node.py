@@ -134,3 +134,27 @@ def test_a_key_new_to_an_engine_is_synced_without_waiting_for_the_interval(tmp_p
         await a.fleet.stop()
         await b.fleet.stop()
     asyncio.run(main())
+
+
+def test_a_hung_store_degrades_the_engine_and_loses_nothing_once_it_answers(tmp_path, redis_server):
+    async def main():
+        (a,) = _engines(tmp_path, redis_server.url, n=1)
+        a.fleet.start()
+        await _until(lambda: not a.fleet.degraded, "in sync")
+        redis_server.pause()  # SIGSTOP: connections stay open, nothing answers
+        try:
+            assert _admitted(a, "acme", 4) == 4
+            await _until(lambda: a.fleet.degraded, "degraded by a store that does not answer", 10)
+            assert _admitted(a, "acme", 10) == 6  # still enforcing locally
+        finally:
+            redis_server.resume()
+        await _until(lambda: not a.fleet.degraded and a.fleet.sync.backlog_keys == 0, "recovered", 10)
+        (b,) = _engines(tmp_path / "other", redis_server.url, n=1)
+        b.fleet.start()
+        await _until(lambda: not b.fleet.degraded, "b in sync")
+        assert _admitted(b, "acme", 1) == 1
+        await _until(lambda: b.fleet.sync.backlog_keys == 0, "b synced")
+        assert _admitted(b, "acme", 5) == 0  # a's 10 reached the store once: 10 + 1 > burst
+        await a.fleet.stop()
+        await b.fleet.stop()
+    asyncio.run(main())
