@@ -10,8 +10,6 @@ there.
 from pyengine.fleet import kinds
 from pyengine.state.memory import MemoryStore
 
-_MODIFIERS = kinds._MODIFIERS
-
 
 class FleetStore(MemoryStore):
     """Single-threaded like every store. `clock()` is the engine clock's now (UTC epoch s)."""

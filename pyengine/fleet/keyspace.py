@@ -20,27 +20,19 @@ from hashlib import blake2b
 from pyengine.state import keys
 
 PREFIX = b"fv:"
-_MODIFIERS = keys.SHADOW + keys.DAY
 # Kill-switch and override records of the runtime overlay (pyengine.overlay), one hash each.
 OVERLAY_TAG = b"fv:{overlay}"
 
 
 def tag_of(state_key: str) -> bytes:
     """The hash tag (without braces) shared by a state key, its day twin and its shadow twin."""
-    base = state_key.lstrip(_MODIFIERS).encode("utf-8", "surrogatepass")
+    base = keys.unmodified(state_key).encode("utf-8", "surrogatepass")
     return blake2b(base, digest_size=8).hexdigest().encode()
 
 
 def remote_key(state_key: str) -> bytes:
     """The Redis key holding `state_key`'s shared value (a HASH: see pyengine.fleet.kinds)."""
     return b"%s{%s}%s" % (PREFIX, tag_of(state_key), state_key.encode("utf-8", "surrogatepass"))
-
-
-def state_key_of(remote: bytes) -> str:
-    """The inverse of remote_key (for tools that scan the store)."""
-    if not remote.startswith(PREFIX + b"{") or remote[len(PREFIX) + 17:len(PREFIX) + 18] != b"}":
-        raise ValueError("not a Fairvisor state key")
-    return remote[len(PREFIX) + 18:].decode("utf-8", "surrogatepass")
 
 
 def overlay_key(kind: str) -> bytes:

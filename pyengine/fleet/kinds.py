@@ -27,7 +27,6 @@ from pyengine.guards.breaker import OPEN, WINDOW_S
 from pyengine.state import keys
 
 G, P, S, W, B = "G", "P", "S", "W", "B"
-_MODIFIERS = keys.SHADOW + keys.DAY
 _CLOSED = 0
 # The shape of an absent time set / breaker once merged to nothing: an expired value.
 _GONE = (0.0,)
@@ -37,8 +36,8 @@ def kind_of(key: str, value) -> str | None:
     """The delta kind of `key` holding `value` (a live value, never a delete marker), or None
     for state that is never shared."""
     ns = key[0]
-    if ns in _MODIFIERS:
-        ns = key.lstrip(_MODIFIERS)[:1]
+    if ns == keys.SHADOW or ns == keys.DAY:
+        ns = keys.unmodified(key)[:1]
     if ns == keys.RULE:
         if value.__class__ is float:
             return G
@@ -222,14 +221,3 @@ def to_local(kind: str, stored):
             return _GONE
         return (ts[-1] + stored[0],) + tuple(ts)
     return tuple(stored)
-
-
-def expiry_of(kind: str, stored) -> float:
-    """When the store may forget a merged value (UTC epoch s), before the sync's slack."""
-    if kind == G:
-        return float(stored)
-    if kind == P:
-        return float(stored[0])
-    if kind == S or kind == W:
-        return stored[1][-1][0] + stored[0] if stored[1] else 0.0
-    return float(stored[0])

@@ -64,7 +64,6 @@ class Sync:
     async def round(self, client) -> int:
         """Push what is due; returns the keys confirmed. Raises on a store error (the round
         then waits in `unsent`)."""
-        done = 0
         if self.unsent is None:
             batch = self.store.take()
             if not batch:

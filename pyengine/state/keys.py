@@ -50,6 +50,11 @@ def rule_prefix(policy_id: str, rule_name: str, shadow: bool = False) -> str:
     return _prefix(RULE, policy_id, shadow) + field(rule_name)
 
 
+def unmodified(key: str) -> str:
+    """The key without its modifiers: the counter's identity, shared by its shadow and day twins."""
+    return key.lstrip(SHADOW + DAY)
+
+
 def one_value(prefix: str, value: str) -> str:
     """The key of a single-key rule (the hot path: one f-string)."""
     return f"{prefix}{len(value)}:{value}"

@@ -41,6 +41,19 @@ async def _until(predicate, what: str, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+async def _started(*engines, timeout_s: float = 10.0) -> None:
+    """Start each engine's sync and wait until every one has had a round with the store."""
+    for e in engines:
+        e.fleet.start()
+    await _until(lambda: not any(e.fleet.degraded for e in engines), "in sync with the store", timeout_s)
+
+
+async def _rounds(engine) -> None:
+    """Until `engine` has had one more confirmed round than it had so far."""
+    mark = engine.fleet.sync.last_ok_s
+    await _until(lambda: engine.fleet.sync.last_ok_s != mark, "another round")
+
+
 async def _settled(*engines) -> None:
     """Until every engine's journal is confirmed by the store (two rounds each: push, then learn)."""
     for e in engines:
@@ -51,18 +64,16 @@ async def _settled(*engines) -> None:
 def test_a_limit_holds_across_two_engines_and_outage_is_degraded_not_open(tmp_path, redis_server):
     async def main():
         a, b = _engines(tmp_path, redis_server.url)
-        a.fleet.start()
-        b.fleet.start()
-        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "both in sync")
+        await _started(a, b)
         assert _admitted(a, "acme", 6) == 6
         await _settled(a)
-        await asyncio.sleep(0.05)  # a few of b's rounds: b has written nothing, so it learns nothing yet
+        await _rounds(b)  # a round of b's: b has written nothing, so it learns nothing yet
         assert _admitted(b, "acme", 1) == 1  # b's first sight: local, then pushed...
         await _settled(b)
         # ...and rebased on a's 6: 3 left of the burst of 10, for both.
         assert _admitted(b, "acme", 10) == 3
         await _settled(b)
-        await asyncio.sleep(0.05)
+        await _rounds(a)
         assert _admitted(a, "acme", 1) <= 1
         # The store goes away: both keep enforcing from local counters, report degraded.
         redis_server.stop()
@@ -86,7 +97,7 @@ def test_an_engine_started_while_the_store_is_down_serves_degraded(tmp_path, red
         redis_server.stop()
         (a,) = _engines(tmp_path, redis_server.url, n=1)
         a.fleet.start()
-        await asyncio.sleep(0.05)
+        await _until(lambda: a.fleet.sync.last_error, "a failed first round")
         assert a.fleet.degraded and a.fleet.readiness()["last_error"]
         assert _admitted(a, "acme", 12) == 10
         redis_server.start()
@@ -98,9 +109,7 @@ def test_an_engine_started_while_the_store_is_down_serves_degraded(tmp_path, red
 def test_kill_switch_added_on_one_engine_acts_on_the_other_and_survives_restart(tmp_path, redis_server):
     async def main():
         a, b = _engines(tmp_path, redis_server.url)
-        a.fleet.start()
-        b.fleet.start()
-        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "in sync")
+        await _started(a, b)
         body = json.dumps({"scope_key": "header:x-org", "scope_value": "evil"}).encode()
         status, _, _ = a.admin_routes.handle("POST", "/v1/admin/kill-switches", body, ACTOR)
         assert status == 201
@@ -123,9 +132,7 @@ def test_kill_switch_added_on_one_engine_acts_on_the_other_and_survives_restart(
 def test_a_key_new_to_an_engine_is_synced_without_waiting_for_the_interval(tmp_path, redis_server):
     async def main():
         a, b = _engines(tmp_path, redis_server.url, interval_ms=60_000)  # a round a minute...
-        a.fleet.start()
-        b.fleet.start()
-        await _until(lambda: not a.fleet.degraded and not b.fleet.degraded, "connected at start", 2.0)
+        await _started(a, b, timeout_s=2.0)  # connected at start, not after the minute's interval
         assert _admitted(a, "acme", 6) == 6
         await _until(lambda: a.fleet.sync.backlog_keys == 0, "a's first sight pushed", 2.0)  # ...yet within 2 s
         assert _admitted(b, "acme", 1) == 1
@@ -139,8 +146,7 @@ def test_a_key_new_to_an_engine_is_synced_without_waiting_for_the_interval(tmp_p
 def test_a_hung_store_degrades_the_engine_and_loses_nothing_once_it_answers(tmp_path, redis_server):
     async def main():
         (a,) = _engines(tmp_path, redis_server.url, n=1)
-        a.fleet.start()
-        await _until(lambda: not a.fleet.degraded, "in sync")
+        await _started(a)
         redis_server.pause()  # SIGSTOP: connections stay open, nothing answers
         try:
             assert _admitted(a, "acme", 4) == 4
@@ -150,8 +156,7 @@ def test_a_hung_store_degrades_the_engine_and_loses_nothing_once_it_answers(tmp_
             redis_server.resume()
         await _until(lambda: not a.fleet.degraded and a.fleet.sync.backlog_keys == 0, "recovered", 10)
         (b,) = _engines(tmp_path / "other", redis_server.url, n=1)
-        b.fleet.start()
-        await _until(lambda: not b.fleet.degraded, "b in sync")
+        await _started(b)
         assert _admitted(b, "acme", 1) == 1
         await _until(lambda: b.fleet.sync.backlog_keys == 0, "b synced")
         assert _admitted(b, "acme", 5) == 0  # a's 10 reached the store once: 10 + 1 > burst

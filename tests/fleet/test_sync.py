@@ -35,8 +35,12 @@ class Engine:
         return self.bucket.peek(KEY, self.clock.now_s())
 
 
-async def _client(url: str):
+async def _joined(engine: Engine, url: str):
+    """A connection for `engine`'s sync, its script loaded and, on a cluster, one merge call
+    per hash slot: what FleetNode does when it connects."""
     remote = await fleet_url.connect(url)
+    engine.sync.by_slot = remote.is_cluster
+    await engine.sync.load_script(remote.client)
     return remote
 
 
@@ -48,9 +52,7 @@ def test_two_engines_see_each_others_admissions(redis_server):
     async def main():
         clock = SystemClock()
         a, b = Engine(0, clock), Engine(1, clock)
-        ra, rb = await _client(redis_server.url), await _client(redis_server.url)
-        for e, r in ((a, ra), (b, rb)):
-            await e.sync.load_script(r.client)
+        ra, rb = await _joined(a, redis_server.url), await _joined(b, redis_server.url)
         assert a.take(6) == 6 and b.take(6) == 6
         await a.sync.round(ra.client)
         await b.sync.round(rb.client)  # b learns a's 6 on top of its own
@@ -69,8 +71,7 @@ def test_outage_loses_nothing_and_counts_once(redis_server):
     async def main():
         clock = SystemClock()
         a, b = Engine(0, clock), Engine(1, clock)
-        ra = await _client(redis_server.url)
-        await a.sync.load_script(ra.client)
+        ra = await _joined(a, redis_server.url)
         now = clock.now_s()
         assert a.budget.acquire(KEY, 100, now).allowed
         await a.sync.round(ra.client)
@@ -82,12 +83,10 @@ def test_outage_loses_nothing_and_counts_once(redis_server):
         assert a.budget.acquire(KEY, 50, clock.now_s()).allowed  # journaled beside the unsent round
         await ra.close()
         redis_server.start()  # same port, empty: the first 100 were in memory only (no persistence here)
-        ra = await _client(redis_server.url)
-        await a.sync.load_script(ra.client)
+        ra = await _joined(a, redis_server.url)
         await a.sync.round(ra.client)  # the unsent round, then the newer journal
         assert a.sync.backlog_keys == 0
-        rb = await _client(redis_server.url)
-        await b.sync.load_script(rb.client)
+        rb = await _joined(b, redis_server.url)
         assert b.budget.acquire(KEY, 1, clock.now_s()).allowed
         await b.sync.round(rb.client)
         # 250 + 50 pushed after the outage, plus b's 1; the 100 died with the unpersisted server.
@@ -118,8 +117,7 @@ def test_a_round_resent_after_a_lost_reply_is_not_counted_twice(redis_server):
     async def main():
         clock = SystemClock()
         a = Engine(0, clock)
-        r = await _client(redis_server.url)
-        await a.sync.load_script(r.client)
+        r = await _joined(a, redis_server.url)
         assert a.budget.acquire(KEY, 100, clock.now_s()).allowed
         with pytest.raises(ConnectionError):
             await a.sync.round(_ReplyLost(r.client))
@@ -136,11 +134,8 @@ def test_cluster_keys_are_slot_safe_and_shared(redis_cluster):
     async def main():
         clock = SystemClock()
         a, b = Engine(0, clock), Engine(1, clock)
-        ra, rb = await _client(redis_cluster.url), await _client(redis_cluster.url)
-        assert ra.is_cluster
-        for e, r in ((a, ra), (b, rb)):
-            e.sync.by_slot = True  # as FleetNode sets it for a cluster: one merge call per slot
-            await e.sync.load_script(r.client)
+        ra, rb = await _joined(a, redis_cluster.url), await _joined(b, redis_cluster.url)
+        assert ra.is_cluster and a.sync.by_slot
         tenants = [keys.one_value(keys.rule_prefix("p", "r"), f"t{i}") for i in range(40)]
         now = clock.now_s()
         for k in tenants:
@@ -163,9 +158,7 @@ def test_a_round_of_more_keys_than_one_call_carries(redis_server):
     async def main():
         clock = SystemClock()
         a, b = Engine(0, clock), Engine(1, clock)
-        ra, rb = await _client(redis_server.url), await _client(redis_server.url)
-        for e, r in ((a, ra), (b, rb)):
-            await e.sync.load_script(r.client)
+        ra, rb = await _joined(a, redis_server.url), await _joined(b, redis_server.url)
         tenants = [keys.one_value(keys.rule_prefix("p", "r"), f"t{i}") for i in range(1234)]  # > 2 calls
         now = clock.now_s()
         for k in tenants:
