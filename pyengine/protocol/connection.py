@@ -126,14 +126,13 @@ class ConnectionProtocol(asyncio.Protocol):
         except ProtocolError as exc:
             return encode_frame(ErrorReply(code=exc.code, message=exc.message))
         except Exception:  # noqa: BLE001 - last resort: the handler answers its own errors
-            return _last_resort()
+            return _last_resort(self._limits)
 
-    @staticmethod
-    async def _encoded(reply) -> bytes:
+    async def _encoded(self, reply) -> bytes:
         try:
             return encode_frame(await reply)
         except Exception:  # noqa: BLE001 - as in _answer
-            return _last_resort()
+            return _last_resort(self._limits)
 
     def _flush(self, _task=None) -> None:
         """Write every answer at the head of the queue that is ready, in order, in one write."""
@@ -203,10 +202,14 @@ class ConnectionProtocol(asyncio.Protocol):
                 self.transport.close()
 
 
-def _last_resort() -> bytes:
+def _last_resort(limits) -> bytes:
     """What failed outside the handler (a Decide that raises is answered engine_error by
-    Engine.decide: a rejection, never the fail mode), e.g. encoding a reply: engine_error, and
-    the connection stays open; the next frame is answered as usual."""
+    Engine.decide: a rejection, never the fail mode), e.g. encoding a reply: engine_error,
+    counted in fairvisor_engine_errors_total{where="frame"}, and the connection stays open;
+    the next frame is answered as usual."""
+    metrics = limits.metrics if limits is not None else None
+    if metrics is not None:
+        metrics.engine_errors.inc(("frame",))
     now_s = time.monotonic()
     if now_s >= _next_log_s[0]:
         _next_log_s[0] = now_s + LOG_INTERVAL_S

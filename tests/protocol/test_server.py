@@ -257,3 +257,22 @@ def test_short_prefixes_wait_for_more_bytes(size):
     frame = encode_frame(Health())
     assert buf.feed(frame[:size]) == []
     assert [bytes(b) for b in buf.feed(frame[size:])] == [frame[4:]]
+
+
+def test_a_reply_that_cannot_be_encoded_is_answered_engine_error_and_counted():
+    """The handler answers its own errors; what fails after it (encoding its reply) is our bug
+    too: an ErrorReply in its place, counted, and the connection keeps answering."""
+    from pyengine.metrics import EngineMetrics
+    from pyengine.protocol.limits import ConnectionLimits
+
+    metrics = EngineMetrics()
+    replies = iter([object(), Reply(status=200, content_type="text/plain", body="ok")])
+    proto = ConnectionProtocol(lambda msg: next(replies), set(), max_frame_bytes=1024,
+                               limits=ConnectionLimits(metrics=metrics))
+    t = FakeTransport()
+    proto.connection_made(t)
+    proto.data_received(encode_frame(Health()) + encode_frame(Health()))
+    first, second = [decode_response(b) for b in FrameBuffer().feed(bytes(t.out))]
+    assert isinstance(first, ErrorReply) and first.code == "engine_error"
+    assert isinstance(second, Reply) and not t.closed
+    assert metrics.engine_errors.values[("frame",)] == 1
