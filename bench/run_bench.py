@@ -5,7 +5,9 @@ script (1000 pre-built requests, cycled, so wrk spends the same per request on e
   1. baseline      `return 204` on a second server block
   2. null engine   /v1/decision through the shim to bench/null_engine.py (fixed allow): nginx + shim alone
   3. one rule      /v1/decision through the shim to the real engine with the default 1-rule policy
-  4. decision      /v1/decision through the shim to the real engine with the 5-rule policy
+  4. decision      /v1/decision through the shim to the real engine with the 5-rule LLM policy
+                   (five_rules.json: its TPM is spent within a second, so it is mostly 429s)
+  5. all allowed   the same with realistic_mix.json: five rules every request passes
 Then the paced rows: the same paths at a moderate rate (wrk -c10, each connection pausing
 PACED_DELAY_MS between requests, about 2k requests/s), where latency, not throughput, is the
 figure: what the decision adds to a request when nothing queues.
@@ -34,6 +36,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 FIVE_RULES = ROOT / "tests" / "fixtures" / "policies" / "five_rules.json"
+# Five rules every request passes (per IP, org, org + user, API key, hourly credits; three kill
+# switches): the all-allowed row the targets are set on.
+REALISTIC_MIX = ROOT / "tests" / "fixtures" / "policies" / "realistic_mix.json"
 ONE_RULE = ROOT / "pyengine" / "default_policy.json"  # one token bucket per client address
 TARGET_RATIO = 0.40  # decision service RPS / raw nginx RPS
 PACED_CONNECTIONS = 10
@@ -291,7 +296,8 @@ def main() -> int:
         runs = [("null", lambda sock: [python, str(ROOT / "bench" / "null_engine.py"), sock], None),
                 # The real engine reads its socket from FAIRVISOR_ENGINE_SOCKET.
                 ("one", lambda sock: [python, "-m", "pyengine"], ONE_RULE),
-                ("real", lambda sock: [python, "-m", "pyengine"], FIVE_RULES)]
+                ("real", lambda sock: [python, "-m", "pyengine"], FIVE_RULES),
+                ("mix", lambda sock: [python, "-m", "pyengine"], REALISTIC_MIX)]
         for name, argv, policy in runs:
             edge_dir = work / name
             edge_dir.mkdir()
@@ -301,7 +307,8 @@ def main() -> int:
                 decision_url = f"http://127.0.0.1:{edge.port}/v1/decision"
                 label = {"null": "/v1/decision, null engine (nginx + shim only)",
                          "one": "/v1/decision, real engine, 1 rule (default policy)",
-                         "real": "/v1/decision, real engine, five_rules.json"}[name]
+                         "real": "/v1/decision, real engine, five_rules.json",
+                         "mix": "/v1/decision, real engine, 5 rules all allowed (realistic_mix.json)"}[name]
                 if name == "null":
                     baseline_url = f"http://127.0.0.1:{edge.baseline_port}/v1/decision"
                     rows.append(("nginx `return 204` (baseline)",
@@ -335,9 +342,10 @@ def main() -> int:
                      f"{r['p99']:.2f} | {share} | {r['in_flight']:.1f} | {cpu['nginx']:.1f} | "
                      f"{cpu['engine']:.1f} | {cpu['wrk']:.1f} | "
                      f"{'–' if r.get('frames_per_read') is None else format(r['frames_per_read'], '.1f')} |")
-    ratio = rows[-1][1]["rps"] / base
-    lines += ["", f"decision service / raw nginx = {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
-                  f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"]
+    for name, r in rows[2:]:
+        ratio = r["rps"] / base
+        lines += ["", f"{name} / raw nginx = {ratio:.2f} (target >= {TARGET_RATIO:.2f}: "
+                      f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})"]
     # wrk, nginx and the engine share the cores: the CPU all of them spend per request bounds
     # the RPS at cores / total, whichever process is the slow one.
     null_cpu = rows[1][1]["cpu_us"]

@@ -70,7 +70,7 @@ class Engine:
         # The status page's figures (pyengine.console): the decision path only appends allowed
         # decisions to a bounded deque; the decision log hands over the rejections it drains.
         self.console = ConsoleStats(self.metrics, self.decision_log.hasher, self.memo.console_values)
-        self._console_seen = self.console.recent.append
+        self._console_seen = self.console.seen
         self.decision_log.listener = self.console.rejected
         self.admin_routes.extra["/status"] = console_page.page_reply
         self.admin_routes.extra["/v1/admin/summary"] = lambda: console_summary.summary_reply(self)

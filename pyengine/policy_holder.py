@@ -60,7 +60,7 @@ class PolicyHolder:
 
     def _make_hello(self) -> HelloReply:
         if self.bundle is not None:
-            headers, needs_body = self.bundle.header_names, self.bundle.needs_body
+            headers, needs_body = list(self.bundle.header_names), self.bundle.needs_body
         else:
             described = self.settings.mode == "decision_service"
             headers = list(described_headers(self.settings.request_headers)) if described else []

@@ -22,7 +22,7 @@ class RecentRequests:
         self.items: deque = deque(maxlen=max_requests)  # (now_s, Decide, the header names it follows)
         self._append = self.items.append
 
-    def add(self, now_s: float, msg, header_names: list) -> None:
+    def add(self, now_s: float, msg, header_names: tuple) -> None:
         body = msg.body
         if body is not None and len(body) > MAX_BODY_BYTES:
             msg = msgspec.structs.replace(msg, body=None)

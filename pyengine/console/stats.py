@@ -1,6 +1,8 @@
 """The status page's figures, in bounded structures fed off the decision path.
 
-The decision path pays one deque append per allowed decision (`recent`, bounded); everything
+The decision path pays one call per allowed decision (`seen`: one in `stride` is kept, so the
+sample is evenly spread over a tick and small enough that the cycle collector never has
+thousands of held decisions to visit; the stride follows the last tick's rate); everything
 else happens in `tick` (the engine's upkeep, about every second) and in the decision log's
 flush, which hands over the rejections it drained:
 
@@ -25,8 +27,8 @@ from ..decision.rules import CostRule, LLMRule, TokenBucketRule
 BUCKET_S = 5
 BUCKETS = 180  # 15 minutes
 ACTIONS = ("allow", "reject", "throttle", "warn", "would_reject")
-RECENT_MAX = 4096  # allowed decisions held between ticks
-SAMPLE_MAX = 128  # of which at most this many are counted per tick, evenly spread, scaled to the total
+SAMPLE_MAX = 128  # allowed decisions counted per tick at most, evenly spread, scaled to the tick's total
+RECENT_MAX = 2 * SAMPLE_MAX  # held between ticks: room for a tick twice as busy as the last
 WINDOW_S = 300
 WINDOWS = 3  # tenants over the last 10 to 15 minutes
 TENANT_ROWS = 256
@@ -74,7 +76,9 @@ class ConsoleStats:
     def __init__(self, metrics, hasher, values_memo=None):
         self.metrics = metrics
         self.hasher = hasher  # shows key values like the decision log (pyengine.decision.key_hash)
-        self.recent: collections.deque = collections.deque(maxlen=RECENT_MAX)
+        self.recent: collections.deque = collections.deque(maxlen=RECENT_MAX)  # of `seen`
+        self.stride = 1  # keep one allowed decision in this many (from the last tick's count)
+        self._countdown = 1
         self.series = {a: [0] * BUCKETS for a in ACTIONS}
         self.bucket_at_s: list[int] = [0] * BUCKETS  # the bucket's start (epoch s), to tell stale from fresh
         self._totals: dict[str, float] = dict.fromkeys(ACTIONS, 0.0)
@@ -87,6 +91,13 @@ class ConsoleStats:
         self._values = table("console_values") if values_memo is None else values_memo
 
     # -- fed by the engine -----------------------------------------------------------
+
+    def seen(self, d) -> None:
+        """An allowed decision (the engine's decision path)."""
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = self.stride
+            self.recent.append(d)
 
     def tick(self, now_s: float) -> None:
         totals = {a: 0.0 for a in ACTIONS}
@@ -106,6 +117,7 @@ class ConsoleStats:
         n_allowed = allowed - self._allowed_total
         self._allowed_total = allowed
         self._tenants(now_s, n_allowed)
+        self.stride = max(1, -(-int(n_allowed) // SAMPLE_MAX))
 
     def _table(self, now_s: float) -> TenantTable:
         start = int(now_s) // WINDOW_S * WINDOW_S

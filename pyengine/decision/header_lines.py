@@ -47,9 +47,9 @@ class HeaderNeeds:
             if raw:
                 self.raw_keyed.add(name)
 
-    def plan(self) -> tuple[list[str], dict[str, int], dict[int, bytes], frozenset, frozenset]:
+    def plan(self) -> tuple[tuple[str, ...], dict[str, int], dict[int, bytes], frozenset, frozenset]:
         """(names, name -> position, joins, refused always, refused unless a global shadow is active)."""
-        names = list(self.names)
+        names = tuple(self.names)
         always = frozenset(self._readers["always"])
         return (names, {n: i for i, n in enumerate(names)}, join_plan(names, self.raw_keyed), always,
                 frozenset(self._readers["enforced"]) - always)

@@ -169,7 +169,7 @@ def view_from_decide(msg, index: dict[str, int], provider_prefixes: bool = False
     method, uri, host = msg.method, msg.uri, msg.host
     headers, ambiguous = resolve(msg.headers, joins or {})
     if len(headers) < len(index):  # a short list from an odd shim: the rest are absent
-        headers = headers + [None] * (len(index) - len(headers))
+        headers = (*headers, *(None,) * (len(index) - len(headers)))
     described = msg.surface == SURFACE_DESCRIBED
     if described:
         method = _described(headers, index, family[0]) or method

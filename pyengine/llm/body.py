@@ -39,7 +39,9 @@ def read_body(body: bytes | None, body_bytes: int, encoding: str | None) -> Body
     body = body or b""
     total = max(body_bytes, len(body))
     truncated = total > len(body)
-    coding = (encoding or "").strip().lower()
+    if encoding is None:  # the common case, spared the header normalising below
+        return Body(None if truncated else body, total)
+    coding = encoding.strip().lower()
     if coding in _IDENTITY:
         return Body(None if truncated else body, total)
     # br, zstd, "gzip, br", anything else; or compressed and cut short.

@@ -58,31 +58,42 @@ _typed = msgspec.json.Decoder(_Body)
 _decoder = msgspec.json.Decoder()
 
 
+def _parts_chars(parts) -> int:
+    n = 0
+    for p in parts:
+        n += len(p.text)
+    return n
+
+
 def _typed_chars(body: _Body) -> int:
     chars = 0
     for m in body.messages:
         c = m.content
-        if isinstance(c, str):
+        if c.__class__ is str:
             chars += len(c)
         elif c:
-            chars += sum(len(p.text) for p in c)
+            chars += _parts_chars(c)
     s = body.system
-    if isinstance(s, str):
-        chars += len(s)
-    elif s:
-        chars += sum(len(p.text) for p in s)
-    for c in body.contents:
-        chars += sum(len(p.text) for p in c.parts)
+    if s:
+        chars += len(s) if s.__class__ is str else _parts_chars(s)
+    if body.contents:
+        for c in body.contents:
+            chars += _parts_chars(c.parts)
     if body.systemInstruction is not None:
-        chars += sum(len(p.text) for p in body.systemInstruction.parts)
+        chars += _parts_chars(body.systemInstruction.parts)
     inp = body.input
-    if isinstance(inp, str):
-        chars += len(inp)
-    elif inp:
-        for m in inp:
-            c = m.content
-            chars += len(c) if isinstance(c, str) else sum(len(p.text) for p in c) if c else 0
-    return chars + len(body.prompt or "") + len(body.instructions or "")
+    if inp:
+        if inp.__class__ is str:
+            chars += len(inp)
+        else:
+            for m in inp:
+                c = m.content
+                chars += len(c) if c.__class__ is str else _parts_chars(c) if c else 0
+    if body.prompt:
+        chars += len(body.prompt)
+    if body.instructions:
+        chars += len(body.instructions)
+    return chars
 
 
 def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
@@ -91,13 +102,20 @@ def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     req.model = b.model
-    req.max_output_tokens = (_positive_int(b.max_completion_tokens) or _positive_int(b.max_tokens)
-                             or _positive_int(b.max_output_tokens))
-    if req.max_output_tokens is None and b.generationConfig is not None:
-        req.max_output_tokens = _positive_int(b.generationConfig.maxOutputTokens)
+    gen = b.generationConfig
+    # The first positive integer of the providers' fields, as an upstream would read them.
+    want = b.max_completion_tokens
+    if want is None or want <= 0:
+        want = b.max_tokens
+        if want is None or want <= 0:
+            want = _positive_int(b.max_output_tokens)
+            if want is None and gen is not None:
+                want = _positive_int(gen.maxOutputTokens)
+    req.max_output_tokens = want
     req.stream = b.stream
-    req.choices = _choices(b.n if b.n is not None else
-                           b.generationConfig.candidateCount if b.generationConfig is not None else None)
+    n = b.n if b.n is not None else gen.candidateCount if gen is not None else None
+    if n is not None:
+        req.choices = _choices(n)
     req.prompt_chars = _typed_chars(b)
     return True
 

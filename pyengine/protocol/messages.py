@@ -44,7 +44,9 @@ class Decide(_Msg, tag=2):
     remote_addr: bytes  # the TCP peer of nginx
     # Values aligned with HelloReply.headers; None = absent; a list = the header's repeated lines
     # in the client's order (joined or refused by pyengine.decision.header_lines, never one picked).
-    headers: list[Union[bytes, list[bytes], None]]
+    # A tuple: a Decide the engine keeps (the replay ring, pyengine.recent) holds nothing the
+    # cycle collector has to visit again.
+    headers: tuple[Union[bytes, list[bytes], None], ...]
     body: Union[bytes, None] = None  # only when HelloReply.needs_body
     request_id: bytes = b""  # nginx $request_id, for the decision log
     # The request body's real length (bytes), which may exceed len(body) (cut at max_body_bytes);

@@ -65,3 +65,26 @@ def test_open_reservations_are_capped_oldest_expire_early_and_are_counted():
     before = tpm.peek("llm\x1ftpm\x1facme", clock.now_s())
     engine.upkeep()
     assert tpm.peek("llm\x1ftpm\x1facme", clock.now_s()) == before
+
+
+def test_open_reservations_leave_nothing_for_the_cycle_collector_to_visit():
+    """A decision service whose gateway never settles holds up to a million reservations. Were
+    they tracked, each full collection would visit all of them while every decision waits (520 ms
+    for a million, measured); their objects must be untracked once a collection has seen them."""
+    import gc
+
+    clock = FakeClock()
+    engine = make_engine(BIG, clock=clock)
+    body = chat(content="x" * 40)
+    for _ in range(50):  # warm: the engine's own structures exist
+        decide(engine, headers=ORG, method="POST", uri="/v1/chat/completions", body=body)
+    gc.collect()
+    before = len(gc.get_objects())
+    for _ in range(5000):
+        clock.t += 0.001
+        assert decide(engine, headers=ORG, method="POST", uri="/v1/chat/completions", body=body).reservation_id
+    gc.collect()
+    assert len(engine.reservations) == 5050
+    # Tracked, each reservation was three objects or more (itself, its charges, a tuple per
+    # charge): 15,000 here. What grows is the console's bounded sample of recent decisions.
+    assert len(gc.get_objects()) - before < 1000

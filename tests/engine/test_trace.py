@@ -66,7 +66,9 @@ def test_the_trace_names_the_match_miss_and_leaves_unreached_rules_without_a_key
 def test_a_refused_repeated_header_is_in_the_trace():
     engine = make_engine({"bundle_version": 1, "policies": [policy("p", bucket("k", "header:x-key", burst=2))]})
     m = msg(engine, {})
-    m.headers[engine.hello_reply.headers.index("x-key")] = [b"a", b"b"]
+    headers = list(m.headers)
+    headers[engine.hello_reply.headers.index("x-key")] = [b"a", b"b"]
+    m = msgspec.structs.replace(m, headers=tuple(headers))
     out = explain_request(engine, m)
     assert out["ambiguous_headers"] == [{"header": "x-key", "status": "refused"}]
     assert out["policies"] == [{"policy": "p", "mode": "enforce", "selector": "pathPrefix=/", "status": "not_reached",

@@ -95,7 +95,7 @@ def test_an_allowed_request_reserves_at_least_its_body_estimate(plain, encoding,
     whole = parse_llm_request(plain, PATHS["openai"], None, engine.llm_proxy.estimator.prompt.get)
     if v.status == 0 and v.reservation_id:
         r = engine.reservations.take(v.reservation_id)
-        assert r.charges[0][2] >= whole.prompt_tokens + 1  # the prompt, plus at least one completion token
+        assert r.charges[0].amount >= whole.prompt_tokens + 1  # the prompt, plus at least one completion token
         assert v.new_body is None or (max_body_bytes >= len(wire) and encoding is None)
 
 

@@ -42,7 +42,7 @@ CASES = [
             uri=b"/v1/decision",
             host=b"localhost",
             remote_addr=b"127.0.0.1",
-            headers=[b"GET", b"/api/items?page=2", None, b"10.0.0.1"],
+            headers=(b"GET", b"/api/items?page=2", None, b"10.0.0.1"),
             body=None,
             request_id=b"0123456789abcdef0123456789abcdef",
             body_bytes=-1,  # no body sent: the decision service
@@ -59,7 +59,7 @@ CASES = [
             host=b"edge.example",
             remote_addr=b"::1",
             # A non-UTF-8 header value and one long enough for bin16.
-            headers=[b"\xff\xfe raw", None, b"Bearer " + b"a" * 300],
+            headers=(b"\xff\xfe raw", None, b"Bearer " + b"a" * 300),
             body=b'{"model":"gpt-4o-mini","messages":[]}',
             request_id=b"",
             body_bytes=3_000_000,  # the body was cut at max_body_bytes: the engine reserves from this
@@ -70,11 +70,11 @@ CASES = [
         "request",
         # A header in several lines goes as an array of its values, in the client's order.
         Decide(generation=4, surface=1, method=b"GET", uri=b"/api", host=b"h", remote_addr=b"127.0.0.1",
-               headers=[[b"10.0.0.1", b"203.0.113.7"], b"decoy", None, [b"a", b"b", b"c"]], body=None,
+               headers=([b"10.0.0.1", b"203.0.113.7"], b"decoy", None, [b"a", b"b", b"c"]), body=None,
                request_id=b"", body_bytes=-1),
     ),
     ("decide_no_headers", "request", Decide(generation=1, surface=1, method=b"GET", uri=b"/", host=b"h",
-                                            remote_addr=b"127.0.0.1", headers=[], body=b"", request_id=b"r", body_bytes=0)),
+                                            remote_addr=b"127.0.0.1", headers=(), body=b"", request_id=b"r", body_bytes=0)),
     ("health", "request", Health()),
     ("metrics", "request", Metrics(engine_unavailable_delta=7, settle_lost_delta=2)),
     ("admin", "request", Admin(uri=b"/metrics?x=1", method=b"GET", authorization=b"Bearer s3cret", body=None,
@@ -167,7 +167,7 @@ def fields(msg) -> list:
     def conv(v):
         if isinstance(v, bytes):
             return {"bin_hex": v.hex()}
-        if isinstance(v, list):
+        if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
         return v
 
