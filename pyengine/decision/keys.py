@@ -120,7 +120,9 @@ def make_extractor(limit_key: str, proxies: TrustedProxies):
         jwt_memo = proxies.memo.jwt
 
         def jwt_claim(view):
-            claims = jwt_claims(view.header("authorization"), jwt_memo)
+            claims = view.claims  # one token read per request, whichever claims the keys ask for
+            if claims is False:
+                claims = view.claims = jwt_claims(view.header("authorization"), jwt_memo)
             return None if claims is None else claim_text(claims.get(name))
         return jwt_claim
     if kind == "header":

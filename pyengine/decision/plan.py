@@ -142,39 +142,43 @@ class Plan:
         first = 0  # where the current policy's charges start (its guards meter them)
         try:
             for kind, rule, shadow, reshadow, opens in self.steps:
-                if shadow and shadow_failed:
-                    continue  # a shadow policy would have rejected: later shadow counting stops
-                if opens:
-                    matched = False
-                    first = len(shadow_charged if shadow else charged)
-                    claims_first = len(claims) if claims is not None else 0
-                if kind is GUARDS:
-                    # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
-                    if claims is not None and len(claims) > claims_first and not shadow:
-                        hit = _guard_with_claims(rule, view, reshadow, charged, first, claims[claims_first:], now_s)
+                # Ordered for the common step (an enforcing rule, not its policy's first): it
+                # pays three truth tests before its key.
+                if opens or shadow:
+                    if shadow and shadow_failed:
+                        continue  # a shadow policy would have rejected: later shadow counting stops
+                    if opens:
+                        matched = False
+                        first = len(shadow_charged if shadow else charged)
+                        claims_first = len(claims) if claims is not None else 0
+                if kind:  # GUARDS or FALLBACK (RULE is 0)
+                    if kind is FALLBACK:
+                        if matched:
+                            continue
                     else:
-                        hit = rule.check(view, reshadow, shadow_charged if shadow else charged, first, now_s)
-                    if hit is None:
-                        continue
-                    if hit.reason == "loop_detected":
-                        sink.loop_detected(rule.policy_id, shadow)
-                    if shadow:
-                        if hit.reject:
-                            sink.would_reject(rule.policy_id, hit.guard, hit.reason, hit.key, view)
-                            shadow_failed = True
-                    elif hit.reject:
-                        undo(charged, now_s, now_s)
-                        undo(shadow_charged, now_s, now_s)
-                        return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=rule.policy_id,
-                                        retry_after_s=hit.retry_after_s, key=hit.key)
-                    else:
-                        if SEVERITY[hit.warning] > SEVERITY[warning]:
-                            warning = hit.warning
-                        if hit.delay_ms > delay_ms:
-                            delay_ms = hit.delay_ms
-                    continue
-                if kind is FALLBACK:
-                    if matched:
+                        # Loop detection and the breaker run once the policy's rules allowed (pyengine.guards).
+                        if claims is not None and len(claims) > claims_first and not shadow:
+                            hit = _guard_with_claims(rule, view, reshadow, charged, first, claims[claims_first:], now_s)
+                        else:
+                            hit = rule.check(view, reshadow, shadow_charged if shadow else charged, first, now_s)
+                        if hit is None:
+                            continue
+                        if hit.reason == "loop_detected":
+                            sink.loop_detected(rule.policy_id, shadow)
+                        if shadow:
+                            if hit.reject:
+                                sink.would_reject(rule.policy_id, hit.guard, hit.reason, hit.key, view)
+                                shadow_failed = True
+                        elif hit.reject:
+                            undo(charged, now_s, now_s)
+                            undo(shadow_charged, now_s, now_s)
+                            return Decision(status=429, reason=hit.reason, rule=hit.guard, policy_id=rule.policy_id,
+                                            retry_after_s=hit.retry_after_s, key=hit.key)
+                        else:
+                            if SEVERITY[hit.warning] > SEVERITY[warning]:
+                                warning = hit.warning
+                            if hit.delay_ms > delay_ms:
+                                delay_ms = hit.delay_ms
                         continue
                 elif rule.match and not rule.matches(view):
                     continue
@@ -192,9 +196,17 @@ class Plan:
                         return _missing(rule)
                     sink.skipped(rule.policy_id, rule.name)
                     continue
-                if reshadow:
-                    key = keys.shadow(key)  # global shadow: keep enforce counters untouched
-                if rule.strict is not None and not shadow:
+                if shadow:
+                    if reshadow:
+                        key = keys.shadow(key)  # global shadow: keep enforce counters untouched
+                    outcome, amount = rule.apply(view, key, now_s)
+                    if outcome.allowed:
+                        shadow_charged.append((rule, key, amount))
+                    else:
+                        sink.would_reject(rule.policy_id, rule.name, outcome.reason, key, view)
+                        shadow_failed = True
+                    continue
+                if rule.strict is not None:
                     ops, amount, refusal = rule.claims(view, key, now_s)
                     if refusal is not None:  # a per-request cap or an unpriced model: no state read
                         undo(charged, now_s, now_s)
@@ -205,13 +217,6 @@ class Plan:
                     claims.append((rule, key, ops, amount))
                     continue
                 outcome, amount = rule.apply(view, key, now_s)
-                if shadow:
-                    if outcome.allowed:
-                        shadow_charged.append((rule, key, amount))
-                        continue
-                    sink.would_reject(rule.policy_id, rule.name, outcome.reason, key, view)
-                    shadow_failed = True
-                    continue
                 if not outcome.allowed:
                     undo(charged, now_s, now_s)
                     undo(shadow_charged, now_s, now_s)

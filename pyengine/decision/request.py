@@ -88,6 +88,7 @@ class RequestView(msgspec.Struct, gc=False):
     _params: dict | None = None  # query parameters, parsed on first use
     client_ip: str | None = None  # filled by the ip extractor on first use
     llm: object = None  # LLMRequest, parsed on first use by an LLM rule
+    claims: object = False  # the bearer token's claims dict or None, read on first use; False: not yet
     keys: dict = {}  # limit key -> value, filled on first use (msgspec copies the default per instance)
     prompt_ratio: object = None  # model -> learned prompt chars per token (set by the engine)
     body_bytes: int = -1  # the request body's real length (Decide.body_bytes); -1 = not told

@@ -26,7 +26,7 @@ class SwitchIndex:
         entry = self.by_key.get(rec.scope_key)
         if entry is None:
             entry = self.by_key[rec.scope_key] = (make_extractor(rec.scope_key, self._proxies), {})
-        ks = KillSwitch(entry[0], rec.scope_value, rec.route, rec.reason, rec.expires_at_s)
+        ks = KillSwitch(rec.scope_key, entry[0], rec.scope_value, rec.route, rec.reason, rec.expires_at_s)
         ks.hits_key = keys.kill_hits(rec.id)  # the runtime id names its hit counter
         entry[1].setdefault(rec.scope_value, []).append(ks)
         self.by_id[rec.id] = ks

@@ -14,7 +14,7 @@ from ..decision.plan import Plan
 from ..decision.request import REQUEST_HEADER_FAMILIES, SELFTEST_HEADER, described_headers
 from ..state import keys
 from .matcher import RouteIndex, Selector, prefix_matches
-from ..decision.rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule
+from ..decision.rules import ConcurrencyRule, CostRule, LLMRule, TokenBucketRule, key_value
 
 
 def _epoch_s(dt) -> float | None:
@@ -22,9 +22,10 @@ def _epoch_s(dt) -> float | None:
 
 
 class KillSwitch:
-    __slots__ = ("key_fn", "value", "route", "reason", "expires_at_s", "hits_key")
+    __slots__ = ("limit_key", "key_fn", "value", "route", "reason", "expires_at_s", "hits_key")
 
-    def __init__(self, key_fn, value, route, reason, expires_at_s):
+    def __init__(self, limit_key: str, key_fn, value, route, reason, expires_at_s):
+        self.limit_key = limit_key  # its scope key: the value is extracted once per request, shared with rules
         self.key_fn = key_fn
         self.value = value
         self.route = route
@@ -37,7 +38,7 @@ class KillSwitch:
             return False
         if self.route is not None and not prefix_matches(self.route, view.path):
             return False
-        return self.key_fn(view) == self.value
+        return key_value(view, self.limit_key, self.key_fn) == self.value
 
 
 class CompiledPolicy:
@@ -156,7 +157,8 @@ class CompiledBundle:
         self.policies = tuple(cp for _, cp in policies)
         needed.reader = "always"
         self.kill_switches = tuple(
-            KillSwitch(extractor(ks.scope_key), ks.scope_value, ks.route, ks.reason, _epoch_s(ks.expires_at))
+            KillSwitch(ks.scope_key, extractor(ks.scope_key), ks.scope_value, ks.route, ks.reason,
+                       _epoch_s(ks.expires_at))
             for ks in bundle.kill_switches
         )
         for compiled_ks, ks in zip(self.kill_switches, bundle.kill_switches):
