@@ -33,7 +33,9 @@ BENCH_LABELS = {
     "test_bench_cost_budget_acquire": "`CostBudget.acquire`",
     "test_bench_llm_reserve_with_tpd": "`LLMTokenLimiter.reserve` (TPM + TPD)",
     "test_bench_decide_one_rule": "`Engine.decide`, 1 rule (default policy), 1000 clients, allow path",
-    "test_bench_decide_five_rules": "`Engine.decide`, 5 rules, 1000 tenants, allow path",
+    "test_bench_decide_five_rules": "`Engine.decide`, 5 rules (five_rules.json, LLM), 1000 tenants, allow path",
+    "test_bench_decide_realistic_mix": "`Engine.decide`, 5 rules all allowed (realistic_mix.json), 1000 tenants",
+    "test_bench_decide_unmatched": "`Engine.decide`, a request no policy selects (coverage path)",
     "test_bench_frame_round_trip": "frame → decide → frame, 5 rules",
 }
 

@@ -1,7 +1,7 @@
 """The decision log: JSON lines for rejects, warnings, throttles, shadow would-rejects, reloads and cutoffs.
 
 The decision path only appends a small record to a bounded in-memory buffer; encoding, key
-hashing and file I/O happen in `flush()`, which the server calls every 0.1 s (and the engine's
+hashing and file I/O happen in `flush()`, which the server calls every 20 ms (and the engine's
 upkeep once a second and at shutdown). A full buffer drops new records and counts them in
 `fairvisor_decision_log_dropped_total` rather than ever making a request wait.
 """
@@ -19,7 +19,7 @@ from .state import keys
 
 log = logging.getLogger("fairvisor.decision_log")
 
-MAX_BUFFERED = 20_000  # records held between flushes (every 0.1 s): room for 200k rejects/s
+MAX_BUFFERED = 20_000  # records held between flushes (every 20 ms): room for 1M rejects/s
 BACKUPS = 3  # rotated files kept: decisions.jsonl.1 (newest) .. .3
 TOP_KEYS_CAPACITY = 64  # counters of the rejected-keys summary (Misra-Gries)
 RAW_KEY_JOIN = "|"  # compound key values are shown joined by this

@@ -78,47 +78,35 @@ def _next(clock, items):
     return pick
 
 
-def test_bench_decide_five_rules(benchmark):
-    engine, clock, msgs = _engine_and_frames()
+def _bench_decisions(benchmark, engine, clock, msgs) -> Verdict:
+    """Warm every tenant (each has state, as in steady traffic), then time one decision."""
     pick = _next(clock, msgs)
 
     def one():
         return engine.decide(pick())
 
-    for _ in range(TENANTS):  # warm: every tenant has state, as in steady traffic
+    for _ in range(TENANTS):
         one()
     verdict = benchmark(one)
     assert isinstance(verdict, Verdict) and verdict.status == 0
+    return verdict
+
+
+def test_bench_decide_five_rules(benchmark):
+    verdict = _bench_decisions(benchmark, *_engine_and_frames())
     assert ("RateLimit-Policy" in verdict.headers)
 
 
 def test_bench_decide_realistic_mix(benchmark):
     engine, clock, msgs = _engine_and_frames(policy=REALISTIC_MIX)
-    pick = _next(clock, msgs)
-
-    def one():
-        return engine.decide(pick())
-
-    for _ in range(TENANTS):
-        one()
-    verdict = benchmark(one)
-    assert isinstance(verdict, Verdict) and verdict.status == 0
-    # Every rule ran and allowed: each tenant has a counter in each of the five.
-    # (one tenant in ten shares the partner's API key).
+    _bench_decisions(benchmark, engine, clock, msgs)
+    # Every rule ran and allowed: each tenant has a counter in each of the five (one tenant in
+    # ten shares the partner's API key).
     assert len(engine.store.as_dict()) == 4 * TENANTS + (TENANTS - TENANTS // 10 + 1)
 
 
 def test_bench_decide_one_rule(benchmark):
-    engine, clock, msgs = _one_rule_engine_and_frames()
-    pick = _next(clock, msgs)
-
-    def one():
-        return engine.decide(pick())
-
-    for _ in range(TENANTS):
-        one()
-    verdict = benchmark(one)
-    assert isinstance(verdict, Verdict) and verdict.status == 0
+    verdict = _bench_decisions(benchmark, *_one_rule_engine_and_frames())
     assert verdict.headers[:2] == ["RateLimit-Policy", '"per-ip";q=10;w=2']
 
 
@@ -175,12 +163,4 @@ def test_bench_decide_unmatched(benchmark):
         msgs.append(Decide(generation=hello.generation, surface=SURFACE_DESCRIBED, method=b"GET", uri=b"/v1/decision",
                            host=b"edge.local", remote_addr=b"127.0.0.1",
                            headers=[values.get(h) for h in hello.headers], body=None))
-    pick = _next(clock, msgs)
-
-    def one():
-        return engine.decide(pick())
-
-    for _ in range(TENANTS):
-        one()
-    verdict = benchmark(one)
-    assert isinstance(verdict, Verdict) and verdict.status == 0
+    _bench_decisions(benchmark, engine, clock, msgs)

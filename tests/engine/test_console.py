@@ -101,18 +101,7 @@ def test_tenant_table_stays_bounded_and_keeps_the_heavy_hitter():
     assert len(table.rows) <= 10 and table.rows[("k", "heavy")][0] > 4000
 
 
-def test_more_decisions_than_held_are_scaled(monkeypatch):
-    monkeypatch.setattr(stats_mod, "RECENT_MAX", 8)
-    clock = FakeClock()
-    engine = make_engine(one_rule_bundle({**RULE, "algorithm_config": {"tokens_per_second": 1000, "burst": 1000}}),
-                         clock=clock, log_keys="raw")
-    traffic(engine, clock, "acme", 40)
-    clock.t += 1
-    engine.upkeep()
-    assert summary(engine)["tenants"]["requests"][0]["requests"] == 40
-
-
-def test_the_sample_follows_the_rate_and_stays_small(monkeypatch):
+def test_more_decisions_than_held_are_scaled_and_the_sample_follows_the_rate(monkeypatch):
     """After a busy tick only one allowed decision in `stride` is held until the next, so a flood
     of allows never leaves thousands of decisions for the cycle collector to visit."""
     monkeypatch.setattr(stats_mod, "SAMPLE_MAX", 4)
@@ -120,9 +109,10 @@ def test_the_sample_follows_the_rate_and_stays_small(monkeypatch):
     clock = FakeClock()
     engine = make_engine(one_rule_bundle({**RULE, "algorithm_config": {"tokens_per_second": 1000, "burst": 1000}}),
                          clock=clock, log_keys="raw")
-    traffic(engine, clock, "acme", 40)
+    traffic(engine, clock, "acme", 40)  # 40 seen, the last 8 held, 4 of them counted
     clock.t += 1
     engine.upkeep()
+    assert summary(engine)["tenants"]["requests"][0]["requests"] == 40
     assert engine.console.stride == 10  # 40 allowed last tick, 4 wanted
     traffic(engine, clock, "acme", 40)
     assert len(engine.console.recent) == 4
