@@ -12,6 +12,7 @@ import time
 
 import msgspec
 
+from .decision.memo import table
 from .decision.key_hash import KeyHasher, install
 from .decision.numbers import client_tokens
 from .decision.rules import MICROS, CostRule, LLMRule
@@ -129,7 +130,7 @@ class DecisionLog:
     (`memory=True`, used by `fairvisor test`) or discard them (FAIRVISOR_DECISION_LOG=off)."""
 
     def __init__(self, path: str | None, key_mode: str = "hashed", max_bytes: int = 64 << 20,
-                 metrics=None, memory: bool = False, hasher: KeyHasher | None = None):
+                 metrics=None, memory: bool = False, hasher: KeyHasher | None = None, shown=None):
         self.path = path
         self.hashed = key_mode != "raw"
         self.hasher = hasher if hasher is not None else KeyHasher(None, self.hashed)
@@ -144,13 +145,17 @@ class DecisionLog:
         self._failing = False
         self._encoder = msgspec.json.Encoder()
         self.listener = None  # fn(records) given every drained batch (the status page's rejections)
+        # state key -> shown_values(key): a flood of rejections repeats a few keys (the engine's
+        # "shown_values" memo table, shared with the status page)
+        self._shown = table("shown_values") if shown is None else shown
 
     @classmethod
     def from_settings(cls, settings, metrics, memo=None) -> "DecisionLog":
         path = None if settings.decision_log == "off" else settings.decision_log
         hasher = KeyHasher(settings.state_dir, settings.log_keys != "raw", None if memo is None else memo.key_hash)
         install(hasher)  # engine log lines show keys like the decision log does
-        return cls(path, settings.log_keys, settings.decision_log_max_mb << 20, metrics, hasher=hasher)
+        return cls(path, settings.log_keys, settings.decision_log_max_mb << 20, metrics, hasher=hasher,
+                   shown=None if memo is None else memo.shown_values)
 
     # -- recording (decision path: no I/O, no hashing) -----------------------------------
 
@@ -171,7 +176,11 @@ class DecisionLog:
         rule = self._rule(bundle, d.policy_id, d.rule) if d.rule else None
         key = ""
         if rule is not None:
-            key = shown_values(rule.state_key(view))  # values cached per request: no second extraction
+            state_key = rule.state_key(view)  # values cached per request: no second extraction
+            if state_key:
+                key = self._shown.get(state_key)
+                if key is None:
+                    key = self._shown.remember(state_key, shown_values(state_key))
         if event == "reject" and key:
             self.top_keys.add((d.policy_id, key))
         if not self.enabled:

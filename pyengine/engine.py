@@ -69,7 +69,7 @@ class Engine:
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
         # The status page's figures (pyengine.console): the decision path only appends allowed
         # decisions to a bounded deque; the decision log hands over the rejections it drains.
-        self.console = ConsoleStats(self.metrics, self.decision_log.hasher, self.memo.console_values)
+        self.console = ConsoleStats(self.metrics, self.decision_log.hasher, self.memo.shown_values)
         self._console_seen = self.console.seen
         self.decision_log.listener = self.console.rejected
         self.admin_routes.extra["/status"] = console_page.page_reply

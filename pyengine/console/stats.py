@@ -88,7 +88,7 @@ class ConsoleStats:
         self.last_rejections: collections.deque = collections.deque(maxlen=LAST_REJECTIONS)
         self._names: dict[int, str] = {}  # id(rule) -> its limit keys joined, for display
         # state key -> its values joined as the decision log does (the engine's memo table)
-        self._values = table("console_values") if values_memo is None else values_memo
+        self._values = table("shown_values") if values_memo is None else values_memo
 
     # -- fed by the engine -----------------------------------------------------------
 

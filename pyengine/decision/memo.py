@@ -24,7 +24,7 @@ SIZES = {
     "verdict": 8192,  # Decision's shared fields -> rendered Verdict (pyengine.decision.verdict)
     "coverage_route": 4096,  # (method, path) -> route label (pyengine.coverage)
     "key_hash": 16384,  # key value -> its shown hash (pyengine.decision.key_hash)
-    "console_values": 16384,  # state key -> its values as shown (pyengine.console.stats)
+    "shown_values": 16384,  # state key -> its values as shown (the decision log and the console)
 }
 
 
