@@ -5,6 +5,8 @@ script (1000 pre-built requests, cycled, so wrk spends the same per request on e
   1. baseline      `return 204` on a second server block
   2. null engine   /v1/decision through the shim to bench/null_engine.py (fixed allow): nginx + shim alone
   3. one rule      /v1/decision through the shim to the real engine with the default 1-rule policy
+                   (5 requests/s per address: mostly 429s under this load), then the same rule with
+                   a limit no client reaches
   4. decision      /v1/decision through the shim to the real engine with the 5-rule LLM policy
                    (five_rules.json: its TPM is spent within a second, so it is mostly 429s)
   5. all allowed   the same with realistic_mix.json: five rules every request passes
@@ -292,10 +294,16 @@ def main() -> int:
         script, paced_script = work / "requests.lua", work / "paced.lua"
         wrk_script(script)
         wrk_script(paced_script, PACED_DELAY_MS)
+        # The default policy with a limit no client reaches: the 1-rule row without 429s.
+        one_allowed = json.loads(ONE_RULE.read_text())
+        one_allowed["policies"][0]["spec"]["rules"][0]["algorithm_config"] = {"tokens_per_second": 100000,
+                                                                             "burst": 100000}
+        (work / "one_allowed.json").write_text(json.dumps(one_allowed))
         python = sys.executable
         runs = [("null", lambda sock: [python, str(ROOT / "bench" / "null_engine.py"), sock], None),
                 # The real engine reads its socket from FAIRVISOR_ENGINE_SOCKET.
                 ("one", lambda sock: [python, "-m", "pyengine"], ONE_RULE),
+                ("one_allowed", lambda sock: [python, "-m", "pyengine"], work / "one_allowed.json"),
                 ("real", lambda sock: [python, "-m", "pyengine"], FIVE_RULES),
                 ("mix", lambda sock: [python, "-m", "pyengine"], REALISTIC_MIX)]
         for name, argv, policy in runs:
@@ -307,6 +315,7 @@ def main() -> int:
                 decision_url = f"http://127.0.0.1:{edge.port}/v1/decision"
                 label = {"null": "/v1/decision, null engine (nginx + shim only)",
                          "one": "/v1/decision, real engine, 1 rule (default policy)",
+                         "one_allowed": "/v1/decision, real engine, 1 rule all allowed (default policy, limit raised)",
                          "real": "/v1/decision, real engine, five_rules.json",
                          "mix": "/v1/decision, real engine, 5 rules all allowed (realistic_mix.json)"}[name]
                 if name == "null":
