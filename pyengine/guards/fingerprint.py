@@ -2,51 +2,38 @@
 
 import hashlib
 
-import msgspec
+from ..llm.chat_body import DECODE_ERRORS, decode_chat
 
 DIGEST_BYTES = 16  # 128-bit blake2b: collisions between distinct requests are negligible
 
 
-class _Message(msgspec.Struct):
-    """OpenAI / Anthropic message; Gemini `contents` item. Content kept as raw JSON bytes, so
-    identical client bytes give identical fingerprints without re-encoding anything."""
-
-    role: str = ""
-    content: msgspec.Raw = msgspec.Raw(b"")  # msgspec.Raw cannot be part of a union
-    parts: msgspec.Raw = msgspec.Raw(b"")
-
-
-class _Chat(msgspec.Struct):
-    messages: list[_Message] = []
-    contents: list[_Message] = []
-
-
-_chat = msgspec.json.Decoder(_Chat)
 _USER_ROLES = frozenset(("user",))
 _TOOL_ROLES = frozenset(("tool", "function", "ipython"))
 
 
-def _last(messages: list[_Message], roles) -> bytes:
+def _last(messages: list, roles) -> bytes:
     for m in reversed(messages):
         if m.role in roles:
             return bytes(m.content) or bytes(m.parts)
     return b""
 
 
-def body_part(body: bytes | None) -> bytes:
+def body_part(body: bytes | None, chat=None) -> bytes:
     """What of the body identifies a repeat.
 
     A chat body (OpenAI/Anthropic `messages`, Gemini `contents`) is reduced to its last user
     message and its last tool result (Anthropic tool results are user messages, so they are
     the last user message): an agent looping on the same tool call keeps growing its history,
-    but these stay identical. Any other body counts whole.
+    but these stay identical. Any other body counts whole. `chat`: the body as the LLM rules
+    already decoded it from these very bytes (pyengine.llm.chat_body), so it is not decoded twice.
     """
     if not body:
         return b""
-    try:
-        chat = _chat.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return body
+    if chat is None:
+        try:
+            chat = decode_chat(body)
+        except DECODE_ERRORS:
+            return body
     messages = chat.messages or chat.contents
     if not messages:
         return body
@@ -60,8 +47,9 @@ def _part(h, data: bytes) -> None:
     h.update(data)
 
 
-def fingerprint(method: str, path: str, key_values, body: bytes | None) -> str:
-    """Hex digest over method, path, the policy's key values (None != "") and the body part."""
+def fingerprint(method: str, path: str, key_values, body: bytes | None, chat=None) -> str:
+    """Hex digest over method, path, the policy's key values (None != "") and the body part
+    (`chat`: see body_part)."""
     h = hashlib.blake2b(digest_size=DIGEST_BYTES)
     _part(h, method.encode("utf-8", "surrogatepass"))
     _part(h, path.encode("utf-8", "surrogatepass"))
@@ -72,5 +60,5 @@ def fingerprint(method: str, path: str, key_values, body: bytes | None) -> str:
             h.update(b"=")
             _part(h, v.encode("utf-8", "surrogatepass"))
     h.update(b".")
-    h.update(body_part(body))
+    h.update(body_part(body, chat))
     return h.hexdigest()

@@ -89,8 +89,10 @@ class PolicyGuards:
         hit = None
         if self.loop is not None:
             values = [key_value(view, lk, fn) for lk, fn in self.key_fns]
+            llm = view.llm  # the body as an LLM rule of this request decoded it, if one did
             key = keys.one_value(self.loop_prefixes[global_shadow],
-                                 fingerprint(view.method, view.path, values, view.body))
+                                 fingerprint(view.method, view.path, values, view.body,
+                                             None if llm is None else llm.chat))
             if self.loop.hit(key, now_s):
                 action = self.loop_action
                 if action == "reject":

@@ -12,95 +12,20 @@ import math
 import msgspec
 
 from .body import read_body
+from .chat_body import DECODE_ERRORS, decode_chat_body, prompt_chars
 from .sse import MAX_TOKENS
 
 CHARS_PER_TOKEN = 4.0  # starting estimate; pyengine/llm/estimator.py refines it per model
-
-
-class _Part(msgspec.Struct):
-    text: str = ""
-
-
-class _Message(msgspec.Struct):  # OpenAI and Anthropic messages
-    content: str | list[_Part] | None = None
-
-
-class _Content(msgspec.Struct):  # Gemini contents and systemInstruction
-    parts: list[_Part] = []
-
-
-class _GenerationConfig(msgspec.Struct):
-    maxOutputTokens: int | None = None
-    candidateCount: object = None  # Gemini choices: a client number, see _choices
-
-
-class _Body(msgspec.Struct):
-    """The union of the three providers' request fields that matter here; the rest is skipped
-    by msgspec in C. A body that does not fit these types takes the generic (slower) path."""
-
-    model: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    max_output_tokens: int | None = None  # Responses API
-    stream: bool = False
-    n: object = None  # OpenAI choices: a client number, see _choices
-    messages: list[_Message] = []
-    system: str | list[_Part] | None = None
-    contents: list[_Content] = []
-    systemInstruction: _Content | None = None
-    generationConfig: _GenerationConfig | None = None
-    prompt: str | None = None  # legacy completions
-    input: str | list[_Message] | None = None  # Responses API: text, or input messages
-    instructions: str | None = None  # Responses API system prompt
-
-
-_typed = msgspec.json.Decoder(_Body)
-_decoder = msgspec.json.Decoder()
-
-
-def _parts_chars(parts) -> int:
-    n = 0
-    for p in parts:
-        n += len(p.text)
-    return n
-
-
-def _typed_chars(body: _Body) -> int:
-    chars = 0
-    for m in body.messages:
-        c = m.content
-        if c.__class__ is str:
-            chars += len(c)
-        elif c:
-            chars += _parts_chars(c)
-    s = body.system
-    if s:
-        chars += len(s) if s.__class__ is str else _parts_chars(s)
-    if body.contents:
-        for c in body.contents:
-            chars += _parts_chars(c.parts)
-    if body.systemInstruction is not None:
-        chars += _parts_chars(body.systemInstruction.parts)
-    inp = body.input
-    if inp:
-        if inp.__class__ is str:
-            chars += len(inp)
-        else:
-            for m in inp:
-                c = m.content
-                chars += len(c) if c.__class__ is str else _parts_chars(c) if c else 0
-    if body.prompt:
-        chars += len(body.prompt)
-    if body.instructions:
-        chars += len(body.instructions)
-    return chars
+_decoder = msgspec.json.Decoder()  # the generic path: any JSON at all
 
 
 def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
     try:
-        b = _typed.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        b = decode_chat_body(body)
+        req.prompt_chars = prompt_chars(b)
+    except DECODE_ERRORS:
         return False
+    req.chat = b
     req.model = b.model
     gen = b.generationConfig
     # The first positive integer of the providers' fields, as an upstream would read them.
@@ -116,12 +41,12 @@ def _parse_typed(body: bytes, req: "LLMRequest") -> bool:
     n = b.n if b.n is not None else gen.candidateCount if gen is not None else None
     if n is not None:
         req.choices = _choices(n)
-    req.prompt_chars = _typed_chars(b)
     return True
 
 
 class LLMRequest:
-    __slots__ = ("model", "max_output_tokens", "stream", "prompt_chars", "prompt_tokens", "choices", "readable")
+    __slots__ = ("model", "max_output_tokens", "stream", "prompt_chars", "prompt_tokens", "choices", "readable",
+                 "chat")
 
     def __init__(self, model=None, max_output_tokens=None, stream=False, prompt_chars=0, prompt_tokens=0,
                  choices=1, readable=True):
@@ -133,6 +58,8 @@ class LLMRequest:
         self.choices: int = choices  # completions asked for (OpenAI `n`, Gemini `candidateCount`), 1..MAX_CHOICES
         # The whole body was parsed: it may be rewritten (include_usage) and its estimate taught.
         self.readable: bool = readable
+        # The decoded body (pyengine.llm.chat_body.ChatBody) when it was read as one, else None.
+        self.chat = None
 
 
 def _text_chars(node, depth: int = 0) -> int:
@@ -220,6 +147,8 @@ def parse_llm_request(body: bytes | None, path: str, estimate_header: str | None
     if data is None or (data and not _parse_typed(data, req) and not _parse_generic(data, req)):
         req.readable = False
         req.prompt_chars = 0
+    if data is not body:
+        req.chat = None  # decoded from decompressed bytes: the fingerprint reads the client's own
     if req.model is None and "/models/" in path:
         # Gemini carries the model in the path: /v1beta/models/{model}:generateContent
         tail = path.split("/models/", 1)[1]

@@ -95,3 +95,28 @@ def test_huge_and_deep_bodies_are_read_without_error(body):
     ENGINE.clock.advance(60)
     assert isinstance(decide(ENGINE, headers={"X-Tenant": "t"}, method="POST", uri="/v1/chat/completions",
                              body=body), Verdict)
+
+
+_part = st.one_of(st.builds(lambda t: {"type": "text", "text": t}, st.text(max_size=20)),
+                  st.builds(lambda u: {"type": "image_url", "image_url": {"url": u}}, st.text(max_size=20)))
+_message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "tool", "system", "function"]),
+                                  "content": st.one_of(st.text(max_size=40), st.lists(_part, max_size=3), st.none())})
+chat_bodies = st.one_of(
+    st.builds(lambda ms, extra: json.dumps({"model": "gpt-4o-mini", "messages": ms, **extra}).encode(),
+              st.lists(_message, max_size=4), st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=2)),
+    st.builds(lambda cs: json.dumps({"contents": [{"role": m["role"], "parts": [{"text": m["content"] or ""}]}
+                                                  if isinstance(m["content"], (str, type(None))) else
+                                                  {"role": m["role"], "parts": m["content"]} for m in cs]}).encode(),
+              st.lists(_message, max_size=3)),
+    bodies,
+)
+
+
+@fuzz(300)
+@given(chat_bodies)
+def test_the_loop_fingerprint_of_a_body_the_llm_rules_decoded_is_the_one_it_computes_itself(body):
+    """One decode per request: the fingerprint reuses the LLM rules' decoded body, and must
+    come out exactly as its own decode of the same bytes would have."""
+    req = parse_llm_request(body, "/v1/chat/completions", None)
+    if req.chat is not None:
+        assert body_part(body, req.chat) == body_part(body)

@@ -68,6 +68,23 @@ def test_llm_fingerprint_is_the_last_user_message_and_tool_result_not_the_histor
     assert decide(engine, headers=KEY, method="POST", body=chat(*history)).status == 0
 
 
+def test_a_chat_body_is_decoded_once_when_an_llm_rule_and_loop_detection_both_read_it(monkeypatch):
+    import pyengine.guards.fingerprint as fingerprint_mod
+    import pyengine.llm.request as request_mod
+
+    decoded = []
+    for mod, name in ((request_mod, "decode_chat_body"), (fingerprint_mod, "decode_chat")):
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda body, real=real, name=name: decoded.append(name) or real(body))
+    tpm = {"name": "tpm", "limit_keys": ["header:x-api-key"], "algorithm": "token_bucket_llm",
+           "algorithm_config": {"tokens_per_minute": 100000}}
+    engine = make_engine(bundle(loop={"window_seconds": 30, "threshold_identical_requests": 3, "action": "reject"},
+                                rules=[tpm]))
+    body = chat(("user", "list files"))
+    assert [decide(engine, headers=KEY, method="POST", body=body).status for _ in range(3)] == [0, 0, 429]
+    assert decoded == ["decode_chat_body"] * 3  # the fingerprint used the LLM rule's decode
+
+
 def test_throttle_and_warn_actions_allow_with_a_warning():
     throttle = make_engine(bundle(loop={"window_seconds": 10, "threshold_identical_requests": 2, "action": "throttle"}))
     v = [decide(throttle, headers=KEY, body=b"same") for _ in range(2)][1]
