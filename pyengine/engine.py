@@ -39,7 +39,7 @@ from .llm.formats import adapter_name, request_format
 from .decision.llm_proxy import LLMProxy
 from .recent import RecentRequests
 from .decision.request import normalize_path, strip_provider_prefix, view_from_decide
-from .decision.reservations import Reservations, reserved_tokens
+from .decision.reservations import Reservations
 from .resources import DEFAULT_POLICY
 from .selftest import Selftests
 from .state.memory import MemoryStore
@@ -267,7 +267,7 @@ class Engine:
         if d.reserved:
             r = self.reservations.open(d.reserved, now_s, view.llm, adapter_name(fmt, view.path))
             d.reservation_id = r.id
-            self.metrics.tokens_reserved.inc((), reserved_tokens(r))
+            self.metrics.tokens_reserved.inc((), r.tokens)
         verdict = render(d, msg.surface, fmt, self._verdicts)
         if d.reservation_id and self.llm_proxy is not None and msg.surface == SURFACE_INLINE:
             self.llm_proxy.attach(verdict, d.reservation_id, view)

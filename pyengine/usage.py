@@ -3,7 +3,7 @@
 import msgspec
 
 from .decision.numbers import client_tokens
-from .decision.reservations import Reservations, reserved_tokens, settle
+from .decision.reservations import Reservations, settle
 from .state import keys
 
 
@@ -56,8 +56,8 @@ def handle_usage(body: bytes, reservations: Reservations, bundle, now_s: float, 
             metrics.estimate_error.observe(r.prompt_estimate_tokens / report.prompt_tokens)
         settle(r, report.prompt_tokens, report.completion_tokens, report.model, now_s, True,
                report.cached_input_tokens, report.cache_write_tokens)
-        metrics.reservation_unused.inc((), max(0, reserved_tokens(r) - report.prompt_tokens - report.completion_tokens))
-        body = {"settled": True, "reservation_id": r.id, "reserved_tokens": reserved_tokens(r),
+        metrics.reservation_unused.inc((), max(0, r.tokens - report.prompt_tokens - report.completion_tokens))
+        body = {"settled": True, "reservation_id": r.id, "reserved_tokens": r.tokens,
                 "actual_tokens": report.prompt_tokens + report.completion_tokens}
         return 200, _json.encode(body).decode()
     if bundle is None:

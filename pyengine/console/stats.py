@@ -206,8 +206,8 @@ class ConsoleStats:
     def top_tenants(self, n: int = 10) -> dict:
         """Rows merged over the windows, shown (hashed unless raw), top n by each measure."""
         merged: dict[str, list] = {}
-        for _, table in self.windows:
-            for (kn, value), r in table.rows.items():
+        for _, window in self.windows:
+            for (kn, value), r in window.rows.items():
                 # Rejection rows (kn "") hold the decision log's shown key already.
                 shown = self.hasher.show(value) if kn else value
                 m = merged.setdefault(shown, [kn, 0, 0, 0, 0])

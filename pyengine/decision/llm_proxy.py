@@ -8,7 +8,7 @@ from ..llm.estimator import Estimator
 from ..llm.providers import BY_NAME, PLAIN
 from ..llm.sse import is_event_stream
 from ..protocol.messages import Reply, Settle
-from .reservations import completion_allowance, refund_all, reserved_tokens, settle
+from .reservations import completion_allowance, refund_all, settle
 
 log = logging.getLogger("fairvisor.llm")
 
@@ -60,7 +60,7 @@ class LLMProxy:
             return self._charge(r, msg, "aborted", r.prompt_estimate_tokens, msg.counted_tokens, True, now_s)
         if msg.status == 0 or (not 200 <= msg.status < 400 and not (msg.client_aborted and msg.counted_tokens)):
             refund_all(r, now_s)  # not reached, or it failed (connect error, 4xx/5xx): nothing consumed
-            m.reservation_unused.inc((), reserved_tokens(r))
+            m.reservation_unused.inc((), r.tokens)
             m.llm_settlements.inc(("refunded",))
             return _ok({"settled": "refunded"})
         adapter = BY_NAME.get(r.llm_format, PLAIN)
@@ -102,7 +102,7 @@ class LLMProxy:
         settle(r, prompt, completion, r.model, now_s, refund, cached, written)
         m = self.metrics
         if refund:  # unrefunded (unmetered) settlements give nothing back
-            m.reservation_unused.inc((), max(0, reserved_tokens(r) - prompt - completion))
+            m.reservation_unused.inc((), max(0, r.tokens - prompt - completion))
         m.tokens_settled.inc(("prompt",), prompt)
         m.tokens_settled.inc(("completion",), completion)
         m.llm_settlements.inc((result,))

@@ -44,6 +44,9 @@ class Reservation(msgspec.Struct, gc=False):
     charges: tuple  # (Charge, ...): tokens or micro-USD per reserving rule
     model: str | None
     prompt_estimate_tokens: int
+    # Tokens reserved on the first LLM token rule (all LLM rules reserve the same estimate); 0
+    # without one. Metrics and settlement replies report it.
+    tokens: int = 0
     prompt_chars: int = 0  # characters the estimate was made from
     # The request's adapter (llm/providers.py ADAPTERS, from llm/formats.py adapter_name): its
     # answer is settled in that format. None: plain HTTP (settled without usage: the
@@ -70,10 +73,15 @@ class Reservations:
     def open(self, charges, at_s: float, llm_request, llm_format: str | None = None) -> Reservation:
         rid = f"{self._prefix}-{next(self._seq):x}"
         req = llm_request
-        charges = tuple([Charge(rule, key, amount) for rule, key, amount in charges])
-        r = self._open[rid] = Reservation(rid, at_s, charges, req.model if req else None,
-                                          req.prompt_tokens if req else 0, req.prompt_chars if req else 0,
-                                          llm_format)
+        held = []
+        tokens = 0
+        for rule, key, amount in charges:
+            if not tokens and isinstance(rule, LLMRule):
+                tokens = amount
+            held.append(Charge(rule, key, amount))
+        r = self._open[rid] = Reservation(rid, at_s, tuple(held), req.model if req else None,
+                                          req.prompt_tokens if req else 0, tokens,
+                                          req.prompt_chars if req else 0, llm_format)
         return r
 
     def get(self, rid: str) -> Reservation | None:
@@ -102,14 +110,6 @@ class Reservations:
         for rid in due:
             pop(rid)
         return len(due) - max(excess, 0)
-
-
-def reserved_tokens(r: Reservation) -> int:
-    """Tokens reserved on the first LLM token rule (all LLM rules reserve the same estimate)."""
-    for rule, _key, amount in r.charges:
-        if isinstance(rule, LLMRule):
-            return amount
-    return 0
 
 
 def completion_allowance(r: Reservation, llm_request) -> int:

@@ -7,7 +7,7 @@ import time
 from pyengine.clock import FakeClock
 from pyengine.metrics import EngineMetrics
 from pyengine.protocol.connection import ConnectionProtocol
-from pyengine.protocol.framing import FrameBuffer, decode_response, encode_frame
+from pyengine.protocol.framing import FrameBuffer, encode_frame
 from pyengine.protocol.limits import ConnectionLimits
 from pyengine.protocol.messages import Health, Reply
 from pyengine.server import EngineServer
