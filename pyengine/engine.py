@@ -67,8 +67,8 @@ class Engine:
         self.overlay = Overlay(settings.trusted_proxies, self.memo)
         self.pipeline = Pipeline(PipelineSink(self.metrics, self, self.coverage))
         self.admin_routes = AdminRoutes(self)  # /v1/admin/ (served by the admin listener, contract §8)
-        # The status page's figures (pyengine.console): the decision path only appends allowed
-        # decisions to a bounded deque; the decision log hands over the rejections it drains.
+        # The status page's figures (pyengine.console): the decision path offers it each allowed
+        # decision (it keeps a sample); the decision log hands over the rejections it drains.
         self.console = ConsoleStats(self.metrics, self.decision_log.hasher, self.memo.shown_values)
         self._console_seen = self.console.seen
         self.decision_log.listener = self.console.rejected
