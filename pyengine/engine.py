@@ -16,7 +16,7 @@ from .coverage import Coverage
 from .decision_log import DecisionLog
 from . import debug_session, jitter, metrics_edge
 from .admin import AdminApi
-from .engine_errors import ENGINE_ERROR, EngineErrors, undo_quietly
+from .engine_errors import ENGINE_ERROR, EngineErrors
 from .errors import PolicyError
 from .guards.policy_guards import index_tripped
 from .decision.memo import Memo
@@ -295,7 +295,7 @@ class Engine:
         if d is not None and d.status == 0:
             if d.reservation_id:
                 self.reservations.take(d.reservation_id)
-            undo_quietly(d.charged, self.clock.now_s())
+            self.errors.undo(d.charged, self.clock.now_s())
         if tracer is not None:
             tracer.decided(ENGINE_ERROR)
         self.metrics.decisions.inc(("reject", "engine_error", ""))

@@ -35,6 +35,16 @@ class EngineErrors:
         for where in WHERE:
             self.counter.inc((where,), 0)  # every label exists from the start, so rate() works
 
+    def undo(self, charged, now_s: float) -> None:
+        """Undo an allow's charges after a later failure (the request is answered engine_error).
+        An undo that raises is one more error in the decision: counted and logged like the
+        first, and the remaining charges are still undone."""
+        for rule, key, amount in reversed(charged or ()):
+            try:
+                rule.undo(key, amount, now_s, now_s)
+            except Exception:  # noqa: BLE001 - counted here; the answer is engine_error already
+                self.record("decide")
+
     def record(self, where: str) -> None:
         """Call from an `except` block: the exception being handled is the one logged."""
         self.counter.inc((where if where in WHERE else "frame",))
@@ -52,13 +62,3 @@ class EngineErrors:
         stack = "".join(traceback.format_tb(exc.__traceback__)) if exc is not None else ""
         log.error("engine error in %s: answered engine_error%s\nTraceback (message hidden: "
                   "FAIRVISOR_LOG_KEYS=hashed):\n%s%s", where, more, stack, type(exc).__name__)
-
-
-def undo_quietly(charged, now_s: float) -> None:
-    """Undo an allow's charges after a later failure; a failing undo is counted by the caller's
-    record and must not hide the engine_error answer."""
-    for rule, key, amount in reversed(charged or ()):
-        try:
-            rule.undo(key, amount, now_s, now_s)
-        except Exception:  # noqa: BLE001 - already answering engine_error
-            log.debug("undo after engine error failed", exc_info=True)

@@ -39,6 +39,18 @@ def errors(engine, where="decide") -> float:
     return engine.metrics.engine_errors.values[(where,)]
 
 
+def break_allow_render(monkeypatch):
+    """Rendering an allow raises: a bug after the pipeline allowed and charged."""
+    import pyengine.engine as engine_module
+
+    def broken_render(d, surface, llm_format, memo=None):
+        if d.status == 0:
+            raise RuntimeError("render bug")
+        return real_render(d, surface, llm_format, memo)
+    real_render = engine_module.render
+    monkeypatch.setattr(engine_module, "render", broken_render)
+
+
 def test_a_rule_that_raises_rejects_with_engine_error_and_the_earlier_charge_is_undone(monkeypatch):
     engine = make_engine(BUNDLE)
     fault_on(monkeypatch, engine, 1, "evil")
@@ -67,19 +79,29 @@ def test_inline_surface_gets_the_provider_error_shape(monkeypatch):
 
 def test_an_error_after_the_pipeline_allowed_undoes_the_allow(monkeypatch):
     engine = make_engine(BUNDLE)
-    import pyengine.engine as engine_module
-
-    def broken_render(d, surface, llm_format, memo=None):
-        if d.status == 0:
-            raise RuntimeError("render bug")
-        return real_render(d, surface, llm_format, memo)
-    real_render = engine_module.render
-    monkeypatch.setattr(engine_module, "render", broken_render)
+    break_allow_render(monkeypatch)
     v = described(engine, xff="10.0.0.1", headers={"X-Tenant": "t"})
     assert v.status == 503 and hdr(v, "X-Fairvisor-Reason") == "engine_error"
     assert roomy_tokens(engine) == 100  # both rules charged on allow; both undone
     tenant = engine.bundle.policies[0].rules[1].bucket
     assert int(tenant.peek(rule_key("p", "faulty", "t"), engine.clock.now_s())) == 100
+
+
+def test_an_undo_that_raises_after_an_allow_is_counted_and_the_other_charges_are_still_undone(monkeypatch):
+    engine = make_engine(BUNDLE)
+    break_allow_render(monkeypatch)
+    faulty = engine.bundle.policies[0].rules[1]
+    real_undo = type(faulty).undo
+
+    def undo(self, key, amount, at_s, now_s):
+        if self is faulty:
+            raise ValueError("undo bug")
+        return real_undo(self, key, amount, at_s, now_s)
+    monkeypatch.setattr(type(faulty), "undo", undo)
+    v = described(engine, xff="10.0.0.1", headers={"X-Tenant": "t"})
+    assert v.status == 503 and hdr(v, "X-Fairvisor-Reason") == "engine_error"
+    assert errors(engine) == 2  # the render bug, then the undo that failed
+    assert roomy_tokens(engine) == 100  # undone although the charge after it could not be
 
 
 def test_settle_and_usage_that_raise_are_counted_and_answered(monkeypatch):
